@@ -1,0 +1,69 @@
+"""asyncflow-hpc: asynchronous scientific workflows, from a laptop to SLURM and PBS clusters.
+
+The programming model is radical.asyncflow's: a script written for it runs after changing
+only its import line::
+
+    from asyncflow_hpc import WorkflowEngine, LocalExecutionBackend
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .backends.base import ExecutionBackend, Reporter
+from .backends.local import LocalExecutionBackend
+from .backends.noop import NoopExecutionBackend
+from .engine import WorkflowEngine
+from .errors import (
+    AsyncFlowError,
+    BackendError,
+    ConfigurationError,
+    DependencyFailureError,
+    ExecutableNotFoundError,
+    PilotFailedError,
+    TaskExecutionError,
+    TaskTimeoutError,
+    UnknownBackendError,
+)
+from .events import Event, EventType
+from .files import InputFile, OutputFile
+from .tasks import TaskFuture, TaskKind, TaskSpec, TaskState
+
+if TYPE_CHECKING:
+    from .backends.radical import RadicalPilotBackend
+
+__all__ = [
+    "AsyncFlowError",
+    "BackendError",
+    "ConfigurationError",
+    "DependencyFailureError",
+    "Event",
+    "EventType",
+    "ExecutableNotFoundError",
+    "ExecutionBackend",
+    "InputFile",
+    "LocalExecutionBackend",
+    "NoopExecutionBackend",
+    "OutputFile",
+    "PilotFailedError",
+    "Reporter",
+    "TaskExecutionError",
+    "TaskFuture",
+    "TaskKind",
+    "TaskSpec",
+    "TaskState",
+    "TaskTimeoutError",
+    "UnknownBackendError",
+    "WorkflowEngine",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # RADICAL-Pilot is an optional extra and slow to import: load it on first use only
+    if name in ("RadicalPilotBackend", "RadicalExecutionBackend"):
+        from .backends.radical import RadicalPilotBackend
+
+        return RadicalPilotBackend
+    raise AttributeError(f"module 'asyncflow_hpc' has no attribute {name!r}")

@@ -1,0 +1,138 @@
+"""The one narrow interface between the engine and the places tasks run.
+
+A backend receives resolved :class:`~asyncflow_hpc.tasks.TaskSpec` objects in batches and
+reports what happens to them through a single :class:`Reporter`. It never imports the
+engine. Adding a backend means writing one module with one subclass of
+:class:`ExecutionBackend` and naming it in :mod:`asyncflow_hpc.backends` (the registry).
+
+Threading contract: ``submit``, ``cancel`` and ``bind`` are called on the engine's event loop
+and must not block. A backend whose work finishes on other threads (a thread pool,
+RADICAL-Pilot's callback thread) reports through :meth:`Reporter.threadsafe`, which hops onto
+the loop with ``call_soon_threadsafe``; code already on the loop calls the reporter directly.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Generator, Sequence
+from typing import Any
+
+from ..tasks import TaskSpec, TaskState
+
+__all__ = ["ExecutionBackend", "Reporter"]
+
+
+class Reporter:
+    """Where a backend sends task state changes; calls land on the engine's loop.
+
+    ``running(uid)`` marks a task started; ``done(uid, value)``, ``failed(uid, error)`` and
+    ``cancelled(uid)`` are final. ``node`` (optional) says where the task ran.
+    """
+
+    __slots__ = ("_sink", "_loop")
+
+    def __init__(self, sink, loop: asyncio.AbstractEventLoop) -> None:
+        # sink(uid, state, value, error, node) is the engine's handler
+        self._sink = sink
+        self._loop = loop
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def running(self, uid: str, node: str | None = None) -> None:
+        self._sink(uid, TaskState.RUNNING, None, None, node)
+
+    def done(self, uid: str, value: Any = None, node: str | None = None) -> None:
+        self._sink(uid, TaskState.DONE, value, None, node)
+
+    def failed(self, uid: str, error: BaseException, node: str | None = None) -> None:
+        self._sink(uid, TaskState.FAILED, None, error, node)
+
+    def cancelled(self, uid: str) -> None:
+        self._sink(uid, TaskState.CANCELLED, None, None, None)
+
+    def threadsafe(self, uid: str, state: TaskState, value: Any = None,
+                   error: BaseException | None = None, node: str | None = None) -> None:
+        """Report from any thread: the call is queued onto the engine's loop."""
+        try:
+            self._loop.call_soon_threadsafe(self._sink, uid, state, value, error, node)
+        except RuntimeError:  # loop closed: the engine is gone, nobody is waiting
+            pass
+
+
+class ExecutionBackend(abc.ABC):
+    """Base class of backends.
+
+    Life cycle: construct → ``await backend`` (or ``await backend.start()``; idempotent) →
+    the engine calls ``bind(reporter)`` → ``submit(batch)`` / ``cancel(uid)`` any number of
+    times → ``await shutdown()`` (idempotent). Awaiting the constructor's result is how
+    radical.asyncflow users create backends, so it is kept.
+    """
+
+    #: key under which the engine files this backend; tasks select it with ``backend=``
+    name: str = "backend"
+
+    def __init__(self) -> None:
+        self._reporter: Reporter | None = None
+        self._started = False
+        self._closed = False
+
+    # -- life cycle -------------------------------------------------------------------
+    def __await__(self) -> Generator[Any, None, ExecutionBackend]:
+        return self._await_started().__await__()
+
+    async def _await_started(self) -> ExecutionBackend:
+        await self.start()
+        return self
+
+    async def start(self) -> None:
+        """Acquire resources. Called once; later calls return at once."""
+        if self._started:
+            return
+        self._started = True
+        await self._start()
+
+    async def _start(self) -> None:  # noqa: B027 - optional hook
+        """Backend-specific start-up (override)."""
+
+    def bind(self, reporter: Reporter) -> None:
+        """Receive the reporter through which state changes reach the engine."""
+        self._reporter = reporter
+
+    @property
+    def reporter(self) -> Reporter:
+        if self._reporter is None:
+            raise RuntimeError(f"backend {self.name!r} is not attached to an engine")
+        return self._reporter
+
+    # -- work -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def submit(self, specs: Sequence[TaskSpec]) -> None:
+        """Start running a batch of tasks. Must not block; report through the reporter."""
+
+    @abc.abstractmethod
+    def cancel(self, uid: str) -> None:
+        """Stop a submitted task (kill its process). Unknown or finished uids are ignored.
+
+        The engine has already settled the future; the backend need not report back.
+        """
+
+    async def shutdown(self) -> None:
+        """Stop everything still running and release resources. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:  # noqa: B027 - optional hook
+        """Backend-specific shutdown (override)."""
+
+    # -- introspection ----------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """A short description for logs, telemetry and ``doctor``."""
+        return {"name": self.name, "type": type(self).__name__}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r}>"

@@ -1,0 +1,912 @@
+"""WorkflowEngine: decorators, workflow scopes, dependency tracking, submission, shutdown.
+
+The path of one task (see docs/concepts.md):
+
+1. A decorated function is called. The engine records the call and returns a
+   :class:`~asyncflow_hpc.tasks.TaskFuture` at once.
+2. Futures found in the arguments are dependencies. Each unfinished one gets the new task in
+   its list of dependents; nothing polls.
+3. When the last dependency settles, the arguments are resolved and a backend-neutral
+   :class:`~asyncflow_hpc.tasks.TaskSpec` is queued. Queued specs go to their backend in
+   batches: at the end of the callback that made them ready, or — for tasks created by user
+   code — once per loop iteration.
+4. The backend reports state changes through one :class:`~asyncflow_hpc.backends.base.Reporter`
+   on the engine's loop; the engine settles the future and wakes the dependents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+import functools
+import inspect
+import logging
+import os
+import shlex
+import signal
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, TypeVar
+
+from .backends import create_backend_from_env
+from .backends.base import ExecutionBackend, Reporter
+from .descriptions import check_task_description
+from .errors import (
+    ConfigurationError,
+    DependencyFailureError,
+    UnknownBackendError,
+)
+from .events import Event, EventType, Observer
+from .tasks import TaskFuture, TaskKind, TaskRecord, TaskSpec, TaskState
+
+__all__ = ["WorkflowEngine"]
+
+log = logging.getLogger("asyncflow_hpc")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_DONE, _FAILED, _CANCELLED, _RUNNING = (
+    TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.RUNNING)
+_FUNCTION, _EXECUTABLE, _BLOCK = TaskKind.FUNCTION, TaskKind.EXECUTABLE, TaskKind.BLOCK
+# argument types that can never hold a future: skipped without a look inside
+_ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
+_CONTAINERS = (list, tuple, set, frozenset, dict)
+_SETTLED, _CANCEL = object(), object()  # kinds of follow-up work in WorkflowEngine._work
+
+
+class _TaskOptions:
+    """What a decorator captured once, so a call does no introspection."""
+
+    __slots__ = ("kind", "func", "name", "is_async", "task_description", "backend", "service",
+                 "capture_stdio", "retries", "timeout", "retry_backoff")
+
+    def __init__(self, kind: TaskKind, func: Callable, *, backend: str | None, service: bool,
+                 capture_stdio: bool, retries: int, timeout: float | None,
+                 task_description: Mapping | None, retry_backoff: float) -> None:
+        if not callable(func):
+            raise TypeError(f"a task must decorate a function, got {func!r}")
+        self.kind = kind
+        self.func = func
+        self.name = getattr(func, "__name__", None) or type(func).__name__
+        self.is_async = inspect.iscoroutinefunction(func)
+        if kind is _BLOCK and not self.is_async:
+            raise TypeError(f"@block needs an 'async def' function, got {self.name!r}")
+        td: dict = {}
+        try:
+            param = inspect.signature(func).parameters.get("task_description")
+        except (TypeError, ValueError):
+            param = None
+        if param is not None and isinstance(param.default, Mapping):
+            td.update(param.default)
+        if task_description:
+            td.update(task_description)
+        if td:
+            check_task_description(td, self.name)
+        self.task_description = td
+        if backend is not None and not isinstance(backend, str):
+            raise TypeError(f"backend= must be a backend name, got {backend!r}")
+        self.backend = backend
+        self.service = service
+        self.capture_stdio = capture_stdio
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ConfigurationError(f"retries= must be an integer >= 0, got {retries!r}")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or timeout <= 0):
+            raise ConfigurationError(f"timeout= must be a number of seconds > 0, got {timeout!r}")
+        self.retries = retries
+        self.timeout = timeout
+        self.retry_backoff = retry_backoff
+
+
+class _Opening:
+    """Result of :meth:`WorkflowEngine.create`: awaitable, and usable with ``async with``."""
+
+    def __init__(self, engine: WorkflowEngine) -> None:
+        self._engine = engine
+
+    def __await__(self):
+        return self._engine.start().__await__()
+
+    async def __aenter__(self) -> WorkflowEngine:
+        return await self._engine.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._engine.shutdown()
+
+
+class WorkflowEngine:
+    """Runs decorated tasks on one or more backends, tracking dependencies between them.
+
+    Create it inside a running event loop::
+
+        flow = await WorkflowEngine.create(backend=await LocalExecutionBackend(ThreadPoolExecutor()))
+        ...
+        await flow.shutdown()
+
+    or ``async with WorkflowEngine.create() as flow:``. With no backend the engine reads
+    ``ASYNCFLOW_HPC_BACKEND`` (``local``, ``dryrun``, ``radical``), so one campaign script runs
+    unchanged on a laptop and on a cluster.
+    """
+
+    def __init__(
+        self,
+        backend: ExecutionBackend | Iterable[ExecutionBackend] | None = None,
+        dry_run: bool = False,
+        implicit_data: bool = True,
+        uid: str | None = None,
+        work_dir: str | os.PathLike | None = None,
+        *,
+        install_signal_handlers: bool = True,
+        observers: Iterable[Observer] = (),
+    ) -> None:
+        self.uid = uid or f"engine.{uuid.uuid4().hex[:8]}"
+        self.dry_run = dry_run
+        self.implicit_data = implicit_data
+        self.work_dir = Path(work_dir) if work_dir is not None else Path.cwd()
+        self._backend_arg = backend
+        self._install_signals = install_signal_handlers
+        self.backends: dict[str, ExecutionBackend] = {}
+        self._default_backend: ExecutionBackend | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # uid -> record, weakly: a record lives as long as its future (or while unfinished)
+        self.components: weakref.WeakValueDictionary[str, TaskRecord] = weakref.WeakValueDictionary()
+        self._active: dict[str, TaskRecord] = {}
+        self._outbox: dict[ExecutionBackend, list[TaskSpec]] = {}
+        self._flush_scheduled = False
+        self._flushing = False
+        self._counter = 0
+        self._observers: list[Observer] = list(observers)
+        # per-engine context: one engine's scope never leaks into another's tasks
+        self._scope_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+            f"asyncflow_hpc.scope.{self.uid}", default=None)
+        self._block_var: contextvars.ContextVar[TaskRecord | None] = contextvars.ContextVar(
+            f"asyncflow_hpc.block.{self.uid}", default=None)
+        self._started = False
+        self._closing = False
+        self._closed = False
+        self._signal_handlers: dict[int, Any] = {}
+        self._owner_task: asyncio.Task | None = None
+        self._retry_handles: set[asyncio.TimerHandle] = set()
+        self._work: collections.deque[tuple[object, TaskRecord]] = collections.deque()
+        self._working = False
+        self.counts = {"submitted": 0, "done": 0, "failed": 0, "cancelled": 0}
+
+    # ------------------------------------------------------------------ life cycle
+    @classmethod
+    def create(
+        cls,
+        backend: ExecutionBackend | Iterable[ExecutionBackend] | None = None,
+        dry_run: bool = False,
+        implicit_data: bool = True,
+        uid: str | None = None,
+        work_dir: str | os.PathLike | None = None,
+        **options: Any,
+    ) -> _Opening:
+        """Make and start an engine: ``await WorkflowEngine.create(...)`` or ``async with``."""
+        return _Opening(cls(backend, dry_run, implicit_data, uid, work_dir, **options))
+
+    async def start(self) -> WorkflowEngine:
+        """Start the backends and bind them to this engine's loop (idempotent)."""
+        if self._started:
+            return self
+        self._loop = asyncio.get_running_loop()
+        self._owner_task = asyncio.current_task()
+        backends = await self._resolve_backends(self._backend_arg)
+        reporter = Reporter(self._on_report, self._loop)
+        for b in backends:
+            await b.start()
+            if b.name in self.backends:
+                raise ConfigurationError(
+                    f"two backends are named {b.name!r}; give each a distinct name=")
+            b.bind(reporter)
+            self.backends[b.name] = b
+        self._default_backend = backends[0]
+        self._started = True
+        if self._install_signals and threading.current_thread() is threading.main_thread():
+            self._install_signal_handlers()
+        log.debug("engine %s started with backends %s", self.uid, list(self.backends))
+        return self
+
+    async def _resolve_backends(self, arg: Any) -> list[ExecutionBackend]:
+        if arg is None:
+            if self.dry_run:
+                from .backends.noop import NoopExecutionBackend
+                return [NoopExecutionBackend()]
+            return [await create_backend_from_env(work_dir=self.work_dir)]
+        if isinstance(arg, ExecutionBackend):
+            return [arg]
+        if inspect.isawaitable(arg):
+            return await self._resolve_backends(await arg)
+        if isinstance(arg, Iterable) and not isinstance(arg, (str, bytes)):
+            out = [b for b in arg]
+            if out and all(isinstance(b, ExecutionBackend) for b in out):
+                return out
+        raise ConfigurationError(
+            f"backend= must be an ExecutionBackend or a list of them, got {arg!r}")
+
+    async def __aenter__(self) -> WorkflowEngine:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    async def shutdown(self, skip_execution_backend: bool = False) -> None:
+        """Cancel unfinished tasks, stop the backends, restore signal handlers. Idempotent."""
+        if self._closed or self._closing:
+            return
+        self._closing = True
+        try:
+            for h in self._retry_handles:
+                h.cancel()
+            self._retry_handles.clear()
+            # cancel blocks first (they cancel what they submitted), then the rest
+            for rec in sorted(self._active.values(), key=lambda r: r.kind is not _BLOCK):
+                fut = rec.future
+                if fut is not None and not fut.done():
+                    fut.cancel()
+            self._outbox.clear()
+            if not skip_execution_backend:
+                for b in self.backends.values():
+                    try:
+                        await b.shutdown()
+                    except Exception:  # one backend's failure must not keep the others up
+                        log.exception("backend %s failed to shut down", b.name)
+        finally:
+            self._restore_signal_handlers()
+            self._closed = True
+            self._closing = False
+
+    @property
+    def is_running(self) -> bool:
+        return self._started and not self._closed
+
+    # ------------------------------------------------------------------ signals
+    def _install_signal_handlers(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            try:
+                previous = signal.getsignal(sig)
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue
+            self._signal_handlers[sig] = previous
+
+    def _restore_signal_handlers(self) -> None:
+        loop = self._loop
+        for sig, previous in self._signal_handlers.items():
+            try:
+                if loop is not None and not loop.is_closed():
+                    loop.remove_signal_handler(sig)
+                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+            except (ValueError, RuntimeError, TypeError):
+                pass
+        self._signal_handlers.clear()
+
+    def _on_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        log.warning("asyncflow-hpc: received %s, cancelling %d unfinished task(s) and shutting down",
+                    name, len(self._active))
+        assert self._loop is not None
+        self._loop.create_task(self._shutdown_after_signal(sig))
+
+    async def _shutdown_after_signal(self, sig: int) -> None:
+        await self.shutdown()
+        # re-deliver the signal to whatever handled it before us (asyncio.run turns SIGINT
+        # into KeyboardInterrupt in the main task; SIGTERM's default ends the process)
+        signal.raise_signal(sig)
+
+    # ------------------------------------------------------------------ decorators
+    def function_task(self, func: F | None = None, /, *, service: bool = False,
+                      backend: str | None = None, capture_stdio: bool = False,
+                      retries: int = 0, timeout: float | None = None,
+                      task_description: Mapping | None = None,
+                      retry_backoff: float = 0.0) -> Any:
+        """Decorate a function whose body runs on a backend; the future yields its return value."""
+        return self._decorator(_FUNCTION, func, service=service, backend=backend,
+                               capture_stdio=capture_stdio, retries=retries, timeout=timeout,
+                               task_description=task_description, retry_backoff=retry_backoff)
+
+    def executable_task(self, func: F | None = None, /, *, service: bool = False,
+                        backend: str | None = None, capture_stdio: bool = False,
+                        retries: int = 0, timeout: float | None = None,
+                        task_description: Mapping | None = None,
+                        retry_backoff: float = 0.0) -> Any:
+        """Decorate a function that returns a command line; the future yields its stdout."""
+        return self._decorator(_EXECUTABLE, func, service=service, backend=backend,
+                               capture_stdio=capture_stdio, retries=retries, timeout=timeout,
+                               task_description=task_description, retry_backoff=retry_backoff)
+
+    def block(self, func: F | None = None, /, *, service: bool = False,
+              backend: str | None = None, capture_stdio: bool = False) -> Any:
+        """Decorate an ``async def`` that composes tasks; calling it returns a future too."""
+        return self._decorator(_BLOCK, func, service=service, backend=backend,
+                               capture_stdio=capture_stdio, retries=0, timeout=None,
+                               task_description=None, retry_backoff=0.0)
+
+    def _decorator(self, kind: TaskKind, func: Callable | None, **kw: Any) -> Any:
+        def wrap(f: Callable) -> Callable[..., TaskFuture]:
+            opts = _TaskOptions(kind, f, **kw)
+            call = self._call
+
+            @functools.wraps(f)
+            def make_task(*args: Any, **kwargs: Any) -> TaskFuture:
+                return call(opts, args, kwargs)
+
+            make_task.task_options = opts  # type: ignore[attr-defined]
+            return make_task
+
+        return wrap if func is None else wrap(func)
+
+    # ------------------------------------------------------------------ scopes
+    @asynccontextmanager
+    async def workflow_scope(self, workflow_id: str | None = None) -> AsyncIterator[str]:
+        """Tag every task submitted inside with ``workflow_id`` (made up when omitted)."""
+        if workflow_id is None:
+            workflow_id = f"wf-{uuid.uuid4().hex[:8]}"
+        elif not isinstance(workflow_id, str) or not workflow_id:
+            raise ConfigurationError(f"workflow_id must be a non-empty string, got {workflow_id!r}")
+        token = self._scope_var.set(workflow_id)
+        try:
+            yield workflow_id
+        finally:
+            try:
+                self._scope_var.reset(token)
+            except ValueError:  # exited in another context (e.g. generator closed late)
+                self._scope_var.set(None)
+
+    @property
+    def current_workflow_id(self) -> str | None:
+        return self._scope_var.get()
+
+    # ------------------------------------------------------------------ observers
+    def subscribe(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer(event)`` for every task event; returns a function that unsubscribes."""
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer) if observer in self._observers else None
+
+    def _emit(self, etype: str, rec: TaskRecord, error: BaseException | None = None,
+              value: Any = None) -> None:
+        ev = Event(etype, rec, error, value)
+        for obs in self._observers:
+            try:
+                obs(ev)
+            except Exception:  # an observer's bug must not break the workflow
+                log.exception("observer %r failed on %s", obs, etype)
+
+    # ------------------------------------------------------------------ calls
+    def _call(self, opts: _TaskOptions, args: tuple, kwargs: dict) -> TaskFuture:
+        if not self._started or self._closed or self._closing:
+            state = "shut down" if (self._closed or self._closing) else "not started"
+            raise RuntimeError(
+                f"cannot submit {opts.name!r}: the workflow engine is {state} "
+                "(create it with 'await WorkflowEngine.create(...)')")
+        td = opts.task_description
+        wid = None
+        bad_td: BaseException | None = None
+        if kwargs:
+            if "task_description" in kwargs:
+                call_td = kwargs.pop("task_description")
+                if call_td:
+                    if isinstance(call_td, Mapping):
+                        td = {**td, **call_td}
+                        try:
+                            check_task_description(call_td, opts.name)
+                        except ConfigurationError as exc:
+                            bad_td = exc
+                    else:
+                        bad_td = ConfigurationError(
+                            f"task_description of {opts.name!r} must be a dict, got "
+                            f"{type(call_td).__name__}")
+            if "workflow_id" in kwargs:
+                wid = kwargs.pop("workflow_id")
+        if wid is None:
+            wid = self._scope_var.get()
+        self._counter += 1
+        kind = opts.kind
+        uid = f"{'block' if kind is _BLOCK else 'task'}.{self._counter:06d}"
+        rec = TaskRecord(uid, opts.name, kind, opts.func, opts)
+        rec.args = args
+        rec.kwargs = kwargs
+        rec.task_description = td
+        rec.workflow_id = wid
+        rec.created = time.time()
+        parent = self._block_var.get()
+        if parent is not None:
+            rec.parent = parent
+            if parent.children is None:
+                parent.children = []
+            parent.children.append(rec)
+            if wid is None:
+                rec.workflow_id = parent.workflow_id
+        fut = TaskFuture(loop=self._loop)
+        fut.uid = uid
+        fut.task = rec
+        fut._on_cancel = self._on_future_cancelled
+        rec.future = fut
+        self.components[uid] = rec
+        self._active[uid] = rec
+        # backend: chosen now, so an unknown name fails this task only
+        bname = opts.backend
+        if bname is None or kind is _BLOCK:
+            rec.backend = self._default_backend.name  # type: ignore[union-attr]
+        elif bname in self.backends:
+            rec.backend = bname
+        else:
+            rec.backend = bname
+            bad_td = UnknownBackendError(bname, list(self.backends))
+        if self._observers:
+            self._emit(EventType.CREATED, rec)
+        if bad_td is not None:
+            self._settle_failed(rec, bad_td)
+            return fut
+
+        deps = _find_futures(args, kwargs) if (args or kwargs) else None
+        if deps:
+            waiting = 0
+            dep_uids = rec.dependencies
+            for d in deps:
+                dtask = getattr(d, "task", None)
+                if dtask is not None and isinstance(d, TaskFuture):
+                    dep_uids.append(d.uid)
+                    if d is fut:
+                        continue
+                    if not d.done() and self._active.get(d.uid) is dtask:
+                        if dtask.dependents is None:
+                            dtask.dependents = []
+                        dtask.dependents.append(rec)
+                        waiting += 1
+                        continue
+                else:
+                    dep_uids.append(_future_name(d))
+                if not d.done():
+                    # a plain asyncio future, or one of another engine
+                    d.add_done_callback(functools.partial(self._foreign_dep_done, rec))
+                    waiting += 1
+            rec.waiting = waiting
+            if waiting:
+                return fut
+        self._dependencies_settled(rec)
+        if self._outbox and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_soon)  # type: ignore[union-attr]
+        return fut
+
+    def _foreign_dep_done(self, rec: TaskRecord, _fut: asyncio.Future) -> None:
+        if self._active.get(rec.uid) is not rec:
+            return
+        rec.waiting -= 1
+        if rec.waiting == 0:
+            self._dependencies_settled(rec)
+            self._flush()
+
+    # ------------------------------------------------------------------ resolution
+    def _dependencies_settled(self, rec: TaskRecord) -> None:
+        """All inputs are final: fail, cancel, or resolve arguments and queue the task."""
+        args, kwargs = rec.args, rec.kwargs
+        if rec.dependencies:
+            problems: list = []
+            try:
+                args = _resolve(args, problems)
+                kwargs = _resolve(kwargs, problems) if kwargs else kwargs
+            except RecursionError:
+                self._settle_failed(rec, ConfigurationError(
+                    f"arguments of {rec.name!r} are nested too deeply (or contain a cycle)"))
+                return
+            if problems:
+                if any(p[1] is None for p in problems):  # a cancelled input
+                    rec.future.cancel()  # type: ignore[union-attr]
+                    return
+                names = [n for n, _ in problems]
+                err = DependencyFailureError(
+                    f"Cannot execute '{rec.name}' due to dependency failure",
+                    failed_dependencies=names, root_cause=problems[0][1])
+                self._settle_failed(rec, err)
+                return
+        rec.args, rec.kwargs = args, kwargs
+        if self._observers:
+            self._emit(EventType.RESOLVED, rec)
+        kind = rec.kind
+        if kind is _BLOCK:
+            self._start_block(rec)
+        elif kind is _EXECUTABLE:
+            self._build_executable(rec)
+        else:
+            opts: _TaskOptions = rec.options
+            td = rec.task_description
+            rec.spec = TaskSpec(
+                rec.uid, rec.name, _FUNCTION, function=rec.function, args=args, kwargs=kwargs,
+                is_async=opts.is_async, description=td, workflow_id=rec.workflow_id,
+                timeout=td.get("timeout", opts.timeout) if td else opts.timeout)
+            self._queue(rec)
+
+    def _build_executable(self, rec: TaskRecord) -> None:
+        opts: _TaskOptions = rec.options
+        try:
+            produced = rec.function(*rec.args, **rec.kwargs)
+        except BaseException as exc:  # the body itself failed: that is the task's error
+            self._settle_failed(rec, exc)
+            return
+        if inspect.isawaitable(produced):
+            runner = self._loop.create_task(produced)  # type: ignore[union-attr]
+            rec.runner = runner
+            runner.add_done_callback(functools.partial(self._command_ready, rec))
+            return
+        self._finish_executable(rec, produced)
+
+    def _command_ready(self, rec: TaskRecord, runner: asyncio.Task) -> None:
+        rec.runner = None
+        if self._active.get(rec.uid) is not rec:
+            return
+        if runner.cancelled():
+            rec.future.cancel()  # type: ignore[union-attr]
+            return
+        exc = runner.exception()
+        if exc is not None:
+            self._settle_failed(rec, exc)
+        else:
+            self._finish_executable(rec, runner.result())
+        self._flush()
+
+    def _finish_executable(self, rec: TaskRecord, produced: Any) -> None:
+        opts: _TaskOptions = rec.options
+        td = rec.task_description
+        shell = bool(td.get("shell")) if td else False
+        try:
+            command = _command_from(produced, shell, rec.name)
+        except (TypeError, ValueError) as exc:
+            self._settle_failed(rec, exc)
+            return
+        rec.spec = TaskSpec(
+            rec.uid, rec.name, _EXECUTABLE, command=command, shell=shell, description=td,
+            workflow_id=rec.workflow_id,
+            timeout=td.get("timeout", opts.timeout) if td else opts.timeout)
+        self._queue(rec)
+
+    def _start_block(self, rec: TaskRecord) -> None:
+        ctx = contextvars.copy_context()
+        ctx.run(self._block_var.set, rec)
+        ctx.run(self._scope_var.set, rec.workflow_id)
+        try:
+            coro = rec.function(*rec.args, **rec.kwargs)
+        except BaseException as exc:
+            self._settle_failed(rec, exc)
+            return
+        rec.state = _RUNNING
+        rec.started = time.time()
+        runner = self._loop.create_task(coro, context=ctx)  # type: ignore[union-attr]
+        rec.runner = runner
+        runner.add_done_callback(functools.partial(self._block_finished, rec))
+        if self._observers:
+            self._emit(EventType.STARTED, rec)
+
+    def _block_finished(self, rec: TaskRecord, runner: asyncio.Task) -> None:
+        rec.runner = None
+        if self._active.get(rec.uid) is not rec:
+            return
+        if runner.cancelled():
+            rec.future.cancel()  # type: ignore[union-attr]
+        elif runner.exception() is not None:
+            self._settle_failed(rec, runner.exception())  # type: ignore[arg-type]
+        else:
+            self._settle_done(rec, runner.result())
+        self._flush()
+
+    # ------------------------------------------------------------------ submission
+    def _queue(self, rec: TaskRecord) -> None:
+        backend = self.backends[rec.backend]  # type: ignore[index]
+        rec.attempts += 1
+        if self._observers:
+            self._emit(EventType.QUEUED, rec)
+        box = self._outbox.get(backend)
+        if box is None:
+            self._outbox[backend] = [rec.spec]  # type: ignore[list-item]
+        else:
+            box.append(rec.spec)  # type: ignore[arg-type]
+
+    def _flush_soon(self) -> None:
+        self._flush_scheduled = False
+        self._flush()
+
+    def _flush(self) -> None:
+        """Hand every queued spec to its backend, one call per backend."""
+        if self._flushing:
+            return  # the outer call picks up what was queued meanwhile
+        self._flushing = True
+        try:
+            while self._outbox:
+                outbox, self._outbox = self._outbox, {}
+                for backend, specs in outbox.items():
+                    specs = [s for s in specs if s.uid in self._active]
+                    if not specs:
+                        continue
+                    self.counts["submitted"] += len(specs)
+                    if self._observers:
+                        for s in specs:
+                            self._emit(EventType.SUBMITTED, self._active[s.uid])
+                    try:
+                        backend.submit(specs)
+                    except Exception as exc:  # backend refused the batch: fail just these
+                        log.exception("backend %s failed to accept %d task(s)", backend.name,
+                                      len(specs))
+                        for s in specs:
+                            rec = self._active.get(s.uid)
+                            if rec is not None:
+                                self._settle_failed(rec, exc)
+        finally:
+            self._flushing = False
+
+    # ------------------------------------------------------------------ reports
+    def _on_report(self, uid: str, state: TaskState, value: Any, error: BaseException | None,
+                   node: str | None) -> None:
+        """The backends' single entry point (always on the loop)."""
+        rec = self._active.get(uid)
+        if rec is None:
+            return  # already settled (cancelled, or shut down)
+        if node is not None:
+            rec.node = node
+        if state is _DONE:
+            self._settle_done(rec, value)
+        elif state is _RUNNING:
+            if rec.state is not _RUNNING:
+                rec.state = _RUNNING
+                rec.started = time.time()
+                if self._observers:
+                    self._emit(EventType.STARTED, rec)
+            return
+        elif state is _FAILED:
+            if self._should_retry(rec, error):
+                return
+            self._settle_failed(rec, error if error is not None else RuntimeError(
+                f"task {rec.name!r} failed on backend {rec.backend!r} without an error"))
+        elif state is _CANCELLED:
+            rec.future.cancel()  # type: ignore[union-attr]
+        if self._outbox:
+            self._flush()
+
+    def _should_retry(self, rec: TaskRecord, error: BaseException | None) -> bool:
+        opts: _TaskOptions = rec.options
+        td = rec.task_description
+        retries = td.get("retries", opts.retries) if td else opts.retries
+        if rec.error_history is None:
+            rec.error_history = []
+        rec.error_history.append(f"attempt {rec.attempts}: {type(error).__name__}: {error}")
+        if self._closing or rec.attempts > (retries or 0):
+            if rec.attempts > 1 and error is not None:
+                try:
+                    error.add_note(f"{rec.name!r} ran {rec.attempts} times:\n  " +
+                                   "\n  ".join(rec.error_history))
+                except AttributeError:
+                    pass
+            return False
+        backoff = td.get("retry_backoff", opts.retry_backoff) if td else opts.retry_backoff
+        delay = (backoff or 0.0) * (2 ** (rec.attempts - 1))
+        rec.state = TaskState.PENDING
+        if self._observers:
+            self._emit(EventType.RETRIED, rec, error)
+        log.info("retrying %s (%s) after attempt %d failed: %s", rec.name, rec.uid, rec.attempts,
+                 error)
+        if delay > 0:
+            handle = self._loop.call_later(delay, self._retry_now, rec)  # type: ignore[union-attr]
+            self._retry_handles.add(handle)
+        else:
+            self._retry_now(rec)
+        return True
+
+    def _retry_now(self, rec: TaskRecord, handle: Any = None) -> None:
+        if self._active.get(rec.uid) is not rec:
+            return
+        self._retry_handles = {h for h in self._retry_handles if not h.cancelled()}
+        rec.spec.attempt = rec.attempts + 1  # type: ignore[union-attr]
+        self._queue(rec)
+        self._flush()
+
+    def _settle_done(self, rec: TaskRecord, value: Any) -> None:
+        fut = rec.future
+        del self._active[rec.uid]
+        rec.state = _DONE
+        rec.finished = time.time()
+        self.counts["done"] += 1
+        if fut is not None and not fut.done():
+            fut.set_result(value)
+        if self._observers:
+            self._emit(EventType.COMPLETED, rec, value=value)
+        self._release(rec)
+
+    def _settle_failed(self, rec: TaskRecord, error: BaseException) -> None:
+        fut = rec.future
+        if self._active.pop(rec.uid, None) is None:
+            return
+        rec.state = _FAILED
+        rec.finished = time.time()
+        self.counts["failed"] += 1
+        if fut is not None and not fut.done():
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                error = RuntimeError(f"task {rec.name!r} raised {type(error).__name__}")
+            fut.set_exception(error)
+            # a failure nobody awaits is logged by asyncio at collection; the engine has
+            # already told its dependents, so only unobserved leaves should warn
+        if self._observers:
+            self._emit(EventType.FAILED, rec, error)
+        self._release(rec)
+
+    def _on_future_cancelled(self, rec: TaskRecord) -> None:
+        """TaskFuture.cancel() landed: stop the work and cancel dependents at once."""
+        if self._active.pop(rec.uid, None) is None:
+            return
+        rec.state = _CANCELLED
+        rec.finished = time.time()
+        self.counts["cancelled"] += 1
+        if rec.runner is not None and not rec.runner.done():
+            rec.runner.cancel()
+        if rec.children:
+            self._work.extend((_CANCEL, child) for child in rec.children)
+        if rec.kind is not _BLOCK and rec.attempts:
+            backend = self.backends.get(rec.backend)  # type: ignore[arg-type]
+            if backend is not None:
+                try:
+                    backend.cancel(rec.uid)
+                except Exception:
+                    log.exception("backend %s failed to cancel %s", rec.backend, rec.uid)
+        if self._observers:
+            self._emit(EventType.CANCELED, rec)
+        dependents = rec.dependents
+        rec.dependents = None
+        if dependents:
+            self._work.extend((_CANCEL, d) for d in dependents)
+        self._release(rec)
+
+    def _release(self, rec: TaskRecord) -> None:
+        """Tell dependents, then drop what a finished record no longer needs."""
+        dependents = rec.dependents
+        rec.future = None
+        rec.dependents = None
+        rec.spec = None
+        rec.args = ()
+        rec.kwargs = {}
+        rec.children = None
+        if dependents:
+            active = self._active
+            for d in dependents:
+                if active.get(d.uid) is d:
+                    d.waiting -= 1
+                    if d.waiting == 0:
+                        self._work.append((_SETTLED, d))
+        if self._work and not self._working:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Process follow-ups iteratively, so a chain of 100,000 tasks cannot overflow the stack."""
+        self._working = True
+        work = self._work
+        try:
+            while work:
+                what, rec = work.popleft()
+                if self._active.get(rec.uid) is not rec:
+                    continue
+                if what is _SETTLED:
+                    self._dependencies_settled(rec)
+                else:
+                    fut = rec.future
+                    if fut is not None and not fut.done():
+                        fut.cancel()
+        finally:
+            self._working = False
+
+    # ------------------------------------------------------------------ introspection
+    def task_states(self) -> dict[str, int]:
+        """Counts of tasks by state, for progress displays."""
+        running = sum(1 for r in self._active.values() if r.state is _RUNNING)
+        return {
+            "pending": len(self._active) - running,
+            "running": running,
+            "done": self.counts["done"],
+            "failed": self.counts["failed"],
+            "cancelled": self.counts["cancelled"],
+        }
+
+    def __repr__(self) -> str:
+        return (f"<WorkflowEngine {self.uid} backends={list(self.backends)} "
+                f"active={len(self._active)}>")
+
+
+# ---------------------------------------------------------------------- helpers
+def _find_futures(args: tuple, kwargs: dict) -> list[asyncio.Future] | None:
+    """Futures in the arguments (also inside lists, tuples, sets and dicts), each once."""
+    found: list[asyncio.Future] | None = None
+    seen: set[int] | None = None
+    stack: list[Any] = []
+    for a in args:
+        if type(a) not in _ATOMS:
+            stack.append(a)
+    if kwargs:
+        for a in kwargs.values():
+            if type(a) not in _ATOMS:
+                stack.append(a)
+    guard = 0
+    while stack:
+        a = stack.pop()
+        if isinstance(a, asyncio.Future):
+            if seen is None:
+                seen, found = set(), []
+            if id(a) not in seen:
+                seen.add(id(a))
+                found.append(a)  # type: ignore[union-attr]
+        elif isinstance(a, _CONTAINERS):
+            guard += 1
+            if guard > 100_000:  # a self-containing structure: stop looking, it holds no more
+                break
+            items = a.values() if isinstance(a, dict) else a
+            for x in items:
+                if type(x) not in _ATOMS:
+                    stack.append(x)
+    return found
+
+
+def _resolve(obj: Any, problems: list) -> Any:
+    """Replace futures by their results, keeping container types; collect failed inputs."""
+    t = type(obj)
+    if t in _ATOMS:
+        return obj
+    if isinstance(obj, asyncio.Future):
+        if obj.cancelled():
+            problems.append((_future_name(obj), None))
+            return None
+        exc = obj.exception()
+        if exc is not None:
+            problems.append((_future_name(obj), exc))
+            return None
+        return obj.result()
+    if t is tuple:
+        return tuple(_resolve(x, problems) for x in obj)
+    if t is list:
+        return [_resolve(x, problems) for x in obj]
+    if t is dict:
+        return {k: _resolve(v, problems) for k, v in obj.items()}
+    if t is set or t is frozenset:
+        return t(_resolve(x, problems) for x in obj)
+    if isinstance(obj, _CONTAINERS):  # subclasses (namedtuple, OrderedDict...): keep as given
+        try:
+            if isinstance(obj, dict):
+                return type(obj)((k, _resolve(v, problems)) for k, v in obj.items())
+            if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+                return type(obj)(*(_resolve(x, problems) for x in obj))
+            return type(obj)(_resolve(x, problems) for x in obj)
+        except TypeError:
+            return obj
+    return obj
+
+
+def _future_name(fut: asyncio.Future) -> str:
+    task = getattr(fut, "task", None)
+    if isinstance(task, TaskRecord):
+        return task.name
+    if isinstance(fut, asyncio.Task):
+        return fut.get_name()
+    return repr(fut)
+
+
+def _command_from(produced: Any, shell: bool, name: str) -> list[str] | str:
+    if isinstance(produced, (list, tuple)):
+        if not produced:
+            raise ValueError(f"executable task {name!r} returned an empty command")
+        argv = [os.fspath(x) if isinstance(x, os.PathLike) else str(x) for x in produced]
+        return shlex.join(argv) if shell else argv
+    if not isinstance(produced, str):
+        raise TypeError(
+            f"executable task {name!r} must return a command string (or argv list), got "
+            f"{type(produced).__name__}")
+    if not produced.strip():
+        raise ValueError(f"executable task {name!r} returned an empty command")
+    if shell:
+        return produced
+    argv = shlex.split(produced)
+    if not argv:
+        raise ValueError(f"executable task {name!r} returned an empty command")
+    return argv

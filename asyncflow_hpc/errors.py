@@ -1,0 +1,147 @@
+"""Exception types that users of asyncflow-hpc catch.
+
+Every error raised by the library derives from :class:`AsyncFlowError`, so a campaign can
+catch "anything asyncflow-hpc said" in one place while still telling the kinds apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "AsyncFlowError",
+    "BackendError",
+    "ConfigurationError",
+    "DependencyFailureError",
+    "ExecutableNotFoundError",
+    "PilotFailedError",
+    "TaskExecutionError",
+    "TaskTimeoutError",
+    "UnknownBackendError",
+]
+
+
+class AsyncFlowError(Exception):
+    """Base class of every error raised by asyncflow-hpc."""
+
+
+class ConfigurationError(AsyncFlowError, ValueError):
+    """A setting, key or value given by the user is wrong (the message names it)."""
+
+
+class BackendError(AsyncFlowError):
+    """A backend could not start, submit or shut down."""
+
+
+class UnknownBackendError(ConfigurationError, KeyError):
+    """A task asked for a backend name that this engine does not have."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        self.name = name
+        self.known = list(known)
+        super().__init__(
+            f"unknown backend {name!r}; this engine has: {', '.join(self.known) or '(none)'}"
+        )
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return self.args[0]
+
+
+class DependencyFailureError(AsyncFlowError):
+    """A task could not run because one of the tasks it depends on failed.
+
+    ``failed_dependencies`` names the failed inputs; ``root_cause`` is the exception of the
+    first of them (itself a ``DependencyFailureError`` along a chain). ``__cause__`` is set to
+    ``root_cause`` so tracebacks show the whole story.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        failed_dependencies: Sequence[str] | None = None,
+        root_cause: BaseException | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.failed_dependencies = list(failed_dependencies or [])
+        self.root_cause = root_cause
+        if root_cause is not None:
+            self.__cause__ = root_cause
+
+    @property
+    def original_error(self) -> BaseException | None:
+        """The first error along the chain that is not itself a dependency failure."""
+        err = self.root_cause
+        while isinstance(err, DependencyFailureError):
+            err = err.root_cause
+        return err
+
+
+class TaskExecutionError(AsyncFlowError, RuntimeError):
+    """An executable task ended with a non-zero exit code (or was killed by a signal)."""
+
+    def __init__(
+        self,
+        command: str | Sequence[str],
+        exit_code: int | None,
+        stderr: str = "",
+        *,
+        task: str | None = None,
+        details: str = "",
+    ) -> None:
+        self.command = command if isinstance(command, str) else " ".join(map(str, command))
+        self.exit_code = exit_code
+        self.stderr = stderr
+        self.task = task
+        self.details = details
+        tail = _tail(stderr)
+        who = f"task {task!r}: " if task else ""
+        code = "was killed" if exit_code is None else f"exited with code {exit_code}"
+        if exit_code is not None and exit_code < 0:
+            code = f"was killed by signal {-exit_code}"
+        msg = f"{who}command {self.command!r} {code}"
+        if details:
+            msg += f" ({details})"
+        if tail:
+            msg += f"; stderr tail:\n{tail}"
+        super().__init__(msg)
+
+
+class ExecutableNotFoundError(AsyncFlowError, FileNotFoundError):
+    """The program named by an executable task does not exist or is not executable."""
+
+    def __init__(self, executable: str, command: str = "", reason: str = "not found") -> None:
+        self.executable = executable
+        self.command = command
+        msg = f"executable {executable!r} {reason}"
+        if command:
+            msg += f" (command: {command!r})"
+        super().__init__(msg)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class TaskTimeoutError(AsyncFlowError, TimeoutError):
+    """A task ran longer than its ``timeout`` and was stopped."""
+
+
+class PilotFailedError(AsyncFlowError):
+    """A RADICAL-Pilot pilot died or expired while tasks were bound to it."""
+
+    def __init__(self, pilot_id: str, state: str, log_dir: str | None = None, detail: str = ""):
+        self.pilot_id = pilot_id
+        self.state = state
+        self.log_dir = log_dir
+        msg = f"pilot {pilot_id} ended in state {state}"
+        if detail:
+            msg += f": {detail}"
+        if log_dir:
+            msg += f" (logs: {log_dir})"
+        super().__init__(msg)
+
+
+def _tail(text: str, lines: int = 20, chars: int = 4000) -> str:
+    text = (text or "").rstrip()
+    tail = "\n".join(text.splitlines()[-lines:])
+    return tail[-chars:]

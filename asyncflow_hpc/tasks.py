@@ -1,0 +1,220 @@
+"""Task records, the backend-neutral task spec, states and futures.
+
+Three objects describe one task, each with one job:
+
+* :class:`TaskFuture` is what the user holds and awaits (an :class:`asyncio.Future`).
+* :class:`TaskRecord` is the engine's bookkeeping: name, workflow id, dependencies, state.
+  The future holds its record, the engine holds records only while they are unfinished, and
+  ``flow.components`` maps uids to records weakly, so finished work the user dropped is freed.
+* :class:`TaskSpec` is the plain description handed to a backend once the arguments are
+  resolved: nothing in it refers to the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["TaskState", "TaskKind", "TaskSpec", "TaskRecord", "TaskFuture"]
+
+
+class TaskState(str, enum.Enum):
+    """Life cycle of a task; the values are what ``future.state`` returns."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED})
+
+
+class TaskKind(str, enum.Enum):
+    FUNCTION = "function"
+    EXECUTABLE = "executable"
+    BLOCK = "block"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TaskSpec:
+    """What a backend needs to run one task; arguments are already resolved.
+
+    ``kind`` is FUNCTION (call ``function(*args, **kwargs)``; ``is_async`` says whether it is a
+    coroutine function) or EXECUTABLE (run ``command``: an argv list, or a string for a shell
+    when ``shell`` is true). ``description`` is the merged ``task_description`` minus the keys
+    the engine consumed; backends translate what they understand and reject the rest.
+    """
+
+    __slots__ = (
+        "uid", "name", "kind", "function", "args", "kwargs", "is_async", "command",
+        "shell", "description", "workflow_id", "timeout", "attempt",
+    )
+
+    def __init__(
+        self,
+        uid: str,
+        name: str,
+        kind: TaskKind,
+        *,
+        function: Callable[..., Any] | None = None,
+        args: tuple = (),
+        kwargs: dict | None = None,
+        is_async: bool = False,
+        command: list[str] | str | None = None,
+        shell: bool = False,
+        description: dict | None = None,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
+        attempt: int = 1,
+    ) -> None:
+        self.uid = uid
+        self.name = name
+        self.kind = kind
+        self.function = function
+        self.args = args
+        self.kwargs = kwargs if kwargs is not None else {}
+        self.is_async = is_async
+        self.command = command
+        self.shell = shell
+        self.description = description if description is not None else {}
+        self.workflow_id = workflow_id
+        self.timeout = timeout
+        self.attempt = attempt
+
+    @property
+    def command_line(self) -> str:
+        """The command as one printable string (for errors and logs)."""
+        import shlex
+
+        if self.command is None:
+            return ""
+        if isinstance(self.command, str):
+            return self.command
+        return shlex.join(self.command)
+
+    def __repr__(self) -> str:
+        what = self.command_line if self.kind is TaskKind.EXECUTABLE else self.name
+        return f"<TaskSpec {self.uid} {self.kind.value} {what!r}>"
+
+
+class TaskRecord:
+    """The engine's bookkeeping for one task (or block).
+
+    Indexable like the reference's component dicts: ``record["description"]["workflow_id"]``,
+    ``record["state"]``, ``record["name"]``, ``record["dependencies"]``, ``record["backend"]``.
+    """
+
+    __slots__ = (
+        "uid", "name", "kind", "function", "options", "args", "kwargs", "task_description",
+        "workflow_id", "backend", "state", "future", "dependencies", "dependents",
+        "waiting", "parent", "children", "attempts", "spec", "runner", "error_history",
+        "created", "started", "finished", "node", "__weakref__",
+    )
+
+    def __init__(self, uid: str, name: str, kind: TaskKind, function: Callable, options: Any):
+        self.uid = uid
+        self.name = name
+        self.kind = kind
+        self.function = function
+        self.options = options
+        self.args: tuple = ()
+        self.kwargs: dict = {}
+        self.task_description: dict = {}
+        self.workflow_id: str | None = None
+        self.backend: str | None = None
+        self.state = TaskState.PENDING
+        self.future: TaskFuture | None = None
+        self.dependencies: list[str] = []  # uids, for the record and telemetry
+        self.dependents: list[TaskRecord] | None = None
+        self.waiting = 0
+        self.parent: TaskRecord | None = None
+        self.children: list[TaskRecord] | None = None
+        self.attempts = 0
+        self.spec: TaskSpec | None = None
+        self.runner: asyncio.Task | None = None  # blocks: the task running the body
+        self.error_history: list[str] | None = None
+        self.created = 0.0
+        self.started = 0.0
+        self.finished = 0.0
+        self.node: str | None = None
+
+    @property
+    def description(self) -> dict:
+        return {
+            "uid": self.uid,
+            "name": self.name,
+            "type": self.kind.value,
+            "workflow_id": self.workflow_id,
+            "backend": self.backend,
+            "task_description": dict(self.task_description),
+            "depends_on": list(self.dependencies),
+            "parent": self.parent.uid if self.parent is not None else None,
+        }
+
+    _KEYS = ("uid", "name", "type", "state", "description", "dependencies", "backend",
+             "workflow_id", "future", "function", "args", "kwargs", "attempts")
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "description":
+            return self.description
+        if key == "type":
+            return self.kind.value
+        if key in self._KEYS:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def keys(self) -> tuple[str, ...]:
+        return self._KEYS
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._KEYS
+
+    def __repr__(self) -> str:
+        return f"<TaskRecord {self.uid} {self.name!r} {self.state.value}>"
+
+
+class TaskFuture(asyncio.Future):
+    """The future returned by calling a decorated function.
+
+    Behaves like any :class:`asyncio.Future`; adds ``uid``, ``state`` (the task's life-cycle
+    state, including RUNNING when the backend reports it) and ``task`` (its record).
+    Cancelling it cancels the task on its backend and every task that depends on it.
+    """
+
+    __slots__ = ("uid", "task", "_on_cancel")
+
+    @property
+    def state(self) -> TaskState:
+        return self.task.state
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        self._on_cancel(self.task)
+        return True
+
+    def __repr__(self) -> str:
+        return f"<TaskFuture {self.uid} {self.task.name!r} {self.task.state.value}>"

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Stop the SLURM test cluster started by scripts/slurm/up.sh.
+#
+#   scripts/slurm/down.sh [--keep-munge] [--quiet]
+#
+# Cancels every job still in squeue, then ends slurmd(s), slurmctld and munged
+# by their pid files (never by process name), waiting for each to exit, and
+# removes the /etc/hosts lines that up.sh added.  Safe to run when nothing is
+# up.  State, logs and /etc/slurm/slurm.conf are left in place.
+#
+# Environment: ASYNCFLOW_HPC_SLURM_BASE as for up.sh.
+set -euo pipefail
+
+KEEP_MUNGE=0
+QUIET=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --keep-munge) KEEP_MUNGE=1 ;;
+        --quiet) QUIET=1 ;;
+        -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "down.sh: unknown argument: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "down.sh: must run as root" >&2
+    exit 1
+fi
+
+BASE=${ASYNCFLOW_HPC_SLURM_BASE:-/var/tmp/asyncflow-hpc-slurm}
+RUN_DIR=$BASE/run
+MUNGE_PID=$BASE/munge/run/munged.pid
+HOSTS_MARK='# asyncflow-hpc-slurm'
+
+log() { [ "$QUIET" -eq 1 ] || printf 'down.sh: %s\n' "$*"; }
+
+# Print the pid in FILE if it is alive and runs NAME (else nothing).
+live_pid() {
+    local f=$1 name=$2 pid
+    [ -s "$f" ] || return 0
+    pid=$(tr -dc '0-9' <"$f")
+    [ -n "$pid" ] || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 0
+    echo "$pid"
+}
+
+# stop_by_pidfile FILE NAME: SIGTERM, wait up to 20 s, then SIGKILL.
+stop_by_pidfile() {
+    local f=$1 name=$2 pid i
+    pid=$(live_pid "$f" "$name")
+    if [ -z "$pid" ]; then
+        rm -f "$f"
+        return 0
+    fi
+    log "stopping $name (pid $pid, $(basename "$f"))"
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "$name (pid $pid) ignored SIGTERM for 20 s: SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        for i in $(seq 1 25); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.2
+        done
+    fi
+    rm -f "$f"
+}
+
+# 1. Cancel jobs while the controller still answers, so no job step is left
+#    behind under a dead slurmd.
+CTLD_PID=$(live_pid "$RUN_DIR/slurmctld.pid" slurmctld)
+if [ -n "$CTLD_PID" ] && scontrol ping 2>/dev/null | grep -q 'is UP'; then
+    jobs=$(squeue -h -o '%i' 2>/dev/null | sort -u || true)
+    if [ -n "$jobs" ]; then
+        log "cancelling jobs: $(echo "$jobs" | tr '\n' ' ')"
+        # shellcheck disable=SC2086  # one argument per job id
+        scancel $jobs 2>/dev/null || true
+        for _ in $(seq 1 75); do   # up to 15 s
+            [ -z "$(squeue -h -o '%i' 2>/dev/null || true)" ] && break
+            sleep 0.2
+        done
+        left=$(squeue -h -o '%i %T' 2>/dev/null || true)
+        [ -z "$left" ] || log "jobs still listed after 15 s (stopping anyway): $left"
+    fi
+fi
+
+# 2. Compute daemons, then the controller, then munge.
+shopt -s nullglob
+for f in "$RUN_DIR"/slurmd-*.pid; do
+    stop_by_pidfile "$f" slurmd
+done
+stop_by_pidfile "$RUN_DIR/slurmctld.pid" slurmctld
+if [ "$KEEP_MUNGE" -eq 0 ]; then
+    stop_by_pidfile "$MUNGE_PID" munged
+fi
+
+# 3. Our /etc/hosts lines (written in place: /etc/hosts may be a bind mount).
+if grep -q -F "$HOSTS_MARK" /etc/hosts 2>/dev/null; then
+    tmp=$(mktemp)
+    grep -v -F "$HOSTS_MARK" /etc/hosts >"$tmp" || true
+    cat "$tmp" >/etc/hosts
+    rm -f "$tmp"
+    log "removed the afnode lines from /etc/hosts"
+fi
+log "SLURM test cluster stopped"
