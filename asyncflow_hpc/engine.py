@@ -155,7 +155,7 @@ class WorkflowEngine:
         self._default_backend: ExecutionBackend | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # uid -> record, weakly: a record lives as long as its future (or while unfinished)
-        self.components: weakref.WeakValueDictionary[str, TaskRecord] = weakref.WeakValueDictionary()
+        self.components = Components()
         self._active: dict[str, TaskRecord] = {}
         self._outbox: dict[ExecutionBackend, list[TaskSpec]] = {}
         self._flush_scheduled = False
@@ -430,7 +430,7 @@ class WorkflowEngine:
         fut.task = rec
         fut._on_cancel = self._on_future_cancelled
         rec.future = fut
-        self.components[uid] = rec
+        self.components._add(uid, rec)
         self._active[uid] = rec
         # backend: chosen now, so an unknown name fails this task only
         bname = opts.backend
@@ -817,6 +817,48 @@ class WorkflowEngine:
 
 
 # ---------------------------------------------------------------------- helpers
+class Components(Mapping):
+    """``uid -> TaskRecord`` for every task whose future (or work) is still alive.
+
+    Records are held weakly: a finished task whose future the user dropped is freed, so a
+    campaign of millions of tasks does not grow without bound. Dead entries are swept in
+    amortised batches instead of through per-entry weakref callbacks, which keeps the cost per
+    task to one dict insert.
+    """
+
+    __slots__ = ("_refs", "_sweep_at")
+
+    def __init__(self) -> None:
+        self._refs: dict[str, weakref.ref] = {}
+        self._sweep_at = 4096
+
+    def _add(self, uid: str, rec: TaskRecord) -> None:
+        refs = self._refs
+        refs[uid] = weakref.ref(rec)
+        if len(refs) >= self._sweep_at:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        self._refs = {k: r for k, r in self._refs.items() if r() is not None}
+        self._sweep_at = max(4096, 2 * len(self._refs))
+
+    def __getitem__(self, uid: str) -> TaskRecord:
+        rec = self._refs[uid]()
+        if rec is None:
+            raise KeyError(f"{uid} (finished, and its future is no longer referenced)")
+        return rec
+
+    def __iter__(self):
+        return (k for k, r in list(self._refs.items()) if r() is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for r in self._refs.values() if r() is not None)
+
+    def __contains__(self, uid: object) -> bool:
+        r = self._refs.get(uid)  # type: ignore[arg-type]
+        return r is not None and r() is not None
+
+
 def _find_futures(args: tuple, kwargs: dict) -> list[asyncio.Future] | None:
     """Futures in the arguments (also inside lists, tuples, sets and dicts), each once."""
     found: list[asyncio.Future] | None = None

@@ -16,6 +16,7 @@ Why each choice:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import os
 import shlex
@@ -90,8 +91,25 @@ class LocalExecutionBackend(ExecutionBackend):
                 except BaseException as exc:  # bad arguments: report on the next iteration
                     loop.call_soon(reporter.failed, uid, exc)
                     continue
-                fut = loop.create_task(coro)
+                # Eager start: run the coroutine up to its first suspension right here. One
+                # that finishes without suspending costs no Task and no loop round trip.
+                ctx = contextvars.copy_context()
+                try:
+                    yielded = ctx.run(coro.send, None)
+                except StopIteration as stop:
+                    reporter.done(uid, stop.value)
+                    continue
+                except BaseException as exc:
+                    reporter.failed(uid, exc)
+                    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                        raise
+                    continue
+                running[uid] = loop.create_task(self._run_coroutine(uid, coro, yielded),
+                                                context=ctx)
                 reporter.running(uid, self._host)
+                if spec.timeout:
+                    self._timers[uid] = loop.call_later(spec.timeout, self._timed_out, uid, spec)
+                continue
             elif self._processes:
                 try:
                     blob = _dumps(spec)
@@ -108,6 +126,50 @@ class LocalExecutionBackend(ExecutionBackend):
             fut.add_done_callback(functools.partial(self._finished, uid))
             if spec.timeout:
                 self._timers[uid] = loop.call_later(spec.timeout, self._timed_out, uid, spec)
+
+    async def _run_coroutine(self, uid: str, coro: Any, yielded: Any) -> None:
+        """Drive a coroutine that suspended during its eager start, as a Task would."""
+        try:
+            while True:
+                if yielded is None:  # a bare yield (asyncio.sleep(0)): give the loop a turn
+                    await asyncio.sleep(0)
+                    yielded = coro.send(None)
+                    continue
+                # take over the wait the coroutine announced, exactly as Task.__step does
+                yielded._asyncio_future_blocking = False
+                try:
+                    await yielded  # the future the coroutine waits on; it reads the outcome
+                except asyncio.CancelledError:
+                    if not yielded.cancelled():  # we were cancelled, not what it awaited
+                        yielded = coro.throw(asyncio.CancelledError())
+                        continue
+                except Exception:
+                    pass
+                yielded = coro.send(None)
+        except StopIteration as stop:
+            if self._forget(uid):
+                self.reporter.done(uid, stop.value)
+        except asyncio.CancelledError:
+            if self._forget(uid):  # not cancelled through us: the coroutine cancelled itself
+                self.reporter.cancelled(uid)
+            raise
+        except BaseException as exc:
+            if self._forget(uid):
+                self.reporter.failed(uid, exc)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+        finally:
+            coro.close()
+
+    def _forget(self, uid: str) -> bool:
+        """Drop a finished task; False when cancel() or a timeout got there first."""
+        if self._running.pop(uid, None) is None:
+            return False
+        if self._timers:
+            timer = self._timers.pop(uid, None)
+            if timer is not None:
+                timer.cancel()
+        return True
 
     def _call_in_thread(self, uid: str, spec: TaskSpec) -> Any:
         self.reporter.threadsafe(uid, TaskState.RUNNING, node=self._host)
