@@ -31,7 +31,7 @@ from .files import InputFile, OutputFile
 from .tasks import TaskFuture, TaskKind, TaskSpec, TaskState
 
 if TYPE_CHECKING:
-    from .backends.radical import RadicalPilotBackend
+    from .backends.radical import RadicalPilotBackend  # noqa: F401
 
 __all__ = [
     "AsyncFlowError",

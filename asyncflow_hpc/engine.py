@@ -527,7 +527,6 @@ class WorkflowEngine:
             self._queue(rec)
 
     def _build_executable(self, rec: TaskRecord) -> None:
-        opts: _TaskOptions = rec.options
         try:
             produced = rec.function(*rec.args, **rec.kwargs)
         except BaseException as exc:  # the body itself failed: that is the task's error

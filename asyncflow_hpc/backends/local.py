@@ -28,7 +28,12 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from subprocess import DEVNULL, PIPE
 from typing import Any
 
-from ..errors import ConfigurationError, ExecutableNotFoundError, TaskExecutionError, TaskTimeoutError
+from ..errors import (
+    ConfigurationError,
+    ExecutableNotFoundError,
+    TaskExecutionError,
+    TaskTimeoutError,
+)
 from ..tasks import TaskKind, TaskSpec, TaskState
 from .base import ExecutionBackend
 

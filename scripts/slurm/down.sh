@@ -46,29 +46,36 @@ live_pid() {
     echo "$pid"
 }
 
-# stop_by_pidfile FILE NAME: SIGTERM, wait up to 20 s, then SIGKILL.
-stop_by_pidfile() {
-    local f=$1 name=$2 pid i
-    pid=$(live_pid "$f" "$name")
-    if [ -z "$pid" ]; then
-        rm -f "$f"
-        return 0
-    fi
-    log "stopping $name (pid $pid, $(basename "$f"))"
-    kill -TERM "$pid" 2>/dev/null || true
+# stop_by_pidfiles NAME FILE...: SIGTERM all at once (slurmd takes ~1.5 s and
+# slurmctld ~2 s to exit), wait up to 20 s, then SIGKILL what is left.
+stop_by_pidfiles() {
+    local name=$1 f pid pids="" left i
+    shift
+    for f in "$@"; do
+        pid=$(live_pid "$f" "$name")
+        if [ -n "$pid" ]; then
+            log "stopping $name (pid $pid, $(basename "$f"))"
+            kill -TERM "$pid" 2>/dev/null || true
+            pids="$pids $pid"
+        fi
+    done
     for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
+        left=""
+        for pid in $pids; do kill -0 "$pid" 2>/dev/null && left="$left $pid"; done
+        [ -n "$left" ] || break
         sleep 0.2
     done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "$name (pid $pid) ignored SIGTERM for 20 s: SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
+    if [ -n "$left" ]; then
+        log "$name pid(s)$left ignored SIGTERM for 20 s: SIGKILL"
+        for pid in $left; do kill -KILL "$pid" 2>/dev/null || true; done
         for i in $(seq 1 25); do
-            kill -0 "$pid" 2>/dev/null || break
+            left=""
+            for pid in $pids; do kill -0 "$pid" 2>/dev/null && left="$left $pid"; done
+            [ -n "$left" ] || break
             sleep 0.2
         done
     fi
-    rm -f "$f"
+    rm -f "$@"
 }
 
 # 1. Cancel jobs while the controller still answers, so no job step is left
@@ -91,12 +98,10 @@ fi
 
 # 2. Compute daemons, then the controller, then munge.
 shopt -s nullglob
-for f in "$RUN_DIR"/slurmd-*.pid; do
-    stop_by_pidfile "$f" slurmd
-done
-stop_by_pidfile "$RUN_DIR/slurmctld.pid" slurmctld
+stop_by_pidfiles slurmd "$RUN_DIR"/slurmd-*.pid
+stop_by_pidfiles slurmctld "$RUN_DIR/slurmctld.pid"
 if [ "$KEEP_MUNGE" -eq 0 ]; then
-    stop_by_pidfile "$MUNGE_PID" munged
+    stop_by_pidfiles munged "$MUNGE_PID"
 fi
 
 # 3. Our /etc/hosts lines (written in place: /etc/hosts may be a bind mount).

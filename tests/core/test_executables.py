@@ -1,0 +1,130 @@
+"""Executable tasks: splitting, shell mode, cwd/env, errors."""
+
+import os
+
+import pytest
+from conftest import run
+
+from asyncflow_hpc import ExecutableNotFoundError, TaskExecutionError
+
+
+def test_split_without_shell_and_shell_keeps_quoting(make_flow):
+    async def main():
+        flow = await make_flow()
+
+        @flow.executable_task
+        async def echo(text, task_description=None):
+            return f'echo "{text}"'
+
+        # without a shell the quotes group one argument and are removed; spacing survives
+        assert await echo("a  b") == "a  b\n"
+        # no shell: metacharacters are plain arguments
+        assert await echo("x; echo pwned") == "x; echo pwned\n"
+
+        @flow.executable_task(task_description={"shell": True})
+        def pipeline():
+            return 'printf "%s|" "a  b" c | tr "|" "\\n"'
+
+        assert await pipeline() == "a  b\nc\n"
+
+        @flow.executable_task
+        def argv_list():
+            return ["printf", "%s,", "two words", "x"]
+
+        assert await argv_list() == "two words,x,"
+        await flow.shutdown()
+
+    run(main())
+
+
+def test_cwd_and_env_are_honoured(make_flow, tmp_path):
+    async def main():
+        flow = await make_flow()
+
+        @flow.executable_task
+        def show():
+            return "sh -c 'pwd; echo $GREETING; echo ${HOME:+home-kept}'"
+
+        out = await show(task_description={"cwd": str(tmp_path), "env": {"GREETING": "hello"}})
+        assert out.split() == [str(tmp_path), "hello", "home-kept"]
+        await flow.shutdown()
+
+    run(main())
+
+
+def test_nonzero_exit_carries_command_code_and_stderr_tail(make_flow):
+    async def main():
+        flow = await make_flow()
+
+        @flow.executable_task
+        def fail():
+            return "sh -c 'for i in $(seq 1 50); do echo line$i >&2; done; exit 3'"
+
+        with pytest.raises(TaskExecutionError) as info:
+            await fail()
+        err = info.value
+        assert err.exit_code == 3
+        assert "sh -c" in err.command and "exited with code 3" in str(err)
+        assert "line50" in str(err) and "line1\n" not in str(err)  # only the tail
+        assert err.stderr.count("line") == 50
+        await flow.shutdown()
+
+    run(main())
+
+
+def test_missing_and_non_executable_programs_are_named(make_flow, tmp_path):
+    async def main():
+        flow = await make_flow()
+        script = tmp_path / "not-exec.sh"
+        script.write_text("#!/bin/sh\necho hi\n")
+        os.chmod(script, 0o644)
+
+        @flow.executable_task
+        def run_it(cmd):
+            return cmd
+
+        with pytest.raises(ExecutableNotFoundError, match="'no-such-program-xyz' not found"):
+            await run_it("no-such-program-xyz --flag")
+        with pytest.raises(ExecutableNotFoundError, match="not executable"):
+            await run_it(str(script))
+        with pytest.raises(ValueError, match="empty command"):
+            await run_it("   ")
+        with pytest.raises(TypeError, match="command string"):
+            await run_it(42)
+        await flow.shutdown()
+
+    run(main())
+
+
+def test_pre_exec_runs_before_the_command(make_flow, tmp_path):
+    async def main():
+        flow = await make_flow()
+
+        @flow.executable_task
+        def cat_marker():
+            return "cat marker"
+
+        out = await cat_marker(task_description={
+            "cwd": str(tmp_path), "pre_exec": ["echo prepared > marker"]})
+        assert out == "prepared\n"
+        await flow.shutdown()
+
+    run(main())
+
+
+def test_executable_result_feeds_a_function(make_flow):
+    async def main():
+        flow = await make_flow()
+
+        @flow.executable_task
+        async def produce():
+            return "seq 1 4"
+
+        @flow.function_task
+        def total(text):
+            return sum(int(x) for x in text.split())
+
+        assert await total(produce()) == 10
+        await flow.shutdown()
+
+    run(main())
