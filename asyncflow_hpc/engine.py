@@ -144,6 +144,9 @@ class WorkflowEngine:
         *,
         install_signal_handlers: bool = True,
         observers: Iterable[Observer] = (),
+        telemetry: str | os.PathLike | None = None,
+        progress: str | None = None,
+        journal: str | os.PathLike | None = None,
     ) -> None:
         self.uid = uid or f"engine.{uuid.uuid4().hex[:8]}"
         self.dry_run = dry_run
@@ -162,6 +165,10 @@ class WorkflowEngine:
         self._flushing = False
         self._counter = 0
         self._observers: list[Observer] = list(observers)
+        # attachments: observers configured by argument or environment (telemetry, progress,
+        # journal); each has an async close() called at shutdown
+        self._attach_options = {"telemetry": telemetry, "progress": progress, "journal": journal}
+        self._attachments: list[Any] = []
         # per-engine context: one engine's scope never leaks into another's tasks
         self._scope_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
             f"asyncflow_hpc.scope.{self.uid}", default=None)
@@ -207,6 +214,9 @@ class WorkflowEngine:
             b.bind(reporter)
             self.backends[b.name] = b
         self._default_backend = backends[0]
+        from .attachments import attach_configured
+
+        self._attachments = attach_configured(self, **self._attach_options)
         self._started = True
         if self._install_signals and threading.current_thread() is threading.main_thread():
             self._install_signal_handlers()
@@ -251,6 +261,11 @@ class WorkflowEngine:
                 if fut is not None and not fut.done():
                     fut.cancel()
             self._outbox.clear()
+            for att in reversed(self._attachments):
+                try:
+                    await att.close()
+                except Exception:
+                    log.exception("closing %r failed", att)
             if not skip_execution_backend:
                 for b in self.backends.values():
                     try:
