@@ -169,6 +169,7 @@ class WorkflowEngine:
         # journal); each has an async close() called at shutdown
         self._attach_options = {"telemetry": telemetry, "progress": progress, "journal": journal}
         self._attachments: list[Any] = []
+        self._journal: Any = None  # set by asyncflow_hpc.journal.attach
         # per-engine context: one engine's scope never leaks into another's tasks
         self._scope_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
             f"asyncflow_hpc.scope.{self.uid}", default=None)
@@ -533,6 +534,8 @@ class WorkflowEngine:
         elif kind is _EXECUTABLE:
             self._build_executable(rec)
         else:
+            if self._journal is not None and self._replayed(rec, None):
+                return
             opts: _TaskOptions = rec.options
             td = rec.task_description
             rec.spec = TaskSpec(
@@ -577,11 +580,28 @@ class WorkflowEngine:
         except (TypeError, ValueError) as exc:
             self._settle_failed(rec, exc)
             return
+        if self._journal is not None and self._replayed(rec, (command, shell)):
+            return
         rec.spec = TaskSpec(
             rec.uid, rec.name, _EXECUTABLE, command=command, shell=shell, description=td,
             workflow_id=rec.workflow_id,
             timeout=td.get("timeout", opts.timeout) if td else opts.timeout)
         self._queue(rec)
+
+    def _replayed(self, rec: TaskRecord, command: Any) -> bool:
+        """Settle ``rec`` from the journal if an earlier run recorded it; else remember its key."""
+        journal = self._journal
+        key = journal.key_for(rec, command)
+        if key is None:
+            return False
+        hit, value = journal.lookup(key)
+        if not hit:
+            rec.journal_key = key
+            return False
+        if self._observers:
+            self._emit(EventType.SUBMITTED, rec)
+        self._settle_done(rec, value)
+        return True
 
     def _start_block(self, rec: TaskRecord) -> None:
         ctx = contextvars.copy_context()
@@ -727,6 +747,8 @@ class WorkflowEngine:
         rec.state = _DONE
         rec.finished = time.time()
         self.counts["done"] += 1
+        if rec.journal_key is not None:
+            self._journal.record(rec.journal_key, rec, value)
         if fut is not None and not fut.done():
             fut.set_result(value)
         if self._observers:

@@ -121,7 +121,7 @@ class TaskRecord:
         "uid", "name", "kind", "function", "options", "args", "kwargs", "task_description",
         "workflow_id", "backend", "state", "future", "dependencies", "dependents",
         "waiting", "parent", "children", "attempts", "spec", "runner", "error_history",
-        "created", "started", "finished", "node", "__weakref__",
+        "created", "started", "finished", "node", "journal_key", "__weakref__",
     )
 
     def __init__(self, uid: str, name: str, kind: TaskKind, function: Callable, options: Any):
@@ -150,6 +150,7 @@ class TaskRecord:
         self.started = 0.0
         self.finished = 0.0
         self.node: str | None = None
+        self.journal_key: str | None = None
 
     @property
     def description(self) -> dict:
