@@ -253,30 +253,40 @@ class WorkflowEngine:
             return
         self._closing = True
         try:
-            for h in self._retry_handles:
-                h.cancel()
-            self._retry_handles.clear()
-            # cancel blocks first (they cancel what they submitted), then the rest
-            for rec in sorted(self._active.values(), key=lambda r: r.kind is not _BLOCK):
-                fut = rec.future
-                if fut is not None and not fut.done():
-                    fut.cancel()
-            self._outbox.clear()
-            for att in reversed(self._attachments):
-                try:
-                    await att.close()
-                except Exception:
-                    log.exception("closing %r failed", att)
+            self._cancel_all()
+            await self._close_attachments()
             if not skip_execution_backend:
-                for b in self.backends.values():
-                    try:
-                        await b.shutdown()
-                    except Exception:  # one backend's failure must not keep the others up
-                        log.exception("backend %s failed to shut down", b.name)
+                await self._stop_backends()
         finally:
             self._restore_signal_handlers()
             self._closed = True
             self._closing = False
+
+    def _cancel_all(self) -> None:
+        for h in self._retry_handles:
+            h.cancel()
+        self._retry_handles.clear()
+        # cancel blocks first (they cancel what they submitted), then the rest
+        for rec in sorted(self._active.values(), key=lambda r: r.kind is not _BLOCK):
+            fut = rec.future
+            if fut is not None and not fut.done():
+                fut.cancel()
+        self._outbox.clear()
+
+    async def _close_attachments(self) -> None:
+        attachments, self._attachments = self._attachments, []
+        for att in reversed(attachments):
+            try:
+                await att.close()
+            except Exception:
+                log.exception("closing %r failed", att)
+
+    async def _stop_backends(self) -> None:
+        for b in self.backends.values():
+            try:
+                await b.shutdown()
+            except Exception:  # one backend's failure must not keep the others up
+                log.exception("backend %s failed to shut down", b.name)
 
     @property
     def is_running(self) -> bool:
@@ -313,10 +323,26 @@ class WorkflowEngine:
         self._loop.create_task(self._shutdown_after_signal(sig))
 
     async def _shutdown_after_signal(self, sig: int) -> None:
-        await self.shutdown()
-        # re-deliver the signal to whatever handled it before us (asyncio.run turns SIGINT
-        # into KeyboardInterrupt in the main task; SIGTERM's default ends the process)
+        """Stop the work first, then hand the signal to whoever handled it before us.
+
+        Backends are stopped before any future is cancelled, so no user code can run (and
+        end the program) while processes are still being killed.
+        """
+        if self._closed:
+            return
+        previous = self._signal_handlers.get(sig)
+        self._closing = True  # refuse new submissions from here on
+        await self._stop_backends()
+        self._restore_signal_handlers()
+        if previous in (signal.SIG_DFL, None):
+            # the default action ends the process: save what must survive first
+            await self._close_attachments()
+            signal.raise_signal(sig)
+            return
+        # e.g. asyncio.run's SIGINT handler: cancels the main task -> KeyboardInterrupt
         signal.raise_signal(sig)
+        self._closing = False
+        await self.shutdown(skip_execution_backend=True)
 
     # ------------------------------------------------------------------ decorators
     def function_task(self, func: F | None = None, /, *, service: bool = False,
