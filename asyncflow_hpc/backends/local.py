@@ -18,14 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import mmap
 import os
 import shlex
 import shutil
 import signal
 import socket
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from subprocess import DEVNULL, PIPE
 from typing import Any
 
 from ..errors import (
@@ -72,12 +73,15 @@ class LocalExecutionBackend(ExecutionBackend):
         self._running: dict[str, asyncio.Future] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._host = socket.gethostname()
+        self._spools = _SpoolPool()
+        self._devnull = -1
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "type": type(self).__name__, "host": self._host,
                 "executor": type(self.executor).__name__, "max_processes": self.max_processes}
 
     async def _start(self) -> None:
+        self._devnull = os.open(os.devnull, os.O_RDONLY)
         if self.max_processes:
             self._limit = asyncio.Semaphore(self.max_processes)
 
@@ -226,28 +230,37 @@ class LocalExecutionBackend(ExecutionBackend):
 
     async def _spawn(self, spec: TaskSpec, argv: list[str], cwd: str | None,
                      env: dict[str, str] | None) -> str:
+        # stdout and stderr go to spool files, not pipes: the child writes straight to the
+        # file, the loop reads nothing while it runs, and a 100 MB output is decoded once
+        # from a memory map instead of being buffered, joined and copied. The files are
+        # reused (truncated) from a pool because creating one costs more than a fork here.
+        out_f, err_f = self._spools.get(), self._spools.get()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=DEVNULL, stdout=PIPE, stderr=PIPE, cwd=cwd, env=env,
-                start_new_session=True)
-        except FileNotFoundError:
-            if cwd is not None and not os.path.isdir(cwd):
-                raise ConfigurationError(
-                    f"working directory {cwd!r} of task {spec.name!r} does not exist") from None
-            raise ExecutableNotFoundError(argv[0], spec.command_line) from None
-        except PermissionError:
-            raise ExecutableNotFoundError(argv[0], spec.command_line,
-                                          "is not executable (permission denied)") from None
-        self.reporter.running(spec.uid, self._host)
-        try:
-            out, err = await proc.communicate()
-        except asyncio.CancelledError:
-            await self._kill(proc)
-            raise
-        if proc.returncode != 0:
-            raise TaskExecutionError(spec.command_line, proc.returncode,
-                                     err.decode(errors="replace"), task=spec.name)
-        return out.decode(errors="replace")
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=self._devnull, stdout=out_f, stderr=err_f, cwd=cwd, env=env,
+                    start_new_session=True)
+            except FileNotFoundError:
+                if cwd is not None and not os.path.isdir(cwd):
+                    raise ConfigurationError(
+                        f"working directory {cwd!r} of task {spec.name!r} does not exist") from None
+                raise ExecutableNotFoundError(argv[0], spec.command_line) from None
+            except PermissionError:
+                raise ExecutableNotFoundError(argv[0], spec.command_line,
+                                              "is not executable (permission denied)") from None
+            self.reporter.running(spec.uid, self._host)
+            try:
+                returncode = await proc.wait()
+            except asyncio.CancelledError:
+                await self._kill(proc)
+                raise
+            if returncode != 0:
+                raise TaskExecutionError(spec.command_line, returncode,
+                                         _read_text(err_f, tail=STDERR_TAIL_BYTES), task=spec.name)
+            return _read_text(out_f)
+        finally:
+            self._spools.put(out_f)
+            self._spools.put(err_f)
 
     async def _kill(self, proc: asyncio.subprocess.Process) -> None:
         """SIGTERM the task's process group, SIGKILL what is left after the grace period."""
@@ -274,6 +287,10 @@ class LocalExecutionBackend(ExecutionBackend):
             fut.cancel()
         if pending:
             await asyncio.wait(pending, timeout=self.kill_grace + 10)
+        self._spools.close()
+        if self._devnull >= 0:
+            os.close(self._devnull)
+            self._devnull = -1
         self.executor.shutdown(wait=False, cancel_futures=True)
         # wait (bounded) for idle workers to exit; a function stuck forever cannot be stopped
         await asyncio.wait([asyncio.ensure_future(asyncio.to_thread(self.executor.shutdown, True))],
@@ -319,6 +336,48 @@ def _mpi_prefix(ranks: int) -> list[str]:
             return prefix + ["--oversubscribe"]
     raise ConfigurationError(
         f"a task asks for {ranks} ranks but no MPI launcher (mpirun/mpiexec) is on PATH")
+
+
+class _SpoolPool:
+    """Reusable unlinked temporary files for executables' stdout and stderr."""
+
+    def __init__(self, keep: int = 64) -> None:
+        self._free: list[Any] = []
+        self._keep = keep
+
+    def get(self) -> Any:
+        return self._free.pop() if self._free else tempfile.TemporaryFile()
+
+    def put(self, fh: Any) -> None:
+        if len(self._free) >= self._keep or fh.closed:
+            fh.close()
+            return
+        fd = fh.fileno()
+        os.ftruncate(fd, 0)  # also frees the disk space of a large output at once
+        os.lseek(fd, 0, os.SEEK_SET)
+        self._free.append(fh)
+
+    def close(self) -> None:
+        for fh in self._free:
+            fh.close()
+        self._free.clear()
+
+
+#: how much of a failed task's stderr is kept (its end: where the error is)
+STDERR_TAIL_BYTES = 1 << 20
+
+
+def _read_text(fh: Any, tail: int | None = None) -> str:
+    """Decode a spooled output file; large ones straight from a memory map (one copy)."""
+    fd = fh.fileno()
+    size = os.fstat(fd).st_size
+    start = max(0, size - tail) if tail else 0
+    if size - start <= 0:
+        return ""
+    if size - start < (1 << 20):
+        return os.pread(fd, size - start, start).decode(errors="replace")
+    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm, memoryview(mm) as view:
+        return str(view[start:], "utf-8", "replace")
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -128,3 +128,34 @@ def test_executable_result_feeds_a_function(make_flow):
         await flow.shutdown()
 
     run(main())
+
+
+def test_huge_output_is_not_held_twice(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent('''
+        import asyncio, resource
+        from asyncflow_hpc import WorkflowEngine
+
+        async def main():
+            async with WorkflowEngine.create(install_signal_handlers=False) as flow:
+                @flow.executable_task
+                def big():
+                    return "sh -c 'head -c 100000000 /dev/zero | tr \\"\\\\\\\\0\\" a'"
+                before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                out = await big()
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                assert len(out) == 100_000_000 and out[:3] == "aaa", (len(out), out[:10])
+                print((peak - before) // 1024)
+
+        asyncio.run(main())
+    ''')
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    growth_mb = int(proc.stdout.split()[-1])
+    # the 100 MB string plus at most one transient 100 MB view of it (asyncio's pipe
+    # reading would hold a buffer, a bytes copy and the string: > 300 MB)
+    assert growth_mb < 250, growth_mb
