@@ -448,6 +448,10 @@ class WorkflowEngine:
                             f"{type(call_td).__name__}")
             if "workflow_id" in kwargs:
                 wid = kwargs.pop("workflow_id")
+                if wid is not None and (not isinstance(wid, str) or not wid):
+                    bad_td = ConfigurationError(
+                        f"workflow_id of {opts.name!r} must be a non-empty string, got {wid!r}")
+                    wid = None
         if wid is None:
             wid = self._scope_var.get()
         self._counter += 1

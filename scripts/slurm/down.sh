@@ -8,7 +8,8 @@
 # removes the /etc/hosts lines that up.sh added.  Safe to run when nothing is
 # up.  State, logs and /etc/slurm/slurm.conf are left in place.
 #
-# Environment: ASYNCFLOW_HPC_SLURM_BASE as for up.sh.
+# Environment: ASYNCFLOW_HPC_SLURM_BASE as for up.sh (default: the base folder
+# named in /etc/slurm/slurm.conf if up.sh wrote it, else the usual default).
 set -euo pipefail
 
 KEEP_MUNGE=0
@@ -17,7 +18,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --keep-munge) KEEP_MUNGE=1 ;;
         --quiet) QUIET=1 ;;
-        -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "down.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -28,7 +29,13 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-BASE=${ASYNCFLOW_HPC_SLURM_BASE:-/var/tmp/asyncflow-hpc-slurm}
+BASE=${ASYNCFLOW_HPC_SLURM_BASE:-}
+if [ -z "$BASE" ] && [ -f /etc/slurm/slurm.conf ] \
+        && grep -q 'asyncflow-hpc scripts/slurm/up.sh' /etc/slurm/slurm.conf; then
+    # The running cluster's base folder, as up.sh wrote it into slurm.conf.
+    BASE=$(sed -n 's|^StateSaveLocation=\(.*\)/ctld$|\1|p' /etc/slurm/slurm.conf)
+fi
+BASE=${BASE:-/var/tmp/asyncflow-hpc-slurm}
 RUN_DIR=$BASE/run
 MUNGE_PID=$BASE/munge/run/munged.pid
 HOSTS_MARK='# asyncflow-hpc-slurm'

@@ -21,7 +21,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 NODES=1
 usage() {
-    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
 }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -108,7 +108,7 @@ slurmd_pidfile() { echo "$RUN_DIR/slurmd-$1.pid"; }
 
 show_logs() {
     local f
-    for f in "$MUNGE_LOG" "$LOG_DIR"/slurmctld.log "$LOG_DIR"/slurmd-*.log; do
+    for f in "$MUNGE_LOG" "$LOG_DIR"/slurmctld.log $(node_names | sed "s|.*|$LOG_DIR/slurmd-&.log|"); do
         [ -f "$f" ] || continue
         echo "----- tail of $f" >&2
         tail -n 25 "$f" >&2
@@ -121,7 +121,9 @@ die() {
     exit 1
 }
 
-ctld_up() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
+# Bounded: against a port held by something that never answers, scontrol
+# would wait its MessageTimeout (10 s) per try.
+ctld_up() { timeout 5 scontrol ping 2>/dev/null | grep -q 'is UP'; }
 
 # Rewrite /etc/hosts with our tagged lines replaced by "$@" (one line each).
 # /etc/hosts is often a bind mount, so write in place instead of renaming.
@@ -249,7 +251,7 @@ all_daemons_alive() {
 # Node states that count as "up and usable" ("*" marks not responding).
 nodes_ready() {
     local out
-    out=$(sinfo -h -N -o '%N %t' 2>/dev/null) || return 1
+    out=$(timeout 15 sinfo -h -N -o '%N %t' 2>/dev/null) || return 1
     [ -n "$out" ] || return 1
     local want n st
     want=$(node_names | sort)
@@ -289,9 +291,21 @@ CONF_CHANGED=0
 if [ ! -f "$CONF" ] || [ "$(cat "$CONF")" != "$NEW_CONF" ]; then
     CONF_CHANGED=1
 fi
-if [ "$CONF_CHANGED" -eq 1 ] || ! all_daemons_alive || ! ctld_up; then
-    # Stop whatever SLURM daemons of ours are left (stale or old layout).
-    "$SCRIPT_DIR/down.sh" --keep-munge --quiet
+if [ "$CONF_CHANGED" -eq 1 ]; then
+    # Stop the SLURM daemons of the old layout (and cancel its jobs).  With an
+    # unchanged config only the daemons that are missing get started below.
+    # The old layout may live under another base folder: take it from the
+    # old slurm.conf.
+    OLD_BASE=""
+    if [ -f "$CONF" ] && grep -q 'asyncflow-hpc scripts/slurm/up.sh' "$CONF"; then
+        OLD_BASE=$(sed -n 's|^StateSaveLocation=\(.*\)/ctld$|\1|p' "$CONF")
+    fi
+    if [ -n "$OLD_BASE" ] && [ "$OLD_BASE" != "$BASE" ]; then
+        # Another base: its munged goes too, ours is started below.
+        ASYNCFLOW_HPC_SLURM_BASE=$OLD_BASE "$SCRIPT_DIR/down.sh" --quiet
+    else
+        ASYNCFLOW_HPC_SLURM_BASE=$BASE "$SCRIPT_DIR/down.sh" --keep-munge --quiet
+    fi
 fi
 if [ "$CONF_CHANGED" -eq 1 ] && [ -f "$CONF" ] && grep -q 'asyncflow-hpc scripts/slurm/up.sh' "$CONF"; then
     # Saved controller state refers to the old node set: start clean.
@@ -342,6 +356,15 @@ if [ -n "$PBS_SPANK" ]; then
     fi
 fi
 
+# With NoInAddrAny every daemon binds to the address its host name resolves
+# to, so this host's name must resolve (to loopback) too.
+HOST_ADDR=$(grep -v -F "$HOSTS_MARK" /etc/hosts | awk -v h="$HOST" '$1 !~ /^#/ { for (i = 2; i <= NF; i++) if ($i == h) { print $1; exit } }')
+[ -n "$HOST_ADDR" ] || HOST_ADDR=$(getent ahostsv4 "$HOST" 2>/dev/null | awk 'NR == 1 { print $1 }')
+if [ -z "$HOST_ADDR" ]; then
+    HOSTS_LINES=("127.0.0.1 $HOST" "${HOSTS_LINES[@]+"${HOSTS_LINES[@]}"}")
+elif [ "${HOST_ADDR#127.}" = "$HOST_ADDR" ]; then
+    log "WARNING: $HOST resolves to $HOST_ADDR, not loopback; slurmctld/slurmd bind to 127.0.0.1 and may not be reachable"
+fi
 # Virtual node names resolve to their own loopback addresses.
 set_hosts_lines "${HOSTS_LINES[@]+"${HOSTS_LINES[@]}"}"
 
@@ -380,12 +403,11 @@ if ! pid_alive "$CTLD_PID" slurmctld; then
     rm -f "$CTLD_PID"
     slurmctld || die "slurmctld failed to start"
 fi
-for _ in $(seq 1 $((TIMEOUT * 5))); do
-    ctld_up && break
-    pid_alive "$CTLD_PID" slurmctld || sleep 0.2   # still daemonizing
+deadline=$(( $(date +%s) + TIMEOUT ))
+until ctld_up; do
+    [ "$(date +%s)" -lt "$deadline" ] || die "slurmctld does not answer 'scontrol ping' after ${TIMEOUT}s"
     sleep 0.2
 done
-ctld_up || die "slurmctld does not answer 'scontrol ping' after ${TIMEOUT}s"
 
 for n in $(node_names); do
     pf=$(slurmd_pidfile "$n")
@@ -428,7 +450,7 @@ while ! nodes_ready; do
                 resumed="$resumed $n"
                 ;;
         esac
-    done < <(sinfo -h -N -o '%N %t' 2>/dev/null || true)
+    done < <(timeout 15 sinfo -h -N -o '%N %t' 2>/dev/null || true)
     for n in $(node_names); do
         pid_alive "$(slurmd_pidfile "$n")" slurmd || {
             sleep 0.5   # pid file may not be written yet right after the fork

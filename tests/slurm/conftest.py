@@ -19,8 +19,8 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import pytest
 
@@ -96,9 +96,19 @@ class SlurmCluster:
 
 def slurm_status() -> tuple[SlurmCluster | None, str]:
     """Return (cluster, "") when SLURM answers and has a usable node, else (None, why)."""
-    for tool in ("sinfo", "squeue", "sbatch", "srun", "scancel"):
+    for tool in ("scontrol", "sinfo", "squeue", "sbatch", "srun", "scancel"):
         if shutil.which(tool) is None:
             return None, f"{tool} not found: SLURM is not installed (run scripts/slurm/up.sh)"
+    # `scontrol ping` answers at once; sinfo retries for ~9 s when nothing listens.
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True,
+                              timeout=CMD_TIMEOUT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, f"scontrol ping did not answer in {CMD_TIMEOUT}s (run scripts/slurm/up.sh)"
+    if "is UP" not in ping.stdout:
+        said = (ping.stdout + ping.stderr).strip().splitlines()
+        first = said[0] if said else f"exit {ping.returncode}"
+        return None, f"SLURM is not up: scontrol ping: {first} (run scripts/slurm/up.sh)"
     try:
         proc = subprocess.run(
             ["sinfo", "-h", "-N", "-o", "%N|%t|%c|%P"], capture_output=True, text=True,
@@ -108,7 +118,9 @@ def slurm_status() -> tuple[SlurmCluster | None, str]:
         return None, f"sinfo did not answer in {CMD_TIMEOUT}s (is slurmctld up? run scripts/slurm/up.sh)"
     if proc.returncode != 0:
         err = (proc.stderr or proc.stdout).strip().splitlines()
-        return None, f"SLURM is not up: sinfo exited {proc.returncode}: {err[-1] if err else ''} (run scripts/slurm/up.sh)"
+        last = err[-1] if err else ""
+        return None, (f"SLURM is not up: sinfo exited {proc.returncode}: {last} "
+                      "(run scripts/slurm/up.sh)")
     nodes: list[str] = []
     cpus: dict[str, int] = {}
     partition = ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import socket
 import sys
 from typing import TYPE_CHECKING
 
@@ -36,11 +37,14 @@ def test_sbatch_two_tasks(slurm_jobs: SlurmJobs, slurm_cluster: SlurmCluster) ->
     assert {n for _, n in tasks} <= set(slurm_cluster.nodes), out
 
 
-def test_srun_two_tasks_hostname(slurm_jobs: SlurmJobs) -> None:
+def test_srun_two_tasks_hostname(slurm_jobs: SlurmJobs, slurm_cluster: SlurmCluster) -> None:
     proc = slurm_jobs.srun("-n", "2", "hostname")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.split()
     assert len(lines) == 2, proc.stdout
+    # Single node: the host's name; virtual nodes run in their own UTS
+    # namespace, so `hostname` there prints the node name.
+    assert set(lines) <= set(slurm_cluster.nodes) | {socket.gethostname()}, proc.stdout
 
 
 def test_srun_mpi4py_two_ranks(slurm_jobs: SlurmJobs) -> None:
@@ -56,7 +60,7 @@ def test_srun_mpi4py_two_ranks(slurm_jobs: SlurmJobs) -> None:
     # MpiDefault=pmix in the generated slurm.conf: no --mpi flag needed.
     proc = slurm_jobs.srun("-n", "2", sys.executable, "-c", code, timeout=120)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    lines = sorted(l for l in proc.stdout.splitlines() if l.startswith("hello"))
+    lines = sorted(x for x in proc.stdout.splitlines() if x.startswith("hello"))
     assert lines == ["hello rank=0 size=2 sum=3", "hello rank=1 size=2 sum=3"], proc.stdout
 
 
@@ -90,4 +94,6 @@ def test_scancel_removes_running_job(slurm_jobs: SlurmJobs) -> None:
     state = slurm_jobs.wait(job, timeout=30)
     assert state == "CANCELLED"
     assert slurm_jobs.queue_state(job) is None
+    listed = slurm_jobs.run(["squeue", "-h", "-o", "%i"]).stdout.split()
+    assert job not in listed, listed
 

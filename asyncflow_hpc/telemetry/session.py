@@ -1,0 +1,193 @@
+"""The telemetry attachment of one engine: observer, flush timer, start and close.
+
+Hot path: the observer, called by the engine on the loop for every event, appends four
+references to a list and nothing else (executables also note their command line, which the
+engine drops once the task ends). A timer translates the buffer into lines at least once a
+second, in slices so that a burst of events does not hold the loop for long, and hands the
+text to the writer thread. ``close()`` (awaited by the engine at shutdown) writes the rest,
+the workflow and session spans, a last metric snapshot and ``SessionEnded``. If the process
+exits without a shutdown, an ``atexit`` hook does the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from .._version import __version__
+from ..events import EventType
+from ..tasks import TaskKind
+from .metrics import Metrics
+from .otel import find_bridge
+from .resources import ResourceSampler, interval_from_env
+from .spans import SpanFactory
+from .translate import Translator
+from .writer import JsonlWriter
+
+__all__ = ["TelemetrySession"]
+
+log = logging.getLogger("asyncflow_hpc.telemetry")
+
+FLUSH_INTERVAL = 1.0
+SLICE = 4 * 20_000  # events translated per loop turn (4 list slots per event)
+
+
+class TelemetrySession:
+    """Records one engine's events to a RHAPSODY-format JSONL file (and OpenTelemetry)."""
+
+    def __init__(self, engine: Any, path: str | os.PathLike, *,
+                 resource_interval: float | None = None, tracer_provider: Any = None) -> None:
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, f"{engine.uid}.telemetry.jsonl")
+        self.path = path
+        self.session_id = engine.uid
+        self.started = time.time()
+        self._engine = engine
+        self._loop = asyncio.get_running_loop()
+        self._buffer: list = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._draining = False
+        self._closed = False
+        self._interval = interval_from_env(resource_interval)
+        self._last_metric = self.started
+
+        default = getattr(engine, "_default_backend", None)
+        self.backend = default.name if default is not None else None
+        bridge = find_bridge(tracer_provider)
+        self._bridge = bridge
+        self.spans = SpanFactory(bridge)
+        self.metrics = Metrics(self.session_id)
+        backends = {}
+        for name, b in getattr(engine, "backends", {}).items():
+            try:
+                backends[name] = b.describe()
+            except Exception:
+                backends[name] = {"name": name}
+        self._session_attrs = {"session_id": self.session_id, "hostname": socket.gethostname(),
+                               "pid": os.getpid(), "version": __version__,
+                               "backends": sorted(backends)}
+        self.session_span = self.spans.open(
+            "session", None, self.started, dict(self._session_attrs),
+            bridge.current_context() if bridge is not None else None)
+        self.translator = Translator(self.session_id, self.spans, self.session_span, self.metrics)
+
+        sampler = None
+        if self._interval > 0:
+            try:
+                sampler = ResourceSampler(self.session_id, self.backend,
+                                          lambda: self.session_span.ids_json,
+                                          on_sample=self._on_sample)
+            except Exception as exc:  # psutil missing or unusable here: no samples
+                log.debug("resource sampling off: %s", exc)
+        self.writer = JsonlWriter(path, tick=sampler.line if sampler else None,
+                                  interval=self._interval)
+        self.writer.write(self.translator.event_line(
+            "SessionStarted", self.started, self.started, backend=self.backend,
+            attributes={**self._session_attrs, "backends": backends}))
+        self._unsubscribe = engine.subscribe(self._make_observer())
+        atexit.register(self._at_exit)
+        self._schedule()
+
+    # ------------------------------------------------------------------ hot path
+    def _make_observer(self) -> Any:
+        add = self._buffer.append
+        commands = self.translator.commands
+        queued, executable = EventType.QUEUED, TaskKind.EXECUTABLE
+
+        def observe(ev: Any) -> None:
+            rec = ev.task
+            add(ev.type)
+            add(ev.time)
+            add(rec)
+            add(ev.error)
+            if rec.kind is executable and ev.type is queued and rec.spec is not None:
+                commands[rec.uid] = rec.spec.command
+
+        return observe
+
+    def _on_sample(self, sample: dict) -> None:  # writer thread; a dict swap is atomic
+        self.metrics.node = sample
+
+    # ------------------------------------------------------------------ flushing
+    def _schedule(self) -> None:
+        if not self._closed:
+            self._timer = self._loop.call_later(FLUSH_INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._drain_step()
+
+    def _drain_step(self) -> None:
+        """Translate one slice; come back next loop turn for more, else re-arm the timer."""
+        if self._closed:
+            return
+        buf = self._buffer
+        items = buf[:SLICE]
+        del buf[:SLICE]
+        out: list[str] = []
+        now = time.time()
+        try:
+            self.translator.feed(items, now, out)
+            if now - self._last_metric >= (self._interval if self._interval > 0 else 5.0):
+                self._last_metric = now
+                out.append(self.metrics.line(now))
+        except Exception:
+            log.exception("telemetry: translating events failed")
+        self.writer.write("".join(out))
+        if buf:
+            self._loop.call_soon(self._drain_step)
+        else:
+            self._schedule()
+
+    def _final_text(self) -> str:
+        """Everything still buffered, then the closing lines (used once)."""
+        out: list[str] = []
+        now = time.time()
+        tr = self.translator
+        try:
+            tr.feed(self._buffer, now, out)
+        except Exception:
+            log.exception("telemetry: translating events failed")
+        self._buffer.clear()
+        tr.finish(now, out)
+        out.append(self.metrics.line(now))
+        out.append(tr.event_line("SessionEnded", now, now, backend=self.backend,
+                                 attributes=dict(self._session_attrs),
+                                 duration_seconds=now - self.started))
+        out.append(self.spans.close(self.session_span, now, "OK"))
+        return "".join(out)
+
+    async def close(self) -> None:
+        """Write the rest and close the file (awaited by the engine at shutdown)."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self._at_exit)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._unsubscribe()
+        self.writer.write(self._final_text())
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.writer.close)
+        if self._bridge is not None:
+            await loop.run_in_executor(None, self._bridge.force_flush)
+
+    def _at_exit(self) -> None:
+        """The process ends without an engine shutdown: still leave a complete log."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.writer.write(self._final_text())
+            self.writer.close(timeout=5.0)
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return f"<TelemetrySession {self.session_id} -> {self.path}>"
