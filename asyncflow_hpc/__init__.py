@@ -28,6 +28,7 @@ from .errors import (
 )
 from .events import Event, EventType
 from .files import InputFile, OutputFile
+from .sync import run_workflow
 from .tasks import TaskFuture, TaskKind, TaskSpec, TaskState
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ __all__ = [
     "UnknownBackendError",
     "WorkflowEngine",
     "__version__",
+    "run_workflow",
 ]
 
 

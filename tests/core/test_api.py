@@ -336,3 +336,16 @@ def test_multiple_backends_select_by_name(make_flow):
         await flow.shutdown()
 
     run(main())
+
+
+def test_run_workflow_sync_entry_point():
+    from asyncflow_hpc import run_workflow
+
+    async def main(flow):
+        @flow.function_task
+        def square(x):
+            return x * x
+
+        return sum(await asyncio.gather(*[square(i) for i in range(10)]))
+
+    assert run_workflow(main, install_signal_handlers=False) == 285
