@@ -8,6 +8,10 @@ Each workload runs the same work twice: through asyncflow-hpc's engine with the 
 backend, and with plain ``asyncio`` (``gather`` / ``create_subprocess_exec``). Times are the
 best of ``--repeat`` runs; the ratio is engine / plain (lower is better). If radical.asyncflow
 is importable, its time for the small workloads is printed too.
+
+The workloads themselves live in ``asyncflow_hpc.bench.workloads`` and are shared with
+``asyncflow-hpc bench`` (which adds a table of throughput, overhead, utilisation and a
+three-way comparison with radical.asyncflow: ``asyncflow-hpc bench --compare``).
 """
 
 from __future__ import annotations
@@ -18,138 +22,45 @@ import gc
 import json
 import os
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 
 from asyncflow_hpc import LocalExecutionBackend, WorkflowEngine
+from asyncflow_hpc.bench.baselines import open_reference, plain_asyncio, reference_available
+from asyncflow_hpc.bench.runner import Measurement, measure
+from asyncflow_hpc.bench.workloads import Workload, make_workload
 
 
-async def _noop(x: int = 0) -> int:
-    return x + 1
-
-
-async def best_of(repeat: int, fn: Callable[[], Awaitable[object]]) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        gc.collect()
-        t0 = time.perf_counter()
-        await fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+def _row(rows: list[dict], eng: Measurement, base: Measurement, **extra: object) -> None:
+    for m in (eng, base):
+        if not m.ok:
+            raise SystemExit(f"{m.label} failed on {m.engine}: {m.error}")
+    e, b = eng.makespan_s, base.makespan_s
+    assert e is not None and b is not None
+    rows.append({"workload": eng.label, "engine_s": e, "asyncio_s": b,
+                 "ratio": e / b if b else float("nan"), **extra})
+    print(f"{eng.label:<34} engine {e * 1e3:9.1f} ms   asyncio {b * 1e3:9.1f} ms"
+          f"   ratio {e / b:5.2f}"
+          + "".join(f"   {k} {v}" for k, v in extra.items()), flush=True)
 
 
 async def engine_workloads(flow: WorkflowEngine, args: argparse.Namespace) -> list[dict]:
-    @flow.function_task
-    async def noop(x: int = 0) -> int:
-        return x + 1
-
-    @flow.function_task
-    async def join(*xs: int) -> int:
-        return sum(xs)
-
-    @flow.function_task
-    async def nap(seconds: float) -> float:
-        await asyncio.sleep(seconds)
-        return seconds
-
-    @flow.executable_task
-    async def true_exe() -> str:
-        return "/bin/true"
-
     rows: list[dict] = []
     r = args.repeat
 
-    def row(name: str, engine_s: float, base_s: float, **extra: object) -> None:
-        rows.append({"workload": name, "engine_s": engine_s, "asyncio_s": base_s,
-                     "ratio": engine_s / base_s if base_s else float("nan"), **extra})
-        print(f"{name:<34} engine {engine_s * 1e3:9.1f} ms   asyncio {base_s * 1e3:9.1f} ms"
-              f"   ratio {engine_s / base_s:5.2f}"
-              + "".join(f"   {k} {v}" for k, v in extra.items()), flush=True)
+    async def pair(w: Workload) -> tuple[Measurement, Measurement]:
+        return (await measure(flow, w, r, backend="local"), await plain_asyncio(w, r))
 
     for n in args.sizes:
-        e = await best_of(r, lambda n=n: asyncio.gather(*[noop() for _ in range(n)]))
-        b = await best_of(r, lambda n=n: asyncio.gather(*[_noop() for _ in range(n)]))
-        row(f"noop x{n}", e, b, tasks_per_s=f"{n / e:,.0f}")
-
-    hops = args.chain
-
-    async def engine_chain() -> None:
-        f = noop(0)
-        for _ in range(hops - 1):
-            f = noop(f)
-        assert await f == hops
-
-    async def plain_chain() -> None:
-        # the asyncio equivalent of a dependency chain: each step a task awaiting the last
-        async def step(prev: asyncio.Task | None) -> int:
-            return (await prev if prev is not None else 0) + 1
-
-        t: asyncio.Task | None = None
-        for _ in range(hops):
-            t = asyncio.ensure_future(step(t))
-        assert await t == hops  # type: ignore[misc]
-
-    e = await best_of(r, engine_chain)
-    b = await best_of(r, plain_chain)
-    row(f"chain x{hops}", e, b, us_per_hop=f"{e / hops * 1e6:.1f}")
-
-    width = args.fan
-
-    async def engine_fan() -> None:
-        root = noop(0)
-        assert await join(*[noop(root) for _ in range(width)]) == 2 * width
-
-    async def plain_fan() -> None:
-        root = await _noop(0)
-        xs = await asyncio.gather(*[_noop(root) for _ in range(width)])
-        assert await _noop(sum(xs) - 1) == 2 * width
-
-    row(f"fan-out/fan-in x{width}", await best_of(r, engine_fan), await best_of(r, plain_fan))
-
-    nwf = args.workflows
-
-    async def engine_seed() -> None:
-        async def wf(i: int) -> int:
-            t1 = noop(i)
-            t2 = noop(t1)
-            t3 = join(t1, t2)
-            return await t3
-
-        await asyncio.gather(*[wf(i) for i in range(nwf)])
-
-    async def plain_seed() -> None:
-        async def wf(i: int) -> int:
-            t1 = await _noop(i)
-            t2 = await _noop(t1)
-            return t1 + t2
-
-        await asyncio.gather(*[wf(i) for i in range(nwf)])
-
-    row(f"seed-shaped workflows x{nwf}", await best_of(r, engine_seed),
-        await best_of(r, plain_seed))
-
-    nexe = args.executables
-
-    async def plain_exe() -> None:
-        async def one() -> bytes:
-            p = await asyncio.create_subprocess_exec(
-                "/bin/true", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            out, _ = await p.communicate()
-            return out
-
-        await asyncio.gather(*[one() for _ in range(nexe)])
-
-    e = await best_of(r, lambda: asyncio.gather(*[true_exe() for _ in range(nexe)]))
-    b = await best_of(r, plain_exe)
-    row(f"/bin/true executables x{nexe}", e, b)
-
-    nsleep = args.sleeps
-    e = await best_of(r, lambda: asyncio.gather(*[nap(0.05) for _ in range(nsleep)]))
-    b = await best_of(r, lambda: asyncio.gather(*[asyncio.sleep(0.05) for _ in range(nsleep)]))
-    row(f"sleep(0.05) x{nsleep}", e, b)
+        e, b = await pair(make_workload("noop", n))
+        _row(rows, e, b, tasks_per_s=f"{n / e.makespan_s:,.0f}" if e.ok else "-")
+    e, b = await pair(make_workload("chain", args.chain))
+    _row(rows, e, b, us_per_hop=f"{e.makespan_s / args.chain * 1e6:.1f}" if e.ok else "-")
+    for name, size in (("fanout", args.fan), ("seed", args.workflows),
+                       ("true", args.executables)):
+        _row(rows, *await pair(make_workload(name, size)))
+    _row(rows, *await pair(make_workload("sleep", args.sleeps, duration=0.05)))
     return rows
 
 
@@ -177,26 +88,22 @@ async def memory_after_dropped(flow: WorkflowEngine, n: int) -> dict:
 
 
 async def reference_workloads(args: argparse.Namespace) -> list[dict]:
-    try:
-        from radical.asyncflow import LocalExecutionBackend as RefBackend
-        from radical.asyncflow import WorkflowEngine as RefEngine
-    except ImportError:
+    if not reference_available():
         print("radical.asyncflow not installed: reference comparison skipped", flush=True)
         return []
-    backend = await RefBackend(ThreadPoolExecutor())
-    flow = await RefEngine.create(backend=backend)
-
-    @flow.function_task
-    async def noop(x: int = 0) -> int:
-        return x + 1
-
-    rows = []
+    flow, _startup = await open_reference()
     n = 1000
-    t = await best_of(1, lambda: asyncio.gather(*[noop() for _ in range(n)]))
-    rows.append({"workload": f"radical.asyncflow noop x{n}", "seconds": t})
+    try:
+        m = await measure(flow, make_workload("noop", n), 1, backend="local",
+                          engine="radical.asyncflow")
+    finally:
+        await flow.shutdown()
+    if not m.ok:
+        print(f"radical.asyncflow noop x{n}: failed: {m.error}", flush=True)
+        return []
+    t = m.makespan_s or 0.0
     print(f"radical.asyncflow noop x{n}: {t * 1e3:.1f} ms", flush=True)
-    await flow.shutdown()
-    return rows
+    return [{"workload": f"radical.asyncflow noop x{n}", "seconds": t}]
 
 
 async def main(args: argparse.Namespace) -> list[dict]:

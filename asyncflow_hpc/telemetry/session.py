@@ -2,7 +2,9 @@
 
 Hot path: the observer, called by the engine on the loop for every event, appends four
 references to a list and nothing else (executables also note their command line, which the
-engine drops once the task ends). A timer translates the buffer into lines at least once a
+engine drops once the task ends). When the engine offers ``subscribe(..., raw=True)`` the
+observer is called as ``observer(type, record, error, value)`` and no Event object is built.
+A timer translates the buffer into lines at least once a
 second, in slices so that a burst of events does not hold the loop for long, and hands the
 text to the writer thread. ``close()`` (awaited by the engine at shutdown) writes the rest,
 the workflow and session spans, a last metric snapshot and ``SessionEnded``. If the process
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import inspect
 import logging
 import os
 import socket
@@ -90,26 +93,37 @@ class TelemetrySession:
         self.writer.write(self.translator.event_line(
             "SessionStarted", self.started, self.started, backend=self.backend,
             attributes={**self._session_attrs, "backends": backends}))
-        self._unsubscribe = engine.subscribe(self._make_observer())
+        self._unsubscribe = self._subscribe(engine)
         atexit.register(self._at_exit)
         self._schedule()
 
     # ------------------------------------------------------------------ hot path
-    def _make_observer(self) -> Any:
-        add = self._buffer.append
+    def _subscribe(self, engine: Any) -> Any:
+        """Subscribe as a raw observer when the engine offers it (no Event object per
+        event), else as an ordinary one."""
+        add = self._buffer.extend  # one flat list: type, time, record, error, type, ...
         commands = self.translator.commands
         queued, executable = EventType.QUEUED, TaskKind.EXECUTABLE
+        now = time.time
+
+        def observe_raw(etype: str, rec: Any, error: Any = None, value: Any = None) -> None:
+            add((etype, now(), rec, error))
+            if etype is queued and rec.kind is executable and rec.spec is not None:
+                commands[rec.uid] = rec.spec.command
 
         def observe(ev: Any) -> None:
             rec = ev.task
-            add(ev.type)
-            add(ev.time)
-            add(rec)
-            add(ev.error)
-            if rec.kind is executable and ev.type is queued and rec.spec is not None:
+            add((ev.type, ev.time, rec, ev.error))
+            if ev.type is queued and rec.kind is executable and rec.spec is not None:
                 commands[rec.uid] = rec.spec.command
 
-        return observe
+        try:
+            takes_raw = "raw" in inspect.signature(engine.subscribe).parameters
+        except (TypeError, ValueError):
+            takes_raw = False
+        if takes_raw:
+            return engine.subscribe(observe_raw, raw=True)
+        return engine.subscribe(observe)
 
     def _on_sample(self, sample: dict) -> None:  # writer thread; a dict swap is atomic
         self.metrics.node = sample
@@ -172,6 +186,7 @@ class TelemetrySession:
         if self._timer is not None:
             self._timer.cancel()
         self._unsubscribe()
+        self.writer.tick_now()  # a last resource sample, so short runs have one too
         self.writer.write(self._final_text())
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.writer.close)

@@ -20,6 +20,7 @@ __all__ = ["JsonlWriter", "open_log"]
 log = logging.getLogger("asyncflow_hpc.telemetry")
 
 _STOP = object()
+_TICK = object()
 # files this process has opened: a second engine in the same run appends, a new run truncates
 _opened_here: set[str] = set()
 _opened_lock = threading.Lock()
@@ -71,10 +72,10 @@ class JsonlWriter:
         if text and not self._closed:
             self._queue.put(text)
 
-    def write_now(self, text: str) -> None:
-        """Write from the calling thread (used at interpreter exit)."""
-        if text:
-            self._write(text.encode())
+    def tick_now(self) -> None:
+        """Run the periodic job once more, after what is queued (a last sample at the end)."""
+        if self._interval is not None and not self._closed:
+            self._queue.put(_TICK)
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, stop the thread, close the file. Blocking; idempotent."""
@@ -111,19 +112,26 @@ class JsonlWriter:
                         rest = self._queue.get_nowait()
                     except queue.Empty:
                         return
-                    if rest is not _STOP:
-                        self._write(rest.encode())
-            if item is not None:
-                self._write(item.encode())
+                    if rest is _TICK:
+                        self._run_tick()
+                    elif rest is not _STOP:
+                        self._write(_encode(rest))
+            if item is _TICK:
+                self._run_tick()
+            elif item is not None:
+                self._write(_encode(item))
             if next_tick is not None and time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + interval  # type: ignore[operator]
-                try:
-                    text = self._tick()  # type: ignore[misc]
-                except Exception:
-                    log.debug("telemetry periodic job failed", exc_info=True)
-                    text = ""
-                if text:
-                    self._write(text.encode())
+                self._run_tick()
+
+    def _run_tick(self) -> None:
+        try:
+            text = self._tick()  # type: ignore[misc]
+        except Exception:
+            log.debug("telemetry periodic job failed", exc_info=True)
+            return
+        if text:
+            self._write(_encode(text))
 
     def _write(self, data: bytes) -> None:
         with self._lock:
@@ -138,3 +146,8 @@ class JsonlWriter:
                 if not self._failed:
                     self._failed = True
                     log.warning("asyncflow-hpc: cannot write telemetry to %s: %s", self.path, exc)
+
+
+def _encode(text: str) -> bytes:
+    # a lone surrogate (from a file name, say) becomes a \udcxx escape: still valid JSON
+    return text.encode("utf-8", "backslashreplace")

@@ -1,0 +1,43 @@
+"""``asyncflow-hpc report EVENTS.jsonl``: summary of a telemetry log, optionally with figures."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command("report")
+@click.argument("events", type=click.Path(exists=True, dir_okay=False))
+@click.option("--workflow", "workflow", default=None, metavar="ID",
+              help="only the tasks of this workflow id")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              metavar="DIR", help="also write PNG figures, summary.json and report.html here "
+                                  "(needs matplotlib: pip install 'asyncflow-hpc[report]')")
+def report_command(events: str, workflow: str | None, out_dir: str | None) -> None:
+    """Summarise EVENTS.jsonl (written with --telemetry / ASYNCFLOW_HPC_TELEMETRY)."""
+    from rich.console import Console
+
+    from ..report import read_log, summarize, write_report
+    from ..report.summary import tables
+
+    log = read_log(events, workflow=workflow)
+    if workflow is not None and not log.tasks:
+        full = read_log(events)
+        known = ", ".join(full.workflow_ids[:20]) or "none"
+        raise click.ClickException(f"no task of workflow {workflow!r} in {events} "
+                                   f"(workflows in the log: {known})")
+    summary = summarize(log)
+    console = Console()
+    for table in tables(summary):
+        console.print(table)
+    if out_dir is not None:
+        try:
+            files = write_report(log, out_dir, summary=summary)
+        except ImportError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"report written: {files['html']}", err=False)
+    if not summary["complete"]:
+        click.echo("note: the log has no end of session — the run was killed or is still "
+                   "running", err=True)
+    sys.stdout.flush()

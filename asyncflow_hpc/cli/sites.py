@@ -1,0 +1,161 @@
+"""``asyncflow-hpc sites list|show|check``: the clusters this machine knows, and whether they work.
+
+``check`` asks the scheduler itself — commands on PATH, the partition exists, the account is
+accepted (``sbatch --test-only``, which queues nothing) — so that a typo in a site file shows
+up before a campaign waits in a queue for hours.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Sequence
+
+import click
+
+from ..errors import ConfigurationError
+from ..hpc.resources import resource_entry, resource_name
+from ..hpc.rpconfig import shipped_resources
+from ..hpc.sites import Site, find_site, load_sites, site_file_paths
+
+__all__ = ["check_site", "sites_group"]
+
+_COMMANDS = {"slurm": ("sbatch", "srun", "squeue", "scancel", "sinfo"),
+             "pbs": ("qsub", "qstat", "qdel")}
+_site_files = click.option("--site-file", "site_files", multiple=True,
+                           type=click.Path(exists=True, dir_okay=False),
+                           help="Read sites from this TOML file too (repeatable).")
+
+
+@click.group("sites", context_settings={"help_option_names": ["-h", "--help"]})
+def sites_group() -> None:
+    """Sites: clusters described in TOML (scheduler, partition, account, launcher, ...).
+
+    Read from built-in sites, ~/.config/asyncflow-hpc/sites.toml, ./asyncflow-hpc.toml,
+    $ASYNCFLOW_HPC_SITE_FILE and --site-file (later wins). RADICAL-Pilot resource names
+    such as ornl.frontier are sites too.
+    """
+
+
+def _load(name: str, site_files: Sequence[str]) -> Site:
+    try:
+        return find_site(name, site_files)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@sites_group.command("list")
+@_site_files
+@click.option("--rp", "show_rp", is_flag=True,
+              help="Also list RADICAL-Pilot's shipped resource names usable as sites.")
+def list_sites(site_files: Sequence[str], show_rp: bool) -> None:
+    """List the sites defined here (name, scheduler, partition, where defined)."""
+    try:
+        sites = load_sites(site_files)
+        files = site_file_paths(site_files)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{'NAME':<20} {'SCHEDULER':<9} {'PARTITION':<12} {'LAUNCHER':<8} SOURCE")
+    for name, site in sorted(sites.items()):
+        click.echo(f"{name:<20} {site.scheduler:<9} {site.partition or '-':<12} "
+                   f"{site.launcher:<8} {site.source}")
+    click.echo(f"site files read: {', '.join(map(str, files)) or 'none'}")
+    if show_rp:
+        names = sorted(shipped_resources())
+        click.echo(f"RADICAL-Pilot resources ({len(names)}): {' '.join(names) or 'RP not installed'}")
+
+
+@sites_group.command("show")
+@click.argument("name")
+@_site_files
+@click.option("--rp-config", type=click.Choice(["none", "batch", "allocation"]), default="none",
+              show_default=True, help="Also print the RADICAL-Pilot resource config generated "
+              "for login-node (batch) or in-allocation mode.")
+def show_site(name: str, site_files: Sequence[str], rp_config: str) -> None:
+    """Show one site's settings (and, with --rp-config, the RP config made from it)."""
+    site = _load(name, site_files)
+    for key, value in site.as_dict().items():
+        click.echo(f"{key:<15} = {json.dumps(value)}")
+    if rp_config != "none":
+        in_alloc = rp_config == "allocation"
+        try:
+            entry = resource_entry(site, in_allocation=in_alloc)
+        except ConfigurationError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"\n# RADICAL-Pilot resource {resource_name(site, in_alloc)}")
+        click.echo(json.dumps(entry, indent=2, sort_keys=True))
+
+
+def _run(argv: list[str], timeout: float = 30.0) -> tuple[int, str]:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 1, str(exc)
+    return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+
+def check_site(site: Site) -> list[tuple[str, str, str]]:
+    """(status, check, detail) rows; status is ``ok``, ``FAIL`` or ``skip``."""
+    rows: list[tuple[str, str, str]] = []
+    for cmd in _COMMANDS[site.scheduler]:
+        path = shutil.which(cmd)
+        rows.append(("ok" if path else "FAIL", f"command {cmd}", path or "not on PATH"))
+    launcher = shutil.which(site.launcher)
+    rows.append(("ok" if launcher else "FAIL", f"launcher {site.launcher}", launcher or "not on PATH"))
+    if any(r[0] == "FAIL" for r in rows[:len(_COMMANDS[site.scheduler])]):
+        return rows
+    if site.scheduler == "slurm":
+        rows.extend(_check_slurm(site))
+    else:
+        rows.extend(_check_pbs(site))
+    return rows
+
+
+def _check_slurm(site: Site) -> list[tuple[str, str, str]]:
+    rows = []
+    if site.partition:
+        rc, out = _run(["sinfo", "-h", "-p", site.partition, "-o", "%P %a %D"])
+        ok = rc == 0 and bool(out)
+        rows.append(("ok" if ok else "FAIL", f"partition {site.partition}",
+                     out or "sinfo lists no such partition"))
+    else:
+        rows.append(("skip", "partition", "none set: the cluster's default partition is used"))
+    argv = ["sbatch", "--test-only", "--nodes=1", "--time=1", "--wrap=true"]
+    for flag, value in (("--partition", site.partition), ("--account", site.account),
+                        ("--qos", site.qos), ("--reservation", site.reservation)):
+        if value:
+            argv.append(f"{flag}={value}")
+    rc, out = _run(argv)
+    what = f"account {site.account}" if site.account else "test submission"
+    last = out.splitlines()[-1] if out else ""
+    rows.append(("ok" if rc == 0 else "FAIL", f"{what} (sbatch --test-only)", last))
+    return rows
+
+
+def _check_pbs(site: Site) -> list[tuple[str, str, str]]:
+    if site.partition:
+        rc, out = _run(["qstat", "-Q", site.partition])
+        rows = [("ok" if rc == 0 else "FAIL", f"queue {site.partition}", out.splitlines()[-1] if out else "")]
+    else:
+        rows = [("skip", "queue", "none set: the server's default queue is used")]
+    rows.append(("skip", f"account {site.account or '-'}",
+                 "PBS has no dry-run submission; checked when the job is submitted"))
+    return rows
+
+
+@sites_group.command("check")
+@click.argument("name")
+@_site_files
+def check_command(name: str, site_files: Sequence[str]) -> None:
+    """Check a site against this machine: scheduler commands, partition, account.
+
+    Exits 1 when any check fails. Run it on the cluster's login node.
+    """
+    site = _load(name, site_files)
+    rows = check_site(site)
+    for status, what, detail in rows:
+        click.echo(f"{status:<5} {what:<40} {detail}")
+    if any(status == "FAIL" for status, _, _ in rows):
+        raise SystemExit(1)

@@ -1,0 +1,178 @@
+"""``asyncflow-hpc submit SCRIPT --site NAME``: a campaign as a batch job, and ``run``'s site flags.
+
+``submit`` renders the site's campaign template (``batch_templates/<scheduler>/campaign.sh``),
+writes it next to the campaign and hands it to ``sbatch`` or ``qsub``; inside the job the
+script runs ``asyncflow-hpc run SCRIPT --in-allocation``. ``--dry-run`` prints the script.
+
+:func:`configure_run` and :func:`with_hpc_options` give ``asyncflow-hpc run`` its
+``--site/--site-file/--nodes/--runtime/--in-allocation`` flags: they only set environment
+variables, which ``create_backend_from_env`` turns into a configured RADICAL-Pilot backend,
+so scripts that create their engine without a backend need no change.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import ConfigurationError
+from ..hpc.allocation import current_allocation
+from ..hpc.resources import ENV
+from ..hpc.sites import find_site
+from ..hpc.templates import job_values, render_template
+
+__all__ = ["configure_run", "submit_command", "submit_script", "with_hpc_options"]
+
+
+def configure_run(site: str | None, nodes: int | None, runtime: int | None,
+                  in_allocation: bool, site_file: str | None = None) -> dict[str, str]:
+    """Environment variables that make ``run`` use ``site`` (checked now, not at pilot start).
+
+    ``ASYNCFLOW_HPC_BACKEND=radical`` is included when a site is given; an explicit
+    ``--backend`` should be applied after (it wins). ``--in-allocation`` without a site uses
+    the built-in site matching the allocation's scheduler (``local-slurm``/``local-pbs``).
+    """
+    env: dict[str, str] = {}
+    if nodes is not None and nodes < 1:
+        raise click.BadParameter(f"must be >= 1, got {nodes}", param_hint="--nodes")
+    if runtime is not None and runtime < 1:
+        raise click.BadParameter(f"must be >= 1 minute, got {runtime}", param_hint="--runtime")
+    if in_allocation:
+        alloc = current_allocation()
+        if alloc is None:
+            raise click.UsageError("--in-allocation: no SLURM or PBS allocation here "
+                                   "(SLURM_JOB_ID/SLURM_JOB_NODELIST and PBS_JOBID are unset)")
+        site = site or ("local-slurm" if alloc.scheduler == "slurm" else "local-pbs")
+        env[ENV["in_allocation"]] = "1"
+    if site:
+        try:
+            find_site(site, [site_file] if site_file else [])
+        except ConfigurationError as exc:
+            raise click.BadParameter(str(exc), param_hint="--site") from exc
+        env["ASYNCFLOW_HPC_BACKEND"] = "radical"
+        env[ENV["site"]] = site
+        if site_file:
+            env[ENV["site_file"]] = str(Path(site_file).resolve())
+    if nodes is not None:
+        env[ENV["nodes"]] = str(nodes)
+    if runtime is not None:
+        env[ENV["runtime"]] = str(runtime)
+    return env
+
+
+_HPC_OPTIONS = [
+    click.Option(["--site"], default=None, metavar="NAME",
+                 help="Run on this site (see 'asyncflow-hpc sites list'): RADICAL-Pilot backend, "
+                      "pilot and resource config from the site file."),
+    click.Option(["--site-file"], default=None, type=click.Path(exists=True, dir_okay=False),
+                 help="Read sites from this TOML file too (wins over user and project files)."),
+    click.Option(["--nodes"], type=int, default=None, help="Pilot size in nodes (default 1; "
+                 "inside an allocation: all of its nodes)."),
+    click.Option(["--runtime"], type=int, default=None, metavar="MIN",
+                 help="Pilot walltime in minutes (default: the site's walltime; inside an "
+                      "allocation: the time left, minus 2 minutes to close)."),
+    click.Option(["--in-allocation"], is_flag=True, default=False,
+                 help="This runs inside a batch job: start the pilot by fork on the job's nodes "
+                      "(no second batch job) and launch tasks with srun / mpiexec."),
+]
+
+
+def with_hpc_options(command: click.Command) -> click.Command:
+    """Add the site flags to an existing ``run`` command; they become env vars before it runs."""
+    command.params.extend(_HPC_OPTIONS)
+    callback = command.callback
+    assert callback is not None
+
+    @functools.wraps(callback)
+    def wrapped(*args: Any, site: str | None, site_file: str | None, nodes: int | None,
+                runtime: int | None, in_allocation: bool, **kwargs: Any) -> Any:
+        env = configure_run(site, nodes, runtime, in_allocation, site_file)
+        if kwargs.get("backend"):
+            env.pop("ASYNCFLOW_HPC_BACKEND", None)  # an explicit --backend wins
+        os.environ.update(env)
+        return callback(*args, **kwargs)
+
+    command.callback = wrapped
+    return command
+
+
+def submit_script(path: Path, scheduler: str, output: str) -> str:
+    """Submit a rendered script with ``sbatch`` or ``qsub``; return the job id."""
+    if scheduler == "slurm":
+        argv = ["sbatch", "--parsable", str(path)]
+    else:
+        # the Torque front-end ignores #PBS -o/-j inside the script: say it on the command line
+        argv = ["qsub", "-j", "oe", "-o", output, str(path)]
+    if shutil.which(argv[0]) is None:
+        raise click.ClickException(f"{argv[0]} not found on PATH: is this a {scheduler} login node?")
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                              cwd=path.parent, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise click.ClickException(f"{argv[0]} did not answer within 120 s") from exc
+    if proc.returncode != 0:
+        raise click.ClickException(f"{argv[0]} refused the job (exit {proc.returncode}): "
+                                   f"{(proc.stderr or proc.stdout).strip()}")
+    match = re.search(r"\d+(?:\.[\w.-]+)?", proc.stdout.strip().split(";")[0])
+    if not match:
+        raise click.ClickException(f"cannot read a job id from {argv[0]}'s answer: {proc.stdout!r}")
+    return match.group(0)
+
+
+@click.command("submit", context_settings={"ignore_unknown_options": True})
+@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--site", required=True, metavar="NAME",
+              help="Site to submit to (a site-file entry or a RADICAL-Pilot resource name).")
+@click.option("--site-file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Read sites from this TOML file too.")
+@click.option("--nodes", type=int, default=None, help="Nodes to allocate (default 1).")
+@click.option("--runtime", type=int, default=None, metavar="MIN",
+              help="Walltime in minutes (default: the site's walltime).")
+@click.option("--job-name", default=None,
+              help="Job name (letters, digits, _ . + -; default afhpc-<script>).")
+@click.option("--backend", type=click.Choice(["radical", "local", "dryrun"]), default="radical",
+              show_default=True, help="Backend the campaign uses inside the allocation.")
+@click.option("--template", "template", default="campaign", show_default=True,
+              help="Template name under batch_templates/<scheduler>/ (see 'templates list').")
+@click.option("--campaign-dir", type=click.Path(file_okay=False), default=".",
+              help="Folder the job runs in; its script, output and TMPDIR go here.  [default: .]")
+@click.option("--warning", "warning", type=int, default=120, show_default=True, metavar="SEC",
+              help="SLURM: signal the campaign this many seconds before the time limit.")
+@click.option("--dry-run", is_flag=True, help="Print the batch script; submit nothing.")
+def submit_command(script: str, script_args: Sequence[str], site: str, site_file: str | None,
+                   nodes: int | None, runtime: int | None, job_name: str | None, backend: str,
+                   template: str, campaign_dir: str, warning: int, dry_run: bool) -> None:
+    """Submit SCRIPT, a campaign, as one batch job on SITE; print the job id.
+
+    The job runs 'asyncflow-hpc run SCRIPT --in-allocation': the pilot starts on the job's
+    own nodes and tasks launch with srun (SLURM) or mpiexec (PBS). Arguments after SCRIPT
+    (put -- before ones starting with a dash) are passed to it.
+    """
+    try:
+        found = find_site(site, [site_file] if site_file else [])
+        camp = Path(campaign_dir).resolve()
+        values = job_values(found, script, campaign_dir=camp, job_name=job_name, nodes=nodes,
+                            runtime=runtime, backend=backend, script_args=list(script_args),
+                            warning_seconds=warning, site_file=site_file)
+        text = render_template(found.scheduler, template, values)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if dry_run:
+        click.echo(text, nl=False)
+        return
+    camp.mkdir(parents=True, exist_ok=True)
+    path = camp / f"{values['job_name']}.{found.scheduler}.sh"
+    path.write_text(text)
+    path.chmod(0o755)
+    job_id = submit_script(path, found.scheduler, values["output"])
+    click.echo(job_id)
+    click.echo(f"asyncflow-hpc: script {path}, output {values['output']}", err=True)

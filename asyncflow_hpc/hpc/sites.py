@@ -1,0 +1,345 @@
+"""Site files: a few lines of TOML describing a cluster, validated into :class:`Site`.
+
+A site says what a campaign needs to know about a cluster — scheduler, partition, account,
+cores per node, how to launch MPI, which shell lines prepare the environment — once, instead
+of in every script. Sites are read, later files winning, from:
+
+1. built-in sites (the loopback test cluster: ``local-slurm``, ``local-pbs``);
+2. ``$XDG_CONFIG_HOME/asyncflow-hpc/sites.toml`` (``~/.config/...``): the user's clusters;
+3. ``./asyncflow-hpc.toml``: the project's;
+4. ``$ASYNCFLOW_HPC_SITE_FILE`` and ``--site-file`` files.
+
+A name that no file defines but RADICAL-Pilot ships (``ornl.frontier``) is a site too.
+Every value ends up in batch scripts or RP configs, so each field is checked here: a wrong key
+or type is an error that names the file, the site and the field (with a close match, if any).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigurationError
+from .rpconfig import shipped_resources
+
+__all__ = ["LAUNCHERS", "SCHEDULERS", "Site", "SiteError", "find_site", "load_site_file",
+           "load_sites", "site_file_paths", "site_from_dict"]
+
+SCHEDULERS = ("slurm", "pbs")
+LAUNCHERS = ("srun", "mpirun", "mpiexec")
+PROJECT_FILE = "asyncflow-hpc.toml"
+ENV_SITE_FILE = "ASYNCFLOW_HPC_SITE_FILE"
+
+#: site names: safe in file names, RP resource labels and job names
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+#: partition, account, qos, reservation: scheduler tokens (no spaces, quotes or shell syntax)
+_TOKEN = re.compile(r"^[A-Za-z0-9_.:+@%/,=-]{1,128}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SiteError(ConfigurationError):
+    """A site file or site name is wrong; the message names the file, site and field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """One cluster, validated. Build it with :func:`site_from_dict` (which checks every field)."""
+
+    name: str
+    scheduler: str
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    reservation: str | None = None
+    cores_per_node: int | None = None
+    gpus_per_node: int = 0
+    launcher: str = "srun"
+    prepare: tuple[str, ...] = ()
+    environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    walltime: int = 30
+    max_walltime: int | None = None
+    max_nodes: int | None = None
+    directives: tuple[str, ...] = ()
+    work_dir: str | None = None
+    rp_resource: str | None = None
+    description: str = ""
+    source: str = "built-in"
+
+    @property
+    def is_rp_shipped(self) -> bool:
+        """True for a site that is one of RADICAL-Pilot's own resource names, used as is."""
+        return self.source == "radical.pilot"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The site's fields as plain data (for ``sites show``), unset ones left out."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None or value == () or value == {} or (f.name == "description" and not value):
+                continue
+            out[f.name] = list(value) if isinstance(value, tuple) else (
+                dict(value) if isinstance(value, Mapping) else value)
+        return out
+
+
+# ---------------------------------------------------------------- field checks
+def _str(where: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise SiteError(f"{where} must be a string, got {type(value).__name__} {value!r}")
+    if any(ord(c) < 32 or c == "\x7f" for c in value):
+        raise SiteError(f"{where} must not contain newlines or control characters: {value!r}")
+    return value
+
+
+def _token(where: str, value: Any) -> str:
+    text = _str(where, value)
+    if not _TOKEN.match(text):
+        raise SiteError(f"{where} = {value!r} is not a valid scheduler name (letters, digits "
+                        "and _ . : + @ % / , = - only; no spaces, quotes or shell syntax)")
+    return text
+
+
+def _int(where: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SiteError(f"{where} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise SiteError(f"{where} must be >= {minimum}, got {value}")
+    return value
+
+
+def _choice(choices: Sequence[str]) -> Callable[[str, Any], str]:
+    def check(where: str, value: Any) -> str:
+        text = _str(where, value).lower()
+        if text not in choices:
+            raise SiteError(f"{where} = {value!r}: choose one of {', '.join(choices)}"
+                            f"{_close(text, choices)}")
+        return text
+    return check
+
+
+def _lines(where: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise SiteError(f"{where} must be a list of strings, got {type(value).__name__}")
+    return tuple(_str(f"{where}[{i}]", v) for i, v in enumerate(value))
+
+
+def _directives(where: str, lines: tuple[str, ...]) -> tuple[str, ...]:
+    for i, line in enumerate(lines):
+        if not line.startswith("-"):
+            raise SiteError(f"{where}[{i}] = {line!r} must be a scheduler option starting with '-' "
+                            "(e.g. \"--constraint=haswell\" or \"-l filesystems=home\")")
+    return lines
+
+
+def _env(where: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise SiteError(f"{where} must be a table of NAME = \"value\", got {type(value).__name__}")
+    out: dict[str, str] = {}
+    for key, val in value.items():
+        if not isinstance(key, str) or not _ENV_NAME.match(key):
+            raise SiteError(f"{where}: {key!r} is not a valid environment variable name")
+        if isinstance(val, bool) or not isinstance(val, (str, int, float)):
+            raise SiteError(f"{where}.{key} must be a string or number, got {val!r}")
+        out[key] = _str(f"{where}.{key}", str(val))
+    return out
+
+
+def _rp_name(where: str, value: Any) -> str:
+    text = _str(where, value)
+    if text not in shipped_resources():
+        known = sorted(shipped_resources())
+        hint = _close(text, known) if known else " (RADICAL-Pilot is not installed)"
+        raise SiteError(f"{where} = {value!r} is not a RADICAL-Pilot resource{hint}")
+    return text
+
+
+_FIELDS: dict[str, Callable[[str, Any], Any]] = {
+    "scheduler": _choice(SCHEDULERS),
+    "partition": _token,
+    "account": _token,
+    "qos": _token,
+    "reservation": _token,
+    "cores_per_node": lambda w, v: _int(w, v, 1),
+    "gpus_per_node": lambda w, v: _int(w, v, 0),
+    "launcher": _choice(LAUNCHERS),
+    "prepare": _lines,
+    "environment": _env,
+    "walltime": lambda w, v: _int(w, v, 1),
+    "max_walltime": lambda w, v: _int(w, v, 1),
+    "max_nodes": lambda w, v: _int(w, v, 1),
+    "directives": lambda w, v: _directives(w, _lines(w, v)),
+    "work_dir": _str,
+    "rp_resource": _rp_name,
+    "description": _str,
+}
+#: other spellings people reach for; each maps to the field it means
+_ALIASES = {"queue": "partition", "project": "account", "default_walltime": "walltime",
+            "runtime": "walltime", "max_runtime": "max_walltime", "cores": "cores_per_node",
+            "gpus": "gpus_per_node", "modules": "prepare", "env": "environment",
+            "sandbox": "work_dir", "resource": "rp_resource", "mpi_launcher": "launcher"}
+#: aliases accepted as synonyms (PBS says queue and project)
+_SYNONYMS = {"queue": "partition", "project": "account", "default_walltime": "walltime"}
+
+
+def _close(word: str, known: Iterable[str]) -> str:
+    if word in _ALIASES and _ALIASES[word] in known:
+        return f" (did you mean {_ALIASES[word]!r}?)"
+    match = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def site_from_dict(name: str, data: Mapping[str, Any], source: str = "<dict>") -> Site:
+    """Validate one site's table; errors name ``source``, the site and the field."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise SiteError(f"{source}: site name {name!r} must start with a letter and use only "
+                        "letters, digits, '_' and '-' (at most 64 characters)")
+    if not isinstance(data, Mapping):
+        raise SiteError(f"{source}: [sites.{name}] must be a table")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        field = _SYNONYMS.get(key, key)
+        where = f"{source}: sites.{name}.{key}"
+        if field not in _FIELDS:
+            raise SiteError(f"{source}: site {name!r} has unknown field {key!r}"
+                            f"{_close(key, _FIELDS)}; known fields: {', '.join(_FIELDS)}")
+        if field in values:
+            raise SiteError(f"{where}: {field!r} is given twice (as {key!r} and another name)")
+        values[field] = _FIELDS[field](where, value)
+    base = shipped_resources().get(values.get("rp_resource", "")) or {}
+    if "scheduler" not in values:
+        derived = _scheduler_of(base)
+        if derived is None:
+            raise SiteError(f"{source}: site {name!r} needs a scheduler = \"slurm\" or \"pbs\"")
+        values["scheduler"] = derived
+    values.setdefault("launcher", "srun" if values["scheduler"] == "slurm" else "mpiexec")
+    if values["launcher"] == "srun" and values["scheduler"] != "slurm":
+        raise SiteError(f"{source}: sites.{name}.launcher = 'srun' needs scheduler = 'slurm'")
+    if values["scheduler"] == "pbs" and "qos" in values:
+        raise SiteError(f"{source}: sites.{name}.qos: PBS has no QOS setting (RADICAL-Pilot "
+                        "would write an invalid '#PBS -qos' line); use partition/queue")
+    if "walltime" in values and values.get("max_walltime") and values["walltime"] > values["max_walltime"]:
+        raise SiteError(f"{source}: sites.{name}.walltime ({values['walltime']} min) exceeds "
+                        f"max_walltime ({values['max_walltime']} min)")
+    return Site(name=name, source=source, **values)
+
+
+def _scheduler_of(entry: Mapping[str, Any]) -> str | None:
+    manager = str(entry.get("resource_manager", "")).upper()
+    if manager == "SLURM":
+        return "slurm"
+    if manager in ("PBSPRO", "TORQUE", "PBS"):
+        return "pbs"
+    return None
+
+
+# ---------------------------------------------------------------- files
+def _load_toml(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib  # type: ignore[import-not-found]
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[import-not-found,no-redef]
+        except ModuleNotFoundError as exc:
+            raise SiteError(f"reading {path} needs Python >= 3.11 or 'pip install tomli'") from exc
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise SiteError(f"cannot read site file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SiteError(f"{path} is not valid TOML: {exc}") from exc
+
+
+def load_site_file(path: str | os.PathLike[str]) -> dict[str, Site]:
+    """Every ``[sites.NAME]`` table of one file, validated."""
+    p = Path(path)
+    data = _load_toml(p)
+    for key in data:
+        if key != "sites":
+            raise SiteError(f"{p}: unknown top-level key {key!r}{_close(key, ['sites'])}; "
+                            "a site file holds [sites.NAME] tables")
+    sites = data.get("sites", {})
+    if not isinstance(sites, Mapping):
+        raise SiteError(f"{p}: 'sites' must be a table of [sites.NAME] tables")
+    return {name: site_from_dict(name, table, str(p)) for name, table in sites.items()}
+
+
+def site_file_paths(extra: Iterable[str | os.PathLike[str]] = (),
+                    env: Mapping[str, str] | None = None) -> list[Path]:
+    """The site files that exist, lowest precedence first; ``extra`` files must exist."""
+    env = os.environ if env is None else env
+    config_home = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    candidates = [config_home / "asyncflow-hpc" / "sites.toml", Path.cwd() / PROJECT_FILE]
+    found = [p for p in candidates if p.is_file()]
+    named = [env[ENV_SITE_FILE]] if env.get(ENV_SITE_FILE) else []
+    for item in [*named, *extra]:
+        p = Path(item).expanduser()
+        if not p.is_file():
+            raise SiteError(f"site file {p} does not exist")
+        found.append(p)
+    return found
+
+
+def builtin_sites() -> dict[str, Site]:
+    """The loopback test cluster (scripts/slurm/up.sh), as SLURM and through Torque's qsub."""
+    return {
+        "local-slurm": site_from_dict("local-slurm", {
+            "scheduler": "slurm", "launcher": "srun", "walltime": 10,
+            "description": "the single-node SLURM test cluster on this machine (scripts/slurm/up.sh)",
+        }, "built-in"),
+        "local-pbs": site_from_dict("local-pbs", {
+            "scheduler": "pbs", "launcher": "mpiexec", "walltime": 10,
+            "description": "the test cluster through SLURM's Torque-style qsub (slurm-wlm-torque); "
+                           "not a real PBS server",
+        }, "built-in"),
+    }
+
+
+def load_sites(extra_files: Iterable[str | os.PathLike[str]] = (),
+               env: Mapping[str, str] | None = None) -> dict[str, Site]:
+    """All sites visible from here; a later file's site replaces an earlier one of that name."""
+    sites = builtin_sites()
+    for path in site_file_paths(extra_files, env):
+        sites.update(load_site_file(path))
+    return sites
+
+
+def rp_site(name: str) -> Site:
+    """A RADICAL-Pilot shipped resource (``ornl.frontier``) seen as a site."""
+    entry = shipped_resources()[name]
+    scheduler = _scheduler_of(entry)
+    if scheduler is None:
+        raise SiteError(f"RADICAL-Pilot resource {name!r} uses resource manager "
+                        f"{entry.get('resource_manager')!r}; sites support SLURM and PBS only "
+                        f"(use 'asyncflow-hpc run --backend radical --resource {name}')")
+    methods = [m.lower() for m in entry.get("launch_methods", {}).get("order", [])]
+    launcher = next((m for m in methods if m in LAUNCHERS), "srun" if scheduler == "slurm" else "mpiexec")
+    cores = entry.get("cores_per_node")
+    return Site(
+        name=name, scheduler=scheduler, partition=entry.get("default_queue") or None,
+        cores_per_node=cores if isinstance(cores, int) and cores > 0 else None,
+        gpus_per_node=int(entry.get("gpus_per_node") or 0), launcher=launcher,
+        prepare=tuple(entry.get("pre_bootstrap_0") or ()), rp_resource=name,
+        description=str(entry.get("description", "")), source="radical.pilot",
+    )
+
+
+def find_site(name: str, site_files: Iterable[str | os.PathLike[str]] = (),
+              env: Mapping[str, str] | None = None) -> Site:
+    """The site called ``name``: from the site files, else RP's shipped resources."""
+    sites = load_sites(site_files, env)
+    if name in sites:
+        return sites[name]
+    if name in shipped_resources():
+        return rp_site(name)
+    known = sorted(sites)
+    raise SiteError(f"unknown site {name!r}{_close(name, [*known, *shipped_resources()])}; "
+                    f"sites defined here: {', '.join(known)} (see 'asyncflow-hpc sites list'), "
+                    "or a RADICAL-Pilot resource name such as ornl.frontier")

@@ -1,0 +1,222 @@
+"""Live progress of an engine: done / running / failed / pending.
+
+Switched on by ``WorkflowEngine.create(progress=MODE)``, ``ASYNCFLOW_HPC_PROGRESS=MODE`` or
+``asyncflow-hpc run --progress MODE`` (``--quiet`` is ``off``). Modes:
+
+* ``auto`` — ``rich`` when stderr is a terminal, else ``plain`` (batch jobs, CI, pipes);
+* ``rich`` — a live progress bar with counts on stderr;
+* ``plain`` — one log line on stderr every ``ASYNCFLOW_HPC_PROGRESS_INTERVAL`` seconds
+  (default 10) when something changed (and at least every minute while tasks are unfinished),
+  and a last line at shutdown;
+* ``off`` — nothing.
+
+Counts come from ``engine.task_states()`` on a timer, never per event, so a display costs the
+same for ten tasks and for a million.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+__all__ = ["attach", "PlainProgress", "RichProgress", "resolve_mode"]
+
+log = logging.getLogger("asyncflow_hpc")
+
+MODES = ("auto", "rich", "plain", "off")
+DEFAULT_INTERVAL = 10.0
+RICH_REFRESH = 0.25
+HEARTBEAT = 6  # a plain line at least every this many intervals while work is unfinished
+
+
+def resolve_mode(mode: str | None, stream: Any = None) -> str:
+    """``auto`` (and unknown values, with a warning) -> ``rich`` or ``plain``."""
+    mode = (mode or "auto").strip().lower()
+    if mode in ("0", "false", "no", "none", "quiet"):
+        return "off"
+    if mode in ("1", "true", "yes", "on"):
+        mode = "auto"
+    if mode not in MODES:
+        log.warning("asyncflow-hpc: unknown progress mode %r (use one of %s); using auto",
+                    mode, ", ".join(MODES))
+        mode = "auto"
+    if mode == "auto":
+        stream = stream if stream is not None else sys.stderr
+        try:
+            tty = stream.isatty()
+        except (AttributeError, ValueError):
+            tty = False
+        mode = "rich" if tty and os.environ.get("TERM") != "dumb" else "plain"
+    return mode
+
+
+def _interval() -> float:
+    raw = os.environ.get("ASYNCFLOW_HPC_PROGRESS_INTERVAL")
+    if raw:
+        try:
+            value = float(raw)
+            if value > 0:
+                return value
+        except ValueError:
+            pass
+    return DEFAULT_INTERVAL
+
+
+def attach(engine: Any, mode: str | None = "auto") -> Any:
+    """Show ``engine``'s progress; returns an object whose ``await close()`` ends the display."""
+    resolved = resolve_mode(mode)
+    if resolved == "off":
+        return _Off()
+    if resolved == "rich":
+        return RichProgress(engine)
+    return PlainProgress(engine, _interval())
+
+
+class _Off:
+    async def close(self) -> None:
+        return None
+
+
+class _Ticker:
+    """Calls ``self.update()`` every ``interval`` seconds on the engine's loop."""
+
+    def __init__(self, engine: Any, interval: float) -> None:
+        self.engine = engine
+        self.interval = interval
+        self.started = time.monotonic()
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._handle = self._loop.call_later(interval, self._tick)
+
+    def _tick(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.update()
+        except Exception:  # a display must never break the run
+            log.debug("progress update failed", exc_info=True)
+        self._handle = self._loop.call_later(self.interval, self._tick)
+
+    def update(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _stop_timer(self) -> bool:
+        if self._closed:
+            return False
+        self._closed = True
+        if self._handle is not None:
+            self._handle.cancel()
+        return True
+
+    def counts(self) -> dict[str, int]:
+        return self.engine.task_states()
+
+
+def _elapsed(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:d}:{s:02d}"
+
+
+class PlainProgress(_Ticker):
+    """Periodic one-line summaries for logs."""
+
+    def __init__(self, engine: Any, interval: float = DEFAULT_INTERVAL,
+                 stream: Any = None) -> None:
+        self._stream = stream
+        self._last: tuple | None = None
+        self._last_finished = 0
+        self._last_time = time.monotonic()
+        self._quiet_ticks = 0
+        super().__init__(engine, interval)
+
+    def line(self, c: dict[str, int], final: bool = False) -> str:
+        now = time.monotonic()
+        finished = c["done"] + c["failed"] + c["cancelled"]
+        dt = now - self._last_time
+        rate = (finished - self._last_finished) / dt if dt > 0 else 0.0
+        self._last_finished, self._last_time = finished, now
+        stamp = time.strftime("%H:%M:%S")
+        what = "finished" if final else "progress"
+        return (f"asyncflow-hpc {stamp} {self.engine.uid} {what} [{_elapsed(now - self.started)}]"
+                f": {c['done']:,} done, {c['running']:,} running, {c['failed']:,} failed, "
+                f"{c['cancelled']:,} cancelled, {c['pending']:,} pending"
+                + ("" if final else f" ({rate:,.1f} tasks/s)"))
+
+    def _emit(self, text: str) -> None:
+        stream = self._stream if self._stream is not None else sys.stderr
+        try:
+            print(text, file=stream, flush=True)
+        except (OSError, ValueError):
+            pass
+
+    def update(self) -> None:
+        c = self.counts()
+        if sum(c.values()) == 0:
+            return  # nothing submitted yet
+        key = tuple(sorted(c.items()))
+        self._quiet_ticks += 1
+        heartbeat = (c["running"] + c["pending"]) > 0 and self._quiet_ticks >= HEARTBEAT
+        if key == self._last and not heartbeat:
+            return  # nothing changed: keep batch logs short
+        self._last = key
+        self._quiet_ticks = 0
+        self._emit(self.line(c))
+
+    async def close(self) -> None:
+        if not self._stop_timer():
+            return
+        c = self.counts()
+        if sum(c.values()):
+            self._emit(self.line(c, final=True))
+
+
+class RichProgress(_Ticker):
+    """A live bar on a terminal (rich), refreshed from a timer."""
+
+    def __init__(self, engine: Any, console: Any = None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        # fits 80 columns: bar, percentage, the four counts, elapsed time
+        self._progress = Progress(
+            BarColumn(bar_width=16), TaskProgressColumn(), TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            console=console if console is not None else Console(stderr=True),
+            auto_refresh=False, transient=False, redirect_stdout=False, redirect_stderr=False)
+        self._task = self._progress.add_task(f"{engine.uid}", total=None, counts="")
+        self._progress.start()
+        super().__init__(engine, RICH_REFRESH)
+
+    def update(self) -> None:
+        c = self.counts()
+        finished = c["done"] + c["failed"] + c["cancelled"]
+        total = finished + c["running"] + c["pending"]
+        parts = [f"[green]done {c['done']:,}", f"[yellow]running {c['running']:,}",
+                 f"[red]failed {c['failed']:,}"]
+        if c["cancelled"]:
+            parts.append(f"[dim]cancelled {c['cancelled']:,}")
+        parts.append(f"[cyan]pending {c['pending']:,}")
+        self._progress.update(self._task, completed=finished, total=total or None,
+                              counts="[/] ".join(parts) + "[/]")
+        self._progress.refresh()
+
+    async def close(self) -> None:
+        if not self._stop_timer():
+            return
+        try:
+            self.update()
+        finally:
+            self._progress.stop()

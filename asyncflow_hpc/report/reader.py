@@ -1,0 +1,199 @@
+"""Read a RHAPSODY-format JSONL telemetry log into compact per-task rows.
+
+Streams the file line by line and keeps one small :class:`TaskRow` per task (not the lines),
+so a log of millions of events fits in memory. Lines that do not parse — the truncated last
+line of a killed run, say — are counted and skipped. Task ids are per session, so rows are
+keyed by ``(session_id, task_id)``: several engines may share one log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+__all__ = ["Log", "TaskRow", "read_log"]
+
+_FINAL = {"TaskCompleted": "completed", "TaskFailed": "failed", "TaskCanceled": "canceled"}
+
+
+class TaskRow:
+    """What the report needs of one task (or block)."""
+
+    __slots__ = ("session_id", "task_id", "name", "task_type", "workflow_id", "backend", "node",
+                 "executable", "block_id", "created", "submitted", "started", "end", "state",
+                 "duration", "error_type", "error_message", "attempts")
+
+    def __init__(self, session_id: str, task_id: str) -> None:
+        self.session_id = session_id
+        self.task_id = task_id
+        self.name = task_id
+        self.task_type = "function"
+        self.workflow_id: str | None = None
+        self.backend: str | None = None
+        self.node: str | None = None
+        self.executable: str | None = None
+        self.block_id: str | None = None
+        self.created: float | None = None
+        self.submitted: float | None = None
+        self.started: float | None = None
+        self.end: float | None = None
+        self.state = "pending"  # pending, running, completed, failed, canceled
+        self.duration: float | None = None
+        self.error_type: str | None = None
+        self.error_message: str | None = None
+        self.attempts = 1
+
+    @property
+    def run_start(self) -> float | None:
+        """When it began to run: TaskStarted; for a task submitted and finished without a
+        reported start (an async task that completed inside the submit call), its end —
+        a run of zero length. None for a task that never ran."""
+        if self.started is not None:
+            return self.started
+        if self.submitted is not None and self.end is not None:
+            return self.end
+        return None
+
+    @property
+    def ran(self) -> bool:
+        return self.task_type != "block" and self.run_start is not None
+
+    @property
+    def is_block(self) -> bool:
+        return self.task_type == "block"
+
+    def __repr__(self) -> str:
+        return f"<TaskRow {self.task_id} {self.name!r} {self.state}>"
+
+
+@dataclass
+class Log:
+    """The parts of a telemetry log the report uses."""
+
+    path: str
+    tasks: list[TaskRow] = field(default_factory=list)
+    sessions: dict[str, dict] = field(default_factory=dict)  # id -> start, end, attributes
+    workflow_spans: list[dict] = field(default_factory=list)
+    resources: list[dict] = field(default_factory=list)  # ResourceUpdate events
+    metrics: list[dict] = field(default_factory=list)
+    lines: int = 0
+    bad_lines: int = 0
+    truncated: bool = False  # no SessionEnded for some session: the run did not shut down
+
+    def filter_workflow(self, workflow_id: str) -> Log:
+        """Only the tasks (and workflow spans) of one workflow."""
+        return Log(self.path,
+                   tasks=[t for t in self.tasks if t.workflow_id == workflow_id],
+                   sessions=self.sessions,
+                   workflow_spans=[s for s in self.workflow_spans
+                                   if s.get("attributes", {}).get("workflow_id") == workflow_id],
+                   resources=self.resources, metrics=self.metrics, lines=self.lines,
+                   bad_lines=self.bad_lines, truncated=self.truncated)
+
+    @property
+    def workflow_ids(self) -> list[str]:
+        return sorted({t.workflow_id for t in self.tasks if t.workflow_id is not None})
+
+
+def read_log(path: str | os.PathLike, workflow: str | None = None) -> Log:
+    """Parse ``path``; with ``workflow``, keep only that workflow's tasks."""
+    path = os.fspath(path)
+    log = Log(path)
+    rows: dict[tuple[str, str], TaskRow] = {}
+    loads = json.loads
+    with open(path, "rb") as fh:
+        for raw in fh:
+            log.lines += 1
+            try:
+                d = loads(raw)
+            except ValueError:
+                log.bad_lines += 1
+                continue
+            if not isinstance(d, dict):
+                log.bad_lines += 1
+                continue
+            section = d.get("section")
+            if section == "event":
+                _event(d, rows, log)
+            elif section == "span":
+                if d.get("name") == "workflow":
+                    log.workflow_spans.append(d)
+            elif section == "metric":
+                log.metrics.append(d)
+    log.tasks = list(rows.values())
+    _fill_nodes(log)
+    log.truncated = any("end" not in s for s in log.sessions.values())
+    if workflow is not None:
+        log = log.filter_workflow(workflow)
+    return log
+
+
+def _fill_nodes(log: Log) -> None:
+    """A task that ran without its backend naming the node (an async task finished inside
+    the submit call) ran where that backend runs, if the backend has one host."""
+    hosts: dict[tuple[str, str], str] = {}
+    for sid, info in log.sessions.items():
+        backends = (info.get("attributes") or {}).get("backends")
+        if isinstance(backends, dict):
+            for name, desc in backends.items():
+                if isinstance(desc, dict) and desc.get("host"):
+                    hosts[(sid, name)] = desc["host"]
+    if not hosts:
+        return
+    for t in log.tasks:
+        if t.node is None and t.submitted is not None:
+            t.node = hosts.get((t.session_id, t.backend or ""))
+
+
+def _event(d: dict, rows: dict, log: Log) -> None:
+    etype = d.get("event_type")
+    sid = d.get("session_id") or ""
+    tid = d.get("task_id")
+    t = d.get("event_time")
+    if tid is None:
+        if etype == "ResourceUpdate":
+            log.resources.append(d)
+        elif etype == "SessionStarted":
+            log.sessions.setdefault(sid, {})["start"] = t
+            log.sessions[sid]["attributes"] = d.get("attributes") or {}
+        elif etype == "SessionEnded":
+            log.sessions.setdefault(sid, {})["end"] = t
+        return
+    key = (sid, tid)
+    row = rows.get(key)
+    if row is None:
+        row = rows[key] = TaskRow(sid, tid)
+        log.sessions.setdefault(sid, {})
+        attrs = d.get("attributes") or {}
+        row.name = attrs.get("task_name") or attrs.get("executable") or tid
+        row.task_type = attrs.get("task_type") or "function"
+        row.workflow_id = attrs.get("workflow_id")
+        row.executable = attrs.get("executable")
+        row.block_id = attrs.get("block_id")
+        row.backend = d.get("backend")
+    if etype == "TaskCreated":
+        row.created = t
+    elif etype == "TaskSubmitted":
+        row.submitted = t
+    elif etype == "TaskStarted":
+        row.started = t
+        row.state = "running"
+        row.node = d.get("node_id") or row.node
+    elif etype == "TaskQueued":
+        ex = (d.get("attributes") or {}).get("executable")
+        if ex:
+            row.executable = ex
+    elif etype in _FINAL:
+        row.state = _FINAL[etype]
+        row.end = t
+        row.duration = d.get("duration_seconds")
+        row.node = d.get("node_id") or row.node
+        if etype == "TaskFailed":
+            attrs = d.get("attributes") or {}
+            row.error_type = d.get("error_type") or attrs.get("error_type")
+            row.error_message = attrs.get("error_message")
+    elif etype == "TaskRetried":
+        row.attempts += 1
+        row.started = None
+        row.state = "pending"

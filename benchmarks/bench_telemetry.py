@@ -1,0 +1,98 @@
+"""Cost of telemetry: the same no-op workload through the engine with telemetry off and on.
+
+    python benchmarks/bench_telemetry.py                 # 10,000 tasks, best of 3 each
+    python benchmarks/bench_telemetry.py -n 100000 --repeat 5
+    python benchmarks/bench_telemetry.py --json out.json
+
+Each repetition creates an engine (local backend), runs ``n`` no-op async tasks with
+``asyncio.gather`` and shuts the engine down; off and on alternate, so both see the same
+machine. Two figures per mode:
+
+* run: first submission to the last result. With telemetry on, this is the hot path: the
+  engine building events and the observer buffering them (the flush timer may fire inside).
+* total: run plus shutdown, i.e. until every line is translated and on disk.
+
+The overhead is measured on throughput (tasks/s) of the run; the total shows what writing
+the log costs on top. The target of the project is <= 15 % on the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from asyncflow_hpc import LocalExecutionBackend, WorkflowEngine
+
+
+async def one_run(n: int, telemetry: str | None) -> tuple[float, float]:
+    flow = await WorkflowEngine.create(
+        backend=await LocalExecutionBackend(ThreadPoolExecutor(2)), telemetry=telemetry,
+        progress="off", install_signal_handlers=False)
+
+    @flow.function_task
+    async def noop(x: int = 0) -> int:
+        return x
+
+    gc.collect()
+    t0 = time.perf_counter()
+    await asyncio.gather(*[noop(i) for i in range(n)])
+    t1 = time.perf_counter()
+    await flow.shutdown()
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t0
+
+
+async def main(args: argparse.Namespace) -> dict:
+    tmp = tempfile.mkdtemp(prefix="bench-telemetry-")
+    path = os.path.join(tmp, "events.jsonl")
+    os.environ.pop("ASYNCFLOW_HPC_TELEMETRY", None)
+    os.environ.setdefault("ASYNCFLOW_HPC_TELEMETRY_INTERVAL", "1")
+    await one_run(min(args.n, 1000), None)  # warm up imports and caches
+    await one_run(min(args.n, 1000), path)
+    runs: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
+    for _ in range(args.repeat):
+        runs["off"].append(await one_run(args.n, None))
+        runs["on"].append(await one_run(args.n, path))
+    lines = sum(1 for _ in open(path, "rb"))
+    size = os.path.getsize(path)
+    best = {k: (min(r for r, _ in v), min(t for _, t in v)) for k, v in runs.items()}
+    n = args.n
+    tp_off, tp_on = n / best["off"][0], n / best["on"][0]
+    overhead = (tp_off - tp_on) / tp_off * 100
+    total_overhead = (best["on"][1] - best["off"][1]) / best["off"][1] * 100
+    print(f"{n:,} no-op tasks, best of {args.repeat}  (python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} cpus)")
+    print(f"  telemetry off   run {best['off'][0] * 1e3:8.1f} ms  {tp_off:10,.0f} tasks/s"
+          f"   total {best['off'][1] * 1e3:8.1f} ms")
+    print(f"  telemetry on    run {best['on'][0] * 1e3:8.1f} ms  {tp_on:10,.0f} tasks/s"
+          f"   total {best['on'][1] * 1e3:8.1f} ms")
+    print(f"  throughput overhead of the run: {overhead:5.1f} %   (target <= 15 %)")
+    print(f"  total incl. writing the log:    {total_overhead:5.1f} %   "
+          f"({lines:,} lines, {size / 1e6:.1f} MB for the last run)")
+    out = {"n": n, "repeat": args.repeat, "off": best["off"], "on": best["on"],
+           "tasks_per_s_off": tp_off, "tasks_per_s_on": tp_on, "overhead_percent": overhead,
+           "total_overhead_percent": total_overhead, "lines": lines, "bytes": size}
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=2)
+    return out
+
+
+def cli() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=10_000, help="tasks per run (default 10,000)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per mode; the best counts")
+    ap.add_argument("--json", help="also write the numbers to this file")
+    args = ap.parse_args()
+    asyncio.run(main(args))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,130 @@
+"""The hpc verbs through click: help texts, dry-run rendering, errors, run's site flags."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from asyncflow_hpc.cli.doctor import doctor_command
+from asyncflow_hpc.cli.sites import sites_group
+from asyncflow_hpc.cli.submit import configure_run, submit_command, with_hpc_options
+from asyncflow_hpc.cli.templates import templates_group
+
+
+@pytest.fixture
+def runner(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("ASYNCFLOW_HPC_SITE_FILE", raising=False)
+    for key in ("SLURM_JOB_ID", "SLURM_JOBID", "SLURM_JOB_NODELIST", "SLURM_NODELIST", "PBS_JOBID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "camp.py").write_text("print('hi')\n")
+    (tmp_path / "sites.toml").write_text(
+        '[sites.mine]\nscheduler = "slurm"\npartition = "debug"\naccount = "acc"\n'
+        'prepare = ["module load python"]\n')
+    return CliRunner()
+
+
+@pytest.mark.parametrize("command, args", [
+    (submit_command, []), (sites_group, []), (sites_group, ["list"]), (sites_group, ["show"]),
+    (sites_group, ["check"]), (templates_group, []), (templates_group, ["list"]),
+    (templates_group, ["show"]), (doctor_command, [])])
+def test_help_is_complete(runner, command, args):
+    result = runner.invoke(command, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+    body = result.output.split("Options:")[0]
+    assert len(body.split("\n", 2)[-1].strip()) > 20, f"no description: {result.output}"
+
+
+def test_submit_dry_run(runner, tmp_path):
+    result = runner.invoke(submit_command, ["camp.py", "--site", "mine", "--site-file", "sites.toml",
+                                            "--nodes", "2", "--runtime", "20", "--dry-run",
+                                            "--", "--samples", "3"])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "#SBATCH --partition=debug" in text and "#SBATCH --account=acc" in text
+    assert "#SBATCH --nodes=2" in text and "#SBATCH --time=00:20:00" in text
+    assert "module load python" in text
+    assert f"--site-file {tmp_path}/sites.toml -- --samples 3 &" in text
+    assert not list(tmp_path.glob("*.sh"))  # dry run writes nothing
+
+
+def test_submit_refuses_unsafe_values(runner):
+    result = runner.invoke(submit_command, ["camp.py", "--site", "local-slurm", "--dry-run",
+                                            "--job-name", "x;rm -rf ~"])
+    assert result.exit_code != 0 and "job name" in result.output and "';'" in result.output
+    result = runner.invoke(submit_command, ["camp.py", "--site", "nosuch", "--dry-run"])
+    assert result.exit_code != 0 and "unknown site 'nosuch'" in result.output
+
+
+def test_sites_list_show(runner):
+    result = runner.invoke(sites_group, ["list", "--site-file", "sites.toml"])
+    assert result.exit_code == 0 and "mine" in result.output and "local-slurm" in result.output
+    result = runner.invoke(sites_group, ["show", "mine", "--site-file", "sites.toml",
+                                         "--rp-config", "allocation"])
+    assert result.exit_code == 0, result.output
+    assert 'partition       = "debug"' in result.output
+    assert "afhpc_mine.allocation" in result.output and "fork://localhost/" in result.output
+    bad = runner.invoke(sites_group, ["show", "mien", "--site-file", "sites.toml"])
+    assert bad.exit_code != 0 and "did you mean 'mine'" in bad.output
+
+
+def test_templates_verbs(runner):
+    result = runner.invoke(templates_group, ["list"])
+    assert "slurm/campaign" in result.output and "pbs/campaign" in result.output
+    result = runner.invoke(templates_group, ["show", "slurm/campaign"])
+    assert "{{ job_name }}" in result.output and "--in-allocation" in result.output
+    result = runner.invoke(templates_group, ["show", "slurm/nope"])
+    assert result.exit_code != 0 and "available" in result.output
+
+
+def test_doctor_json(runner):
+    result = runner.invoke(doctor_command, ["--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert {"tools", "mpi4py", "radical.pilot", "allocation", "network_tools"} <= set(info)
+
+
+def test_configure_run(runner, tmp_path, monkeypatch):
+    assert configure_run(None, None, None, False) == {}
+    env = configure_run("mine", 2, 30, False, "sites.toml")
+    assert env == {"ASYNCFLOW_HPC_BACKEND": "radical", "ASYNCFLOW_HPC_SITE": "mine",
+                   "ASYNCFLOW_HPC_SITE_FILE": str(tmp_path / "sites.toml"),
+                   "ASYNCFLOW_HPC_NODES": "2", "ASYNCFLOW_HPC_RUNTIME": "30"}
+    with pytest.raises(click.UsageError, match="no SLURM or PBS allocation"):
+        configure_run("mine", None, None, True, "sites.toml")
+    monkeypatch.setenv("SLURM_JOB_ID", "3")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "vm")
+    env = configure_run(None, None, None, True)
+    assert env["ASYNCFLOW_HPC_IN_ALLOCATION"] == "1" and env["ASYNCFLOW_HPC_SITE"] == "local-slurm"
+    with pytest.raises(click.BadParameter, match="unknown site"):
+        configure_run("nosuch", None, None, False)
+    with pytest.raises(click.BadParameter, match="must be >= 1"):
+        configure_run("mine", 0, None, False, "sites.toml")
+
+
+def test_with_hpc_options_sets_environment(runner, monkeypatch):
+    seen = {}
+
+    @click.command()
+    @click.option("--backend", default=None)
+    def fake_run(backend):
+        seen.update({k: v for k, v in os.environ.items() if k.startswith("ASYNCFLOW_HPC_")})
+
+    for key in ("ASYNCFLOW_HPC_BACKEND", "ASYNCFLOW_HPC_SITE", "ASYNCFLOW_HPC_NODES",
+                "ASYNCFLOW_HPC_RUNTIME", "ASYNCFLOW_HPC_SITE_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    cmd = with_hpc_options(fake_run)
+    result = runner.invoke(cmd, ["--site", "mine", "--site-file", "sites.toml", "--nodes", "3"])
+    assert result.exit_code == 0, result.output
+    assert seen["ASYNCFLOW_HPC_BACKEND"] == "radical" and seen["ASYNCFLOW_HPC_NODES"] == "3"
+    seen.clear()
+    monkeypatch.delenv("ASYNCFLOW_HPC_BACKEND")
+    runner.invoke(cmd, ["--site", "mine", "--site-file", "sites.toml", "--backend", "local"])
+    assert "ASYNCFLOW_HPC_BACKEND" not in seen  # explicit --backend wins (run sets it itself)
+    assert "--in-allocation" in runner.invoke(cmd, ["--help"]).output

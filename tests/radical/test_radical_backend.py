@@ -1,0 +1,284 @@
+"""The RADICAL-Pilot backend through the public API, on one shared local pilot."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import psutil
+import pytest
+from radical_helpers import MPI_AS_ROOT, close, run
+
+from asyncflow_hpc import (
+    ConfigurationError,
+    DependencyFailureError,
+    ExecutableNotFoundError,
+    TaskExecutionError,
+    TaskState,
+    TaskTimeoutError,
+)
+
+pytestmark = pytest.mark.radical
+
+
+class Boom(Exception):
+    """A user exception class: must come back as itself, not as a string."""
+
+
+@pytest.mark.timeout(300)
+def test_executables_results_and_failures(make_flow, tmp_path):
+    async def main():
+        flow = await make_flow()
+
+        @flow.executable_task
+        async def echo(*words):
+            return ["/bin/echo", *words]
+
+        @flow.executable_task(task_description={"shell": True})
+        def sh(cmd):
+            return cmd
+
+        @flow.executable_task
+        def missing():
+            return "/no/such/program --flag"
+
+        work = tmp_path / "cwd"
+        work.mkdir()
+        results = await asyncio.gather(
+            echo("hello", "a  b"),
+            sh("printf '%s|' \"a  b\" c"),
+            sh("echo $GREETING; pwd", task_description={"env": {"GREETING": "hi"},
+                                                        "cwd": str(work)}),
+            sh("seq 1 3000"),  # RP keeps only 1 KiB of stdout; the backend reads the file
+            sh("echo partial; echo oops >&2; exit 3"),
+            missing(),
+            return_exceptions=True,
+        )
+        assert results[0] == "hello a  b\n"
+        assert results[1] == "a  b|c|"
+        assert results[2].split() == ["hi", str(work)]
+        assert results[3] == "".join(f"{i}\n" for i in range(1, 3001))
+        err = results[4]
+        assert isinstance(err, TaskExecutionError), err
+        assert err.exit_code == 3 and "oops" in err.stderr and "oops" in str(err)
+        assert "sandbox:" in str(err)
+        assert isinstance(results[5], ExecutableNotFoundError), results[5]
+        await close(flow)
+
+    run(main(), 240)
+
+
+@pytest.mark.timeout(300)
+def test_function_tasks_through_raptor(make_flow):
+    async def main():
+        flow = await make_flow()
+
+        @flow.function_task
+        def add(x, y=1):
+            return (x + y, "tuple survives")
+
+        @flow.function_task
+        async def double(x):
+            await asyncio.sleep(0.01)
+            return {"doubled": x * 2}
+
+        @flow.function_task
+        def fail():
+            raise Boom("kaput")
+
+        @flow.function_task
+        def where():
+            import os
+            return os.getpid()
+
+        assert await add(2, y=5) == (7, "tuple survives")
+        assert await double(21) == {"doubled": 42}
+        with pytest.raises(Boom, match="kaput") as info:
+            await fail()
+        assert any("remote traceback" in note for note in getattr(info.value, "__notes__", []))
+        assert await where() != __import__("os").getpid()  # ran elsewhere
+        # a batch: many function tasks submitted in one loop iteration
+        assert await asyncio.gather(*(add(i) for i in range(20))) == [
+            (i + 1, "tuple survives") for i in range(20)]
+        await close(flow)
+
+    run(main(), 240)
+
+
+@pytest.mark.timeout(300)
+def test_dependencies_across_kinds(make_flow):
+    async def main():
+        flow = await make_flow()
+
+        @flow.function_task
+        def make_word(n):
+            return "w" * n
+
+        @flow.executable_task
+        def shout(word):
+            return ["/bin/echo", word.upper()]
+
+        @flow.function_task
+        def length(text):
+            return len(text.strip())
+
+        @flow.executable_task(task_description={"shell": True})
+        def broken():
+            return "exit 7"
+
+        @flow.function_task
+        def after(x):
+            return x
+
+        word = make_word(3)
+        loud = shout(word)  # future as argument: a dependency
+        assert await length(loud) == 3
+        assert await loud == "WWW\n"
+        with pytest.raises(DependencyFailureError) as info:
+            await after(broken())
+        assert isinstance(info.value.root_cause, TaskExecutionError)
+        await close(flow)
+
+    run(main(), 240)
+
+
+@pytest.mark.timeout(300)
+def test_mpi_executable_with_two_ranks(make_flow):
+    pytest.importorskip("mpi4py")
+
+    async def main():
+        flow = await make_flow()
+
+        @flow.executable_task(task_description={"ranks": 2, "pre_launch": MPI_AS_ROOT})
+        def hello():
+            return [sys.executable, "-c",
+                    "from mpi4py import MPI; c = MPI.COMM_WORLD; print(c.rank, c.size)"]
+
+        out = await hello()
+        assert sorted(out.split("\n")[:2]) == ["0 2", "1 2"], out
+        await close(flow)
+
+    run(main(), 240)
+
+
+def _sleepers(seconds: str) -> list[psutil.Process]:
+    """Processes running ``sleep <seconds>`` (an argument no other test uses).
+
+    Searched machine-wide: RP's pilot is detached from the test process, so its tasks are
+    not our descendants.
+    """
+    found = []
+    for p in psutil.process_iter():
+        try:
+            cmd = p.cmdline()
+            if len(cmd) == 2 and cmd[0].endswith("sleep") and cmd[1] == seconds \
+                    and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+@pytest.mark.timeout(300)
+def test_cancel_running_task_kills_it(make_flow):
+    async def main():
+        flow = await make_flow()
+
+        @flow.executable_task
+        def nap():
+            return "/bin/sleep 913"
+
+        fut = nap()
+        deadline = time.monotonic() + 120
+        while fut.state is not TaskState.RUNNING:
+            assert time.monotonic() < deadline, "task never reported RUNNING"
+            await asyncio.sleep(0.1)
+        for _ in range(50):  # the launch script may need a moment to exec sleep
+            if _sleepers("913"):
+                break
+            await asyncio.sleep(0.1)
+        assert _sleepers("913"), "the sleep process was not found while RUNNING"
+        fut.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await fut
+        deadline = time.monotonic() + 30
+        while _sleepers("913"):
+            assert time.monotonic() < deadline, "cancelled task's process still runs"
+            await asyncio.sleep(0.2)
+
+        @flow.executable_task
+        def after():
+            return "/bin/echo still-works"
+
+        assert await after() == "still-works\n"
+        await close(flow)
+
+    run(main(), 240)
+
+
+@pytest.mark.timeout(300)
+def test_timeout_stops_the_task(make_flow):
+    async def main():
+        flow = await make_flow()
+
+        @flow.executable_task(timeout=2)
+        def slow():
+            return "/bin/sleep 914"
+
+        t = time.monotonic()
+        with pytest.raises(TaskTimeoutError):
+            await slow()
+        assert time.monotonic() - t < 60
+        await close(flow)
+
+    run(main(), 240)
+
+
+@pytest.mark.timeout(300)
+def test_bad_task_description_keys(make_flow):
+    async def main():
+        flow = await make_flow()
+
+        @flow.executable_task
+        def cmd():
+            return "/bin/true"
+
+        @flow.function_task
+        def fn():
+            return 1
+
+        # the engine's catalogue or the backend (keys RP cannot take): either way the
+        # task fails with a ConfigurationError naming the key
+        for td, needle in [({"coress": 2}, "coress"),
+                           ({"executable": "/bin/ls"}, "'executable'.*set by asyncflow-hpc"),
+                           ({"stdin": "data"}, "'stdin'.*not supported on RADICAL-Pilot"),
+                           ({"ranks": "two"}, "ranks")]:
+            with pytest.raises(ConfigurationError, match=needle):
+                await cmd(task_description=td)
+        with pytest.raises(ConfigurationError, match="coress"):
+            await fn(task_description={"coress": 1})
+        assert await cmd() == ""  # the backend is fine afterwards
+        await close(flow)
+
+    run(main(), 240)
+
+
+@pytest.mark.timeout(300)
+def test_describe_and_many_tasks(make_flow, rp_backend):
+    async def main():
+        flow = await make_flow()
+
+        @flow.executable_task
+        def true():
+            return "/bin/true"
+
+        futs = [true() for _ in range(60)]
+        assert await asyncio.gather(*futs) == [""] * 60
+        assert futs[0].task.node == "localhost"  # from RP's slots
+        info = rp_backend.describe()
+        assert info["name"] == "radical" and info["pilot_state"] == "PMGR_ACTIVE"
+        assert info["unfinished_tasks"] == 0
+        await close(flow)
+
+    run(main(), 240)

@@ -1,0 +1,50 @@
+"""A scaling series over node counts [1] on the SLURM test cluster: JSON and plot.
+
+Goes through the CLI (``asyncflow-hpc bench scaling``), so the batch script, the per-node
+worker, the collection into one JSON document and the plot are all exercised against the real
+scheduler. Jobs carry the fixture's tag as their name: teardown cancels any left behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from click.testing import CliRunner
+
+from asyncflow_hpc.cli.bench import bench_command
+
+if TYPE_CHECKING:
+    from conftest import SlurmCluster, SlurmJobs
+
+pytestmark = pytest.mark.slurm
+
+
+@pytest.mark.timeout(300)
+def test_weak_scaling_over_one_node(slurm_jobs: SlurmJobs, slurm_cluster: SlurmCluster,
+                                    tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")  # CI installs it ('.[all]'), so this never skips there
+    out, png = tmp_path / "scaling.json", tmp_path / "scaling.png"
+    res = CliRunner().invoke(bench_command, [
+        "scaling", "--site", "local-slurm", "--nodes", "1", "--mode", "weak",
+        "--workload", "sleep-exe", "--size", "4", "--duration", "0.1",
+        "--timeout", "200", "--walltime", "5", "--work-dir", str(tmp_path / "work"),
+        "--job-name", slurm_jobs.tag, "--json", str(out), "--plot", str(png),
+    ], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "asyncflow-hpc.bench/1" and doc["kind"] == "scaling"
+    assert doc["series"]["nodes"] == [1] and doc["series"]["mode"] == "weak"
+    [point] = doc["points"]
+    slurm_jobs.job_ids.append(point["job_id"])   # cleanup knows it too
+    assert point["error"] is None, point
+    assert point["job_state"] in ("COMPLETED", "GONE")
+    assert point["nodes"] == 1 and point["tasks"] == point["completed"] == 4
+    assert set(point["hosts"]) <= set(slurm_cluster.nodes) | {doc["machine"]["host"]}
+    assert point["makespan_s"] >= point["ideal_s"] > 0
+    assert point["throughput"] > 0 and point["efficiency"] == pytest.approx(1.0)
+    assert 0 < point["utilisation"] <= 1
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
+    assert "wrote" in res.output

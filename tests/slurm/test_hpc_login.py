@@ -1,0 +1,204 @@
+"""Login-node mode on the real SLURM: RADICAL-Pilot submits the pilot through sbatch.
+
+``asyncflow-hpc run SCRIPT --site local-slurm`` writes the site's RP resource config
+(``slurm://localhost/``) and RP's pilot becomes a real SLURM job. Ctrl-C (SIGINT) of such a
+campaign must leave no job in squeue and no process behind. The RP tests cost ~30-110 s each;
+the srun variant of the SIGINT test needs no RP.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from conftest import SlurmJobs
+
+pytestmark = pytest.mark.slurm
+
+
+def start_campaign(folder: Path, code: str, *args: str) -> subprocess.Popen[str]:
+    """``asyncflow-hpc run`` of ``code`` in its own session (so teardown can end it all)."""
+    script = folder / "campaign.py"
+    script.write_text(code)
+    env = {**os.environ, "XDG_CONFIG_HOME": str(folder / ".xdg"), "RADICAL_PROFILE": "FALSE",
+           "RADICAL_DEFAULT_IFACE": "lo"}
+    return subprocess.Popen([sys.executable, "-m", "asyncflow_hpc", "run", str(script), "-q", *args],
+                            cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True, stdin=subprocess.DEVNULL)
+
+
+def jobs_in(folder: Path, slurm_jobs: SlurmJobs) -> dict[str, str]:
+    """Jobs (id -> state) whose working directory is inside ``folder``."""
+    out = slurm_jobs.run(["squeue", "-h", "-o", "%i %T %Z"], check=False).stdout
+    jobs = {}
+    for line in out.splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and (parts[2] == str(folder) or parts[2].startswith(f"{folder}/")):
+            jobs[parts[0]] = parts[1]
+    return jobs
+
+
+def leftovers(folder: Path) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+        except OSError:
+            continue
+        if (cwd == str(folder) or cwd.startswith(f"{folder}/")) and int(pid) != os.getpid():
+            found.append(f"{pid} {cmd}")
+    return found
+
+
+def settle(folder: Path, slurm_jobs: SlurmJobs, timeout: float = 30) -> None:
+    """Wait (bounded) until no job and no process of the campaign is left; fail otherwise."""
+    deadline = time.monotonic() + timeout
+    while (jobs_in(folder, slurm_jobs) or leftovers(folder)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not jobs_in(folder, slurm_jobs), f"jobs left in squeue: {jobs_in(folder, slurm_jobs)}"
+    assert not leftovers(folder), f"processes left behind: {leftovers(folder)}"
+
+
+def end(proc: subprocess.Popen[str], folder: Path, slurm_jobs: SlurmJobs) -> None:
+    """Teardown: the campaign's session and jobs, whatever the test did."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    for job in jobs_in(folder, slurm_jobs):
+        slurm_jobs.run(["scancel", job], check=False)
+
+
+def need_radical(slurm_jobs: SlurmJobs) -> None:
+    if importlib.util.find_spec("radical.pilot") is None:
+        slurm_jobs.skip_or_fail("radical.pilot is not installed (pip install 'asyncflow-hpc[radical]')")
+    if shutil.which("ping") or shutil.which("dig"):
+        pytest.fail("ping/dig are installed: RADICAL-Pilot's bootstrap would contact the internet")
+
+
+CHAIN = """
+import asyncio
+from asyncflow_hpc import WorkflowEngine
+
+async def main():
+    async with WorkflowEngine.create() as flow:
+        @flow.executable_task
+        def step(prev, i):
+            return ["echo", f"{prev.strip()}-{i}"]
+
+        @flow.function_task
+        def shout(text):
+            return text.strip().upper()
+
+        a = step("x", 1)
+        b = step(a, 2)
+        c = [step(b, i) for i in (3, 4)]
+        print("LOGIN RESULT", [(await f).strip() for f in c], await shout(await b), flush=True)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(400)
+def test_login_node_pilot_is_a_slurm_job(slurm_jobs: SlurmJobs) -> None:
+    need_radical(slurm_jobs)
+    folder = slurm_jobs.workdir
+    t0 = time.monotonic()
+    proc = start_campaign(folder, CHAIN, "--site", "local-slurm", "--runtime", "10")
+    seen: dict[str, str] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.update(jobs_in(folder, slurm_jobs))
+            time.sleep(1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        out, _ = proc.communicate(timeout=330)
+    finally:
+        stop.set()
+        watcher.join(5)
+        end(proc, folder, slurm_jobs)
+    assert proc.returncode == 0, out
+    assert "LOGIN RESULT ['x-1-2-3', 'x-1-2-4'] X-1-2" in out, out
+    assert seen and "RUNNING" in seen.values(), f"no pilot job seen in squeue: {seen}"
+    config = folder / "config/.radical/pilot/configs/resource_afhpc_local_slurm.json"
+    assert "slurm://localhost/" in config.read_text()
+    settle(folder, slurm_jobs)
+    print(f"login-node campaign, pilot job(s) {sorted(seen)}: {time.monotonic() - t0:.1f} s")
+
+
+SLEEPY = """
+import asyncio, sys
+from asyncflow_hpc import WorkflowEngine
+
+async def main():
+    async with WorkflowEngine.create() as flow:
+        @flow.executable_task
+        def nap(i, task_description={"shell": True}):
+            return f"touch started.{i}; exec {sys.argv[1] if len(sys.argv) > 1 else ''} sleep 300"
+
+        await asyncio.gather(*[nap(i) for i in range(2)])
+
+asyncio.run(main())
+"""
+
+
+def interrupt_when_started(proc: subprocess.Popen[str], folder: Path, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while not list(folder.glob("**/started.*")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            out = proc.communicate(timeout=10)[0] if proc.poll() is not None else "(still running)"
+            raise AssertionError(f"tasks never started: {out}")
+        time.sleep(0.5)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=90)
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_sigint_cancels_srun_jobs_of_local_tasks(slurm_jobs: SlurmJobs) -> None:
+    """Local backend, tasks that are srun jobs: Ctrl-C leaves no job and no process."""
+    folder = slurm_jobs.workdir
+    proc = start_campaign(folder, SLEEPY, "--backend", "local", "--",
+                          f"srun --job-name={slurm_jobs.tag} --time=5")
+    try:
+        deadline = time.monotonic() + 60
+        while len(jobs_in(folder, slurm_jobs)) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, "srun jobs never appeared"
+            time.sleep(0.3)
+        out = interrupt_when_started(proc, folder, 60)
+    finally:
+        end(proc, folder, slurm_jobs)
+    assert proc.returncode == 130, out
+    settle(folder, slurm_jobs)
+
+
+@pytest.mark.timeout(400)
+def test_sigint_cancels_pilot_job(slurm_jobs: SlurmJobs) -> None:
+    """RADICAL-Pilot from a login node: Ctrl-C while tasks run cancels the pilot's SLURM job."""
+    need_radical(slurm_jobs)
+    folder = slurm_jobs.workdir
+    t0 = time.monotonic()
+    proc = start_campaign(folder, SLEEPY, "--site", "local-slurm", "--runtime", "10")
+    try:
+        out = interrupt_when_started(proc, folder, 300)
+    finally:
+        end(proc, folder, slurm_jobs)
+    assert proc.returncode != 0, out
+    settle(folder, slurm_jobs, timeout=60)
+    print(f"SIGINT with a running pilot: clean after {time.monotonic() - t0:.1f} s")
