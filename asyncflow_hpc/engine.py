@@ -151,6 +151,9 @@ class WorkflowEngine:
         self.uid = uid or f"engine.{uuid.uuid4().hex[:8]}"
         self.dry_run = dry_run
         self.implicit_data = implicit_data
+        # an explicit work_dir holds backend state (RP sessions, sandboxes); without one the
+        # engine works in the current directory and backends pick private folders themselves
+        self._work_dir_given = work_dir is not None
         self.work_dir = Path(work_dir) if work_dir is not None else Path.cwd()
         self._backend_arg = backend
         self._install_signals = install_signal_handlers
@@ -205,6 +208,8 @@ class WorkflowEngine:
             return self
         self._loop = asyncio.get_running_loop()
         self._owner_task = asyncio.current_task()
+        if self._work_dir_given:
+            self._private_work_dir()
         backends = await self._resolve_backends(self._backend_arg)
         reporter = Reporter(self._on_report, self._loop)
         for b in backends:
@@ -224,12 +229,20 @@ class WorkflowEngine:
         log.debug("engine %s started with backends %s", self.uid, list(self.backends))
         return self
 
+    def _private_work_dir(self) -> Path:
+        """The explicit work directory, created owner-only (0700) when it does not exist."""
+        if not self.work_dir.exists():
+            self.work_dir.mkdir(parents=True, mode=0o700)
+            os.chmod(self.work_dir, 0o700)  # mkdir's mode is filtered by the umask
+        return self.work_dir
+
     async def _resolve_backends(self, arg: Any) -> list[ExecutionBackend]:
         if arg is None:
             if self.dry_run:
                 from .backends.noop import NoopExecutionBackend
                 return [NoopExecutionBackend()]
-            return [await create_backend_from_env(work_dir=self.work_dir)]
+            return [await create_backend_from_env(
+                work_dir=self.work_dir if self._work_dir_given else None)]
         if isinstance(arg, ExecutionBackend):
             return [arg]
         if inspect.isawaitable(arg):
