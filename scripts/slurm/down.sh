@@ -8,8 +8,9 @@
 # removes the /etc/hosts lines that up.sh added.  Safe to run when nothing is
 # up.  State, logs and /etc/slurm/slurm.conf are left in place.
 #
-# Environment: ASYNCFLOW_HPC_SLURM_BASE as for up.sh (default: the base folder
-# named in /etc/slurm/slurm.conf if up.sh wrote it, else the usual default).
+# Environment: ASYNCFLOW_HPC_SLURM_CONF and ASYNCFLOW_HPC_SLURM_BASE as for
+# up.sh (default base: the folder named in that slurm.conf if up.sh wrote it,
+# else the usual default).
 set -euo pipefail
 
 KEEP_MUNGE=0
@@ -29,16 +30,25 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+DEFAULT_CONF=/etc/slurm/slurm.conf
+CONF=${ASYNCFLOW_HPC_SLURM_CONF:-$DEFAULT_CONF}
+# scancel/squeue/scontrol below talk to this cluster, not another one.
+export SLURM_CONF=$CONF
 BASE=${ASYNCFLOW_HPC_SLURM_BASE:-}
-if [ -z "$BASE" ] && [ -f /etc/slurm/slurm.conf ] \
-        && grep -q 'asyncflow-hpc scripts/slurm/up.sh' /etc/slurm/slurm.conf; then
+if [ -z "$BASE" ] && [ -f "$CONF" ] \
+        && grep -q 'asyncflow-hpc scripts/slurm/up.sh' "$CONF"; then
     # The running cluster's base folder, as up.sh wrote it into slurm.conf.
-    BASE=$(sed -n 's|^StateSaveLocation=\(.*\)/ctld$|\1|p' /etc/slurm/slurm.conf)
+    BASE=$(sed -n 's|^StateSaveLocation=\(.*\)/ctld$|\1|p' "$CONF")
 fi
-BASE=${BASE:-/var/tmp/asyncflow-hpc-slurm}
+if [ "$CONF" = "$DEFAULT_CONF" ]; then
+    BASE=${BASE:-/var/tmp/asyncflow-hpc-slurm}
+    HOSTS_MARK='# asyncflow-hpc-slurm'
+else
+    BASE=${BASE:-$(dirname "$CONF")}
+    HOSTS_MARK="# asyncflow-hpc-slurm conf=$CONF"
+fi
 RUN_DIR=$BASE/run
 MUNGE_PID=$BASE/munge/run/munged.pid
-HOSTS_MARK='# asyncflow-hpc-slurm'
 
 log() { [ "$QUIET" -eq 1 ] || printf 'down.sh: %s\n' "$*"; }
 
@@ -112,11 +122,13 @@ if [ "$KEEP_MUNGE" -eq 0 ]; then
 fi
 
 # 3. Our /etc/hosts lines (written in place: /etc/hosts may be a bind mount).
-if grep -q -F "$HOSTS_MARK" /etc/hosts 2>/dev/null; then
-    tmp=$(mktemp)
-    grep -v -F "$HOSTS_MARK" /etc/hosts >"$tmp" || true
+#    Only lines that end in our mark: another cluster's (longer mark) stay.
+tmp=$(mktemp)
+awk -v m="$HOSTS_MARK" 'length($0) < length(m) || substr($0, length($0) - length(m) + 1) != m' \
+    /etc/hosts >"$tmp" 2>/dev/null || cp /etc/hosts "$tmp"
+if ! cmp -s "$tmp" /etc/hosts; then
     cat "$tmp" >/etc/hosts
-    rm -f "$tmp"
     log "removed the afnode lines from /etc/hosts"
 fi
+rm -f "$tmp"
 log "SLURM test cluster stopped"

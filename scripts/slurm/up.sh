@@ -3,6 +3,10 @@
 #
 #   scripts/slurm/up.sh              # one node: this host, all its CPUs
 #   scripts/slurm/up.sh --nodes 3    # one controller + afnode1..afnode3
+#   scripts/slurm/up.sh --nodes 3 --cpus-per-node 2
+#                                    # declare 2 CPUs per node (default: the
+#                                    # host's CPUs split evenly, at least 1)
+#   scripts/slurm/up.sh --print-conf # print the slurm.conf it would write; start nothing
 #
 # Installs the Debian packages if missing, starts munged, slurmctld and one
 # slurmd per node by hand (the machine has no init system), waits until every
@@ -11,8 +15,13 @@
 # Stop everything with scripts/slurm/down.sh.
 #
 # Environment:
-#   ASYNCFLOW_HPC_SLURM_BASE     state/spool/pid/log folder
-#                                (default /var/tmp/asyncflow-hpc-slurm)
+#   ASYNCFLOW_HPC_SLURM_CONF     slurm.conf to write (default /etc/slurm/slurm.conf).
+#                                Another path gives a second, separate cluster:
+#                                its clients need SLURM_CONF=<that path>.
+#   ASYNCFLOW_HPC_SLURM_BASE     state/spool/pid/log folder (default
+#                                /var/tmp/asyncflow-hpc-slurm, or the folder of
+#                                ASYNCFLOW_HPC_SLURM_CONF when that is set)
+#   ASYNCFLOW_HPC_SLURM_PORT     slurmctld port (default 6817); slurmd uses +1
 #   ASYNCFLOW_HPC_SLURM_TIMEOUT  seconds to wait for the nodes (default 60)
 set -euo pipefail
 
@@ -20,6 +29,8 @@ START_TS=$(date +%s.%N)
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 NODES=1
+CPUS_OPT=""
+PRINT_CONF=0
 usage() {
     awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
 }
@@ -28,12 +39,20 @@ while [ $# -gt 0 ]; do
         --nodes) [ $# -ge 2 ] || { echo "up.sh: --nodes needs a value" >&2; exit 2; }
                  NODES=$2; shift 2 ;;
         --nodes=*) NODES=${1#--nodes=}; shift ;;
+        --cpus-per-node) [ $# -ge 2 ] || { echo "up.sh: --cpus-per-node needs a value" >&2; exit 2; }
+                 CPUS_OPT=$2; shift 2 ;;
+        --cpus-per-node=*) CPUS_OPT=${1#--cpus-per-node=}; shift ;;
+        --print-conf) PRINT_CONF=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "up.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
 case "$NODES" in
     ''|*[!0-9]*) echo "up.sh: --nodes must be a positive integer, got '$NODES'" >&2; exit 2 ;;
+esac
+case "$CPUS_OPT" in
+    '') ;;
+    *[!0-9]*|0) echo "up.sh: --cpus-per-node must be a positive integer, got '$CPUS_OPT'" >&2; exit 2 ;;
 esac
 # Node k listens on 127.0.0.(k+1); keep well inside one /24.
 if [ "$NODES" -lt 1 ] || [ "$NODES" -gt 64 ]; then
@@ -45,11 +64,23 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-BASE=${ASYNCFLOW_HPC_SLURM_BASE:-/var/tmp/asyncflow-hpc-slurm}
+DEFAULT_CONF=/etc/slurm/slurm.conf
+CONF=${ASYNCFLOW_HPC_SLURM_CONF:-$DEFAULT_CONF}
+case "$CONF" in /*) ;; *) echo "up.sh: ASYNCFLOW_HPC_SLURM_CONF must be an absolute path" >&2; exit 2 ;; esac
+CONF_DIR=$(dirname "$CONF")
+if [ "$CONF" = "$DEFAULT_CONF" ]; then
+    BASE=${ASYNCFLOW_HPC_SLURM_BASE:-/var/tmp/asyncflow-hpc-slurm}
+    HOSTS_MARK='# asyncflow-hpc-slurm'   # tags the /etc/hosts lines we own
+else
+    BASE=${ASYNCFLOW_HPC_SLURM_BASE:-$CONF_DIR}
+    HOSTS_MARK="# asyncflow-hpc-slurm conf=$CONF"
+fi
+# Every SLURM command below (and the daemons) read this cluster's config.
+export SLURM_CONF=$CONF
+CTLD_PORT=${ASYNCFLOW_HPC_SLURM_PORT:-6817}
+case "$CTLD_PORT" in ''|*[!0-9]*) echo "up.sh: ASYNCFLOW_HPC_SLURM_PORT must be a number" >&2; exit 2 ;; esac
+SLURMD_PORT=$((CTLD_PORT + 1))
 TIMEOUT=${ASYNCFLOW_HPC_SLURM_TIMEOUT:-60}
-CONF_DIR=/etc/slurm
-CONF=$CONF_DIR/slurm.conf
-HOSTS_MARK='# asyncflow-hpc-slurm'   # tags the /etc/hosts lines we own
 PKGS="slurmctld slurmd slurm-client munge slurm-wlm-torque openmpi-bin libopenmpi-dev libpmix2"
 
 MUNGE_DIR=$BASE/munge
@@ -125,12 +156,18 @@ die() {
 # would wait its MessageTimeout (10 s) per try.
 ctld_up() { timeout 5 scontrol ping 2>/dev/null | grep -q 'is UP'; }
 
+# /etc/hosts without the lines that end in our mark (another cluster's lines,
+# with a longer mark, stay).
+without_our_hosts_lines() {
+    awk -v m="$HOSTS_MARK" 'length($0) < length(m) || substr($0, length($0) - length(m) + 1) != m' /etc/hosts
+}
+
 # Rewrite /etc/hosts with our tagged lines replaced by "$@" (one line each).
 # /etc/hosts is often a bind mount, so write in place instead of renaming.
 set_hosts_lines() {
     local tmp
     tmp=$(mktemp)
-    grep -v -F "$HOSTS_MARK" /etc/hosts >"$tmp" || true
+    without_our_hosts_lines >"$tmp"
     local line
     for line in "$@"; do printf '%s %s\n' "$line" "$HOSTS_MARK" >>"$tmp"; done
     if ! cmp -s "$tmp" /etc/hosts; then cat "$tmp" >/etc/hosts; fi
@@ -160,6 +197,10 @@ if [ "$NODES" -eq 1 ]; then
     # The node is this host itself, with what `slurmd -C` reports.
     NODE_LINES="NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$HW_CPUS Boards=1 SocketsPerBoard=$HW_SOCKETS CoresPerSocket=$HW_CORES ThreadsPerCore=$HW_THREADS RealMemory=$HW_MEM State=UNKNOWN"
     CPUS_PER_NODE=$HW_CPUS
+    if [ -n "$CPUS_OPT" ] && [ "$CPUS_OPT" != "$HW_CPUS" ]; then
+        NODE_LINES="NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS_OPT Boards=1 SocketsPerBoard=1 CoresPerSocket=$CPUS_OPT ThreadsPerCore=1 RealMemory=$HW_MEM State=UNKNOWN"
+        CPUS_PER_NODE=$CPUS_OPT
+    fi
 else
     # N virtual nodes share this host's cores.  Split the CPUs evenly; a node
     # needs at least one CPU, so with more nodes than cores the declared total
@@ -167,6 +208,9 @@ else
     # time-slices: fine for placement tests, meaningless for speed.
     CPUS_PER_NODE=$(( HW_CPUS / NODES ))
     [ "$CPUS_PER_NODE" -ge 1 ] || CPUS_PER_NODE=1
+    # --cpus-per-node overrides the split (tests that need a 4-rank task over
+    # two nodes use 2: 3 nodes x 2 CPUs declared on 2 real cores).
+    [ -z "$CPUS_OPT" ] || CPUS_PER_NODE=$CPUS_OPT
     MEM_PER_NODE=$(( HW_MEM / NODES ))
     for k in $(seq 1 "$NODES"); do
         addr=127.0.0.$((k + 1))
@@ -183,7 +227,7 @@ done
 
 gen_conf() {
     cat <<EOF
-# Generated by asyncflow-hpc scripts/slurm/up.sh --nodes $NODES -- do not edit;
+# Generated by asyncflow-hpc scripts/slurm/up.sh --nodes $NODES${CPUS_OPT:+ --cpus-per-node $CPUS_OPT} -- do not edit;
 # rerun up.sh instead.  Test cluster on loopback only.
 ClusterName=asyncflow
 SlurmctldHost=$HOST(127.0.0.1)
@@ -194,8 +238,8 @@ AuthInfo=socket=$MUNGE_SOCKET
 CredType=cred/munge
 # Listen on the configured loopback address only, never on 0.0.0.0.
 CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
-SlurmctldPort=6817
-SlurmdPort=6818
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$SLURMD_PORT
 StateSaveLocation=$BASE/ctld
 SlurmdSpoolDir=$BASE/slurmd/%n
 SlurmctldPidFile=$CTLD_PID
@@ -214,9 +258,9 @@ SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 MpiDefault=$MPI_DEFAULT
 ReturnToService=2
-$( [ "$NODES" -gt 1 ] && echo "# Nodes report their configured size, not the whole shared host.
-SlurmdParameters=config_overrides
-# Makes jobs use \$JOBS_CONF (see the note where it is written).
+$( { [ "$NODES" -gt 1 ] || [ -n "$CPUS_OPT" ]; } && echo "# Nodes report their configured size, not the whole shared host.
+SlurmdParameters=config_overrides"
+   [ "$NODES" -gt 1 ] && echo "# Makes jobs use \$JOBS_CONF (see the note where it is written).
 TaskProlog=$TASK_PROLOG" )
 # The pmix plugin puts per-step folders under TmpFS.  With one shared /tmp,
 # virtual nodes collide ("Cannot create directory /tmp/spmix_appdir_0_4.0:
@@ -267,6 +311,10 @@ nodes_ready() {
 TASK_PROLOG=$BASE/task-prolog.sh
 JOBS_CONF=$BASE/slurm-jobs.conf
 NEW_CONF=$(gen_conf)
+if [ "$PRINT_CONF" -eq 1 ]; then
+    printf '%s\n' "$NEW_CONF"
+    exit 0
+fi
 
 summary() {
     local end took
@@ -302,9 +350,9 @@ if [ "$CONF_CHANGED" -eq 1 ]; then
     fi
     if [ -n "$OLD_BASE" ] && [ "$OLD_BASE" != "$BASE" ]; then
         # Another base: its munged goes too, ours is started below.
-        ASYNCFLOW_HPC_SLURM_BASE=$OLD_BASE "$SCRIPT_DIR/down.sh" --quiet
+        ASYNCFLOW_HPC_SLURM_CONF=$CONF ASYNCFLOW_HPC_SLURM_BASE=$OLD_BASE "$SCRIPT_DIR/down.sh" --quiet
     else
-        ASYNCFLOW_HPC_SLURM_BASE=$BASE "$SCRIPT_DIR/down.sh" --keep-munge --quiet
+        ASYNCFLOW_HPC_SLURM_CONF=$CONF ASYNCFLOW_HPC_SLURM_BASE=$BASE "$SCRIPT_DIR/down.sh" --keep-munge --quiet
     fi
 fi
 if [ "$CONF_CHANGED" -eq 1 ] && [ -f "$CONF" ] && grep -q 'asyncflow-hpc scripts/slurm/up.sh' "$CONF"; then
@@ -358,7 +406,7 @@ fi
 
 # With NoInAddrAny every daemon binds to the address its host name resolves
 # to, so this host's name must resolve (to loopback) too.
-HOST_ADDR=$(grep -v -F "$HOSTS_MARK" /etc/hosts | awk -v h="$HOST" '$1 !~ /^#/ { for (i = 2; i <= NF; i++) if ($i == h) { print $1; exit } }')
+HOST_ADDR=$(without_our_hosts_lines | awk -v h="$HOST" '$1 !~ /^#/ { for (i = 2; i <= NF; i++) if ($i == h) { print $1; exit } }')
 [ -n "$HOST_ADDR" ] || HOST_ADDR=$(getent ahostsv4 "$HOST" 2>/dev/null | awk 'NR == 1 { print $1 }')
 if [ -z "$HOST_ADDR" ]; then
     HOSTS_LINES=("127.0.0.1 $HOST" "${HOSTS_LINES[@]+"${HOSTS_LINES[@]}"}")
