@@ -168,6 +168,7 @@ class WorkflowEngine:
         self._flushing = False
         self._counter = 0
         self._observers: list[Observer] = list(observers)
+        self._raw_observers: set[Any] = set()  # called without an Event object
         # attachments: observers configured by argument or environment (telemetry, progress,
         # journal); each has an async close() called at shutdown
         self._attach_options = {"telemetry": telemetry, "progress": progress, "journal": journal}
@@ -421,17 +422,35 @@ class WorkflowEngine:
         return self._scope_var.get()
 
     # ------------------------------------------------------------------ observers
-    def subscribe(self, observer: Observer) -> Callable[[], None]:
-        """Call ``observer(event)`` for every task event; returns a function that unsubscribes."""
+    def subscribe(self, observer: Observer, *, raw: bool = False) -> Callable[[], None]:
+        """Call ``observer(event)`` for every task event; returns a function that unsubscribes.
+
+        ``raw=True``: call ``observer(type, record, error, value)`` instead, so that no
+        :class:`Event` is built per event (for hot-path observers such as telemetry).
+        """
         self._observers.append(observer)
-        return lambda: self._observers.remove(observer) if observer in self._observers else None
+        if raw:
+            self._raw_observers.add(observer)
+
+        def unsubscribe() -> None:
+            if observer in self._observers:
+                self._observers.remove(observer)
+            self._raw_observers.discard(observer)
+
+        return unsubscribe
 
     def _emit(self, etype: str, rec: TaskRecord, error: BaseException | None = None,
               value: Any = None) -> None:
-        ev = Event(etype, rec, error, value)
+        ev = None
+        raw = self._raw_observers
         for obs in self._observers:
             try:
-                obs(ev)
+                if raw and obs in raw:
+                    obs(etype, rec, error, value)
+                else:
+                    if ev is None:
+                        ev = Event(etype, rec, error, value)
+                    obs(ev)
             except Exception:  # an observer's bug must not break the workflow
                 log.exception("observer %r failed on %s", obs, etype)
 
