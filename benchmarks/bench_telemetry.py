@@ -23,6 +23,7 @@ import asyncio
 import gc
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -50,34 +51,44 @@ async def one_run(n: int, telemetry: str | None) -> tuple[float, float]:
 
 
 async def main(args: argparse.Namespace) -> dict:
-    tmp = tempfile.mkdtemp(prefix="bench-telemetry-")
-    path = os.path.join(tmp, "events.jsonl")
     os.environ.pop("ASYNCFLOW_HPC_TELEMETRY", None)
     os.environ.setdefault("ASYNCFLOW_HPC_TELEMETRY_INTERVAL", "1")
-    await one_run(min(args.n, 1000), None)  # warm up imports and caches
-    await one_run(min(args.n, 1000), path)
-    runs: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
-    for _ in range(args.repeat):
-        runs["off"].append(await one_run(args.n, None))
-        runs["on"].append(await one_run(args.n, path))
-    lines = sum(1 for _ in open(path, "rb"))
-    size = os.path.getsize(path)
+    with tempfile.TemporaryDirectory(prefix="bench-telemetry-") as tmp:
+        await one_run(min(args.n, 1000), None)  # warm up imports and caches
+        await one_run(min(args.n, 1000), os.path.join(tmp, "warm.jsonl"))
+        runs: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
+        lines = size = 0
+        for k in range(args.repeat):
+            path = os.path.join(tmp, f"events-{k}.jsonl")
+            runs["off"].append(await one_run(args.n, None))
+            runs["on"].append(await one_run(args.n, path))
+            with open(path, "rb") as fh:
+                lines = sum(1 for _ in fh)
+            size = os.path.getsize(path)
+            os.unlink(path)
     best = {k: (min(r for r, _ in v), min(t for _, t in v)) for k, v in runs.items()}
+    med = {k: (statistics.median(r for r, _ in v), statistics.median(t for _, t in v))
+           for k, v in runs.items()}
     n = args.n
     tp_off, tp_on = n / best["off"][0], n / best["on"][0]
     overhead = (tp_off - tp_on) / tp_off * 100
     total_overhead = (best["on"][1] - best["off"][1]) / best["off"][1] * 100
-    print(f"{n:,} no-op tasks, best of {args.repeat}  (python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} cpus)")
+    med_overhead = (1 - med["off"][0] / med["on"][0]) * 100
+    print(f"{n:,} no-op tasks, best of {args.repeat}, off and on alternating  "
+          f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus, "
+          f"load {os.getloadavg()[0]:.1f})")
     print(f"  telemetry off   run {best['off'][0] * 1e3:8.1f} ms  {tp_off:10,.0f} tasks/s"
           f"   total {best['off'][1] * 1e3:8.1f} ms")
     print(f"  telemetry on    run {best['on'][0] * 1e3:8.1f} ms  {tp_on:10,.0f} tasks/s"
           f"   total {best['on'][1] * 1e3:8.1f} ms")
-    print(f"  throughput overhead of the run: {overhead:5.1f} %   (target <= 15 %)")
+    print(f"  throughput overhead of the run: {overhead:5.1f} %   (target <= 15 %; "
+          f"medians: {med_overhead:.1f} %)")
     print(f"  total incl. writing the log:    {total_overhead:5.1f} %   "
-          f"({lines:,} lines, {size / 1e6:.1f} MB for the last run)")
+          f"({lines:,} lines, {size / 1e6:.1f} MB per run)")
     out = {"n": n, "repeat": args.repeat, "off": best["off"], "on": best["on"],
+           "median_off": med["off"], "median_on": med["on"],
            "tasks_per_s_off": tp_off, "tasks_per_s_on": tp_on, "overhead_percent": overhead,
+           "median_overhead_percent": med_overhead,
            "total_overhead_percent": total_overhead, "lines": lines, "bytes": size}
     if args.json:
         with open(args.json, "w") as fh:

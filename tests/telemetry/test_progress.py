@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from telemetry_testlib import make_engine, run
 
+import asyncflow_hpc
 from asyncflow_hpc.progress import PlainProgress, RichProgress, resolve_mode
 
 pytestmark = pytest.mark.usefixtures("clean_env")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(asyncflow_hpc.__file__)))
 
 
 async def _work(flow, n=60):
@@ -92,3 +98,90 @@ def test_rich_display_and_plain_heartbeat():
     rich_out, plain_out = run(main())
     assert "done 28" in rich_out and "failed 2" in rich_out and "100%" in rich_out
     assert plain_out.splitlines()[-1].split("finished")[1].startswith(" [")
+
+
+CAMPAIGN = textwrap.dedent("""
+    import asyncio
+    from asyncflow_hpc import WorkflowEngine
+
+    async def main():
+        flow = await WorkflowEngine.create()  # backend, telemetry, progress: from the CLI
+
+        @flow.function_task
+        async def step(i):
+            await asyncio.sleep(0.01 * (i % 10))
+            if i % 25 == 3:
+                raise ValueError(f"step {i}")
+            return i
+
+        async with flow.workflow_scope("cli-wf"):
+            await asyncio.gather(*[step(i) for i in range(200)], return_exceptions=True)
+        await asyncio.sleep(0.3)
+        await flow.shutdown()
+        print("script done")
+
+    asyncio.run(main())
+""")
+
+
+def _run_cli(tmp_path, *flags, stderr=subprocess.PIPE):
+    (tmp_path / "campaign.py").write_text(CAMPAIGN)
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               ASYNCFLOW_HPC_PROGRESS_INTERVAL="0.05", ASYNCFLOW_HPC_TELEMETRY_INTERVAL="0",
+               COLUMNS="100", TERM="xterm")
+    for name in ("ASYNCFLOW_HPC_TELEMETRY", "ASYNCFLOW_HPC_PROGRESS", "ASYNCFLOW_HPC_BACKEND"):
+        env.pop(name, None)
+    return subprocess.run([sys.executable, "-m", "asyncflow_hpc", "run", "campaign.py", *flags],
+                          cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=stderr,
+                          text=True, timeout=100)
+
+
+@pytest.mark.timeout(150)
+def test_cli_run_prints_plain_lines_when_not_a_terminal_and_nothing_when_quiet(tmp_path):
+    out = _run_cli(tmp_path, "--telemetry", "ev.jsonl")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "script done"  # progress goes to stderr only
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("asyncflow-hpc ")]
+    assert len(lines) >= 2, out.stderr
+    assert "\x1b[" not in out.stderr  # no terminal control sequences in a log file
+    assert "progress" in lines[0] and "finished" in lines[-1]
+    assert "192 done, 0 running, 8 failed, 0 cancelled, 0 pending" in lines[-1]
+    # the CLI flag switched telemetry on; the report reads the file
+    from asyncflow_hpc.report import read_log, summarize
+
+    s = summarize(read_log(tmp_path / "ev.jsonl", workflow="cli-wf"))
+    assert s["tasks"] == 200 and s["by_state"]["failed"] == 8 and s["complete"]
+
+    quiet = _run_cli(tmp_path, "--quiet")
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.strip() == "script done"
+    assert "asyncflow-hpc" not in quiet.stderr and "done" not in quiet.stderr
+
+
+@pytest.mark.timeout(150)
+def test_cli_run_shows_a_live_display_on_a_terminal(tmp_path):
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        out = _run_cli(tmp_path, stderr=slave)
+        os.close(slave)
+        slave = -1
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the other end is closed and everything was read
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    assert out.returncode == 0
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert "\x1b[" in screen  # a live display redraws in place
+    assert "done 192" in screen and "failed 8" in screen and "100%" in screen
+    assert "asyncflow-hpc " not in screen  # not the plain log lines
