@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .runner import Measurement, derive, measure, open_engine, timed_runs
+from .runner import Measurement, derive, measure, open_engine, timed_runs, warm_up
 from .workloads import Workload
 
 __all__ = ["Comparison", "compare", "format_comparison", "open_reference", "plain_asyncio",
@@ -112,8 +112,10 @@ async def compare(workloads: Sequence[Workload], *, repeat: int = 3, reference: 
     flow, startup = await open_engine("local", slots=slots or 0)
     rows: list[Comparison] = []
     try:
+        warm = await warm_up(flow)
         for w in workloads:
-            ours = await measure(flow, w, repeat, backend="local", slots=slots, startup_s=startup)
+            ours = await measure(flow, w, repeat, backend="local", slots=slots, startup_s=startup,
+                                 warmup_s=warm)
             base = await plain_asyncio(w, repeat, slots)
             rows.append(Comparison(w.name, w.label, w.tasks, ours, base, None))
     finally:
@@ -151,9 +153,10 @@ async def _reference_rows(rows: list[Comparison], workloads: Sequence[Workload],
             row.reference_note = f"{REFERENCE} failed to start: {exc}"
         return
     try:
+        warm = await warm_up(flow)
         for row, w in todo:
             row.reference = await measure(flow, w, repeat, backend="local", slots=slots,
-                                          startup_s=startup, engine=REFERENCE)
+                                          startup_s=startup, engine=REFERENCE, warmup_s=warm)
     finally:
         await flow.shutdown()
 

@@ -46,13 +46,19 @@ def plot_scaling(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2), constrained_layout=True)
     ideal = [base["throughput"] * n / base["nodes"] for n in nodes]
     ax1.plot(nodes, ideal, "--", color="grey", label="ideal (linear)")
+    # what the resources allow with a zero-cost engine: tasks / ideal makespan
+    bound = [(n, p["completed"] / p["ideal_s"]) for n, p in zip(nodes, pts, strict=True)
+             if p.get("ideal_s")]
+    if bound:
+        ax1.plot([b[0] for b in bound], [b[1] for b in bound], "s:", color="tab:orange",
+                 label="resource bound (tasks / ideal makespan)", markersize=5)
     ax1.plot(nodes, thr, "o-", color="tab:blue", label="measured", markersize=7)
     for n, t in zip(nodes, thr, strict=True):
         ax1.annotate(f"{t:,.1f}", (n, t), textcoords="offset points", xytext=(6, -12))
     ax1.set_xlabel("nodes")
     ax1.set_ylabel("throughput (tasks/s)")
     ax1.set_title("throughput")
-    ax1.set_ylim(bottom=0, top=max(thr + ideal) * 1.2)
+    ax1.set_ylim(bottom=0, top=max(thr + ideal + [b[1] for b in bound]) * 1.25)
     ax2.axhline(1.0, ls="--", color="grey", label="ideal")
     ax2.plot(nodes, eff, "o-", color="tab:green", label="measured", markersize=7)
     for n, e in zip(nodes, eff, strict=True):

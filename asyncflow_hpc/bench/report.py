@@ -46,18 +46,18 @@ def seconds(t: float | None) -> str:
 def format_measurements(ms: Sequence[Measurement]) -> str:
     """One line per measurement: the figures ``asyncflow-hpc bench`` reports."""
     head = ["workload", "tasks", "makespan", "ideal", "tasks/s", "overhead/task", "util",
-            "startup"]
+            "startup", "warm-up"]
     rows = []
     for m in ms:
         if not m.ok:
-            rows.append([m.label, str(m.tasks), "FAILED", "", "", "", "", m.error or ""])
+            rows.append([m.label, str(m.tasks), "FAILED", "", "", "", "", "", m.error or ""])
             continue
         rows.append([
             m.label, f"{m.completed}", seconds(m.makespan_s), seconds(m.ideal_s),
             f"{m.throughput:,.0f}" if m.throughput else "-",
             seconds(m.overhead_per_task_s),
             f"{m.utilisation:.0%}" if m.utilisation is not None else "-",
-            seconds(m.startup_s),
+            seconds(m.startup_s), seconds(m.warmup_s),
         ])
     return format_table(head, rows)
 

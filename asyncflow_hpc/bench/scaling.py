@@ -1,10 +1,13 @@
 """Weak and strong scaling series over node counts on a batch site: one job per point.
 
 Why one batch job per point: each point then gets its own, fresh allocation of exactly that
-many nodes, as a user's campaign would, and points cannot disturb each other. Inside a job
-the work is split one engine per node (``srun --ntasks-per-node=1 python -m
-asyncflow_hpc.bench worker``), each with the local backend on its node's cores; with
-``--backend radical`` one process runs one pilot over the whole allocation instead.
+many nodes, as a user's campaign would, and points cannot disturb each other. Each point's
+job is the site's campaign template (``batch_templates/<scheduler>/campaign.sh``, rendered by
+:mod:`asyncflow_hpc.hpc.templates` with every value validated and quoted) running the campaign
+:mod:`asyncflow_hpc.bench.campaign`. Inside the job the work is either split one engine per
+node (``srun --ntasks-per-node=1 python -m asyncflow_hpc.bench worker``, each with the local
+backend on its node's cores), or, with ``--backend radical``, run by one engine on one pilot
+over the whole allocation.
 
 * weak scaling: every node gets ``size`` tasks (total grows with the nodes);
 * strong scaling: ``size`` tasks in total, split over the nodes.
@@ -13,9 +16,6 @@ Throughput of a point = all tasks / the slowest node's makespan. Efficiency is r
 the smallest point: ``(X_n / n) / (X_1 / 1)``, which for weak scaling equals T_1 / T_n and for
 strong scaling T_1 / (n T_n). All points are collected into one JSON document; plotting it is
 :mod:`asyncflow_hpc.bench.plots`.
-
-The batch script is rendered here with every value shell-quoted; the site (partition,
-account, preparation lines, environment) comes from ``asyncflow_hpc.hpc.sites``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import dataclasses
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,9 @@ from .report import document
 
 __all__ = ["SeriesSpec", "aggregate_point", "parse_nodes", "render_job", "run_series",
            "share_of"]
+
+#: the campaign every point's batch job runs (through ``asyncflow-hpc run``)
+CAMPAIGN = Path(__file__).resolve().with_name("campaign.py")
 
 FINAL = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
          "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT"}
@@ -64,23 +66,7 @@ class SeriesSpec:
     python: str = sys.executable
     extra_args: Sequence[str] = ()     # more sbatch options
     job_name: str = "afhpc-bench"      # every point's job is called this (scancel --name)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Site:
-    """The fields of a site this module uses (a stand-in when asyncflow_hpc.hpc is absent)."""
-
-    name: str
-    scheduler: str = "slurm"
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    reservation: str | None = None
-    cores_per_node: int | None = None
-    prepare: tuple[str, ...] = ()
-    environment: dict[str, str] = dataclasses.field(default_factory=dict)
-    walltime: int = 30
-    directives: tuple[str, ...] = ()
+    site_file: str | None = None       # a sites TOML file besides the usual ones
 
 
 def parse_nodes(text: str) -> list[int]:
@@ -108,17 +94,11 @@ def share_of(size: int, mode: str, rank: int, ranks: int) -> int:
     return size // ranks + (1 if rank < size % ranks else 0)
 
 
-def find_site(name: str) -> Any:
-    """The site called ``name`` from asyncflow_hpc.hpc, or a plain SLURM stand-in for it."""
-    try:
-        from ..hpc.sites import find_site as lookup
-    except ImportError:
-        if name in ("local-slurm", "slurm"):
-            return _Site(name, walltime=10)
-        raise ConfigurationError(
-            f"site {name!r}: site files need asyncflow_hpc.hpc; only 'local-slurm' is built in"
-        ) from None
-    return lookup(name)
+def find_site(name: str, site_file: str | None = None) -> Any:
+    """The site called ``name`` (built-in, site files, or a RADICAL-Pilot resource name)."""
+    from ..hpc.sites import find_site as lookup
+
+    return lookup(name, [site_file] if site_file else [])
 
 
 def _cores_per_node(site: Any) -> int | None:
@@ -137,50 +117,39 @@ def _cores_per_node(site: Any) -> int | None:
     return min(counts) if counts else None
 
 
+def point_dir(out_dir: Path, nodes: int) -> Path:
+    """Where one point's job script, log and per-node results go: ``WORK_DIR/n<nodes>``."""
+    return out_dir / f"n{nodes}"
+
+
 def render_job(spec: SeriesSpec, site: Any, nodes: int, out_dir: Path) -> str:
-    """The sbatch script of one point; every value quoted for the shell it lands in."""
-    q = shlex.quote
-    walltime = spec.walltime or getattr(site, "walltime", 30) or 30
-    cores = _cores_per_node(site)
-    # job name and output path go on sbatch's command line (argv: no quoting to get wrong)
-    lines = ["#!/bin/bash",
-             f"#SBATCH --nodes={nodes}",
-             f"#SBATCH --time={int(walltime)}"]
-    per_node = spec.backend in PER_NODE_BACKENDS
-    if per_node:
-        lines.append("#SBATCH --ntasks-per-node=1")
-        if cores:
-            lines.append(f"#SBATCH --cpus-per-task={cores}")
-    for key in ("partition", "account", "qos", "reservation"):
-        value = getattr(site, key, None)
-        if value:
-            lines.append(f"#SBATCH --{key}={value}")  # validated scheduler tokens
-    lines += [d for d in getattr(site, "directives", ()) if d.startswith("#SBATCH")]
-    lines += ["set -euo pipefail", *getattr(site, "prepare", ())]
-    for key, value in dict(getattr(site, "environment", {}) or {}).items():
-        lines.append(f"export {key}={q(str(value))}")
-    package_root = str(Path(__file__).resolve().parents[2])
-    lines += [f"export PYTHONPATH={q(package_root)}${{PYTHONPATH:+:$PYTHONPATH}}",
-              f"cd {q(str(out_dir))}",
-              'echo "job $SLURM_JOB_ID on $SLURM_JOB_NODELIST started $(date +%s.%N)"']
-    worker = [spec.python, "-m", "asyncflow_hpc.bench", "worker",
-              "--workload", spec.workload, "--size", str(spec.size), "--mode", spec.mode,
-              "--ranks", str(spec.ranks), "--backend", spec.backend,
-              "--repeat", str(spec.repeat), "--nodes", str(nodes),
-              "--json", str(out_dir / f"n{nodes}.rank{{rank}}.json")]
+    """The batch script of one point: the site's campaign template running the bench campaign.
+
+    ``out_dir`` is the point's own directory (job log ``<job_name>.out``, ``rank<r>.json``).
+    Values are validated and quoted by :func:`asyncflow_hpc.hpc.templates.job_values`.
+    """
+    from ..hpc.templates import job_values, render_template
+
+    walltime = int(spec.walltime or getattr(site, "walltime", 30) or 30)
+    args = ["--workload", spec.workload, "--size", str(spec.size), "--mode", spec.mode,
+            "--ranks", str(spec.ranks), "--repeat", str(spec.repeat), "--nodes", str(nodes),
+            "--json", str(out_dir / "rank{rank}.json")]
     if spec.duration is not None:
-        worker += ["--duration", repr(float(spec.duration))]
+        args += ["--duration", repr(float(spec.duration))]
+    cores = _cores_per_node(site)
     if cores:
-        worker += ["--slots", str(cores)]
-    cmd = " ".join(q(a) for a in worker)
-    if per_node:
-        cmd = f"srun --nodes={nodes} --ntasks-per-node=1 {cmd}"
-    return "\n".join([*lines, cmd, ""])
+        args += ["--slots", str(cores)]
+    values = job_values(site, CAMPAIGN, campaign_dir=out_dir, job_name=spec.job_name,
+                        nodes=nodes, runtime=walltime, backend=spec.backend, script_args=args,
+                        warning_seconds=min(120, walltime * 60 // 4), site_file=spec.site_file,
+                        python=spec.python)
+    return render_template(site.scheduler, "campaign", values)
 
 
-def _run(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _run(cmd: list[str], timeout: float = 60,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, env=env)
 
 
 def _job_state(job: str) -> str | None:
@@ -208,9 +177,18 @@ def wait_job(job: str, timeout: float) -> str:
     raise TimeoutError(f"job {job} did not finish in {timeout:.0f} s (cancelled)")
 
 
+def _job_env() -> dict[str, str]:
+    """sbatch passes its environment on: put this package first on the job's PYTHONPATH, so a
+    point runs the code that submitted it whatever is installed on the compute nodes."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
 def submit(script: Path, *args: str) -> str:
     """``sbatch --parsable [ARGS] SCRIPT``; the job id."""
-    proc = _run(["sbatch", "--parsable", *args, str(script)])
+    proc = _run(["sbatch", "--parsable", *args, str(script)], env=_job_env())
     if proc.returncode != 0:
         raise RuntimeError(f"sbatch {script} failed: {proc.stderr.strip() or proc.stdout}")
     job = proc.stdout.strip().split(";")[0]
@@ -258,25 +236,30 @@ def add_efficiency(points: list[dict[str, Any]]) -> None:
 
 def run_point(spec: SeriesSpec, site: Any, nodes: int, out_dir: Path) -> dict[str, Any]:
     """Submit one point's job, wait for it, read its per-node JSON files."""
-    for old in out_dir.glob(f"n{nodes}.rank*.json"):
+    where = point_dir(out_dir, nodes)
+    where.mkdir(parents=True, exist_ok=True)
+    for old in where.glob("rank*.json"):
         old.unlink()
-    script = out_dir / f"n{nodes}.sbatch"
-    script.write_text(render_job(spec, site, nodes, out_dir))
-    t0 = time.monotonic()
-    job = submit(script, f"--job-name={spec.job_name}", f"--output={out_dir}/n{nodes}.out",
-                 *spec.extra_args)
+    script = where / "job.sh"
+    script.write_text(render_job(spec, site, nodes, where))
+    t0, submitted = time.monotonic(), time.time()
+    job = submit(script, *spec.extra_args)
     try:
         state = wait_job(job, spec.timeout)
     except BaseException:
         _run(["scancel", job])
         raise
-    files = sorted(out_dir.glob(f"n{nodes}.rank*.json"))
+    files = sorted(where.glob("rank*.json"))
     ranks = [json.loads(f.read_text()) for f in files]
     point = aggregate_point(nodes, ranks)
+    log = where / f"{spec.job_name}.out"
+    starts = [r["started"] for r in ranks if isinstance(r.get("started"), (int, float))]
     point.update({"job_id": job, "job_state": state, "turnaround_s": time.monotonic() - t0,
-                  "script": str(script)})
+                  # submission until the first node's worker ran: queue wait, job and
+                  # interpreter start (the batch system's start-up, not the engine's)
+                  "job_start_s": min(starts) - submitted if starts else None,
+                  "script": str(script), "log": str(log)})
     if state not in ("COMPLETED", "GONE") or not ranks:
-        log = out_dir / f"n{nodes}.out"
         tail = log.read_text()[-1500:] if log.exists() else "(no output file)"
         point["error"] = point.get("error") or f"job {job} ended {state}: {tail}"
     return point
@@ -284,7 +267,7 @@ def run_point(spec: SeriesSpec, site: Any, nodes: int, out_dir: Path) -> dict[st
 
 def run_series(spec: SeriesSpec, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every point of the series in turn; one JSON document with all of them."""
-    site = find_site(spec.site)
+    site = find_site(spec.site, spec.site_file)
     if getattr(site, "scheduler", "slurm") != "slurm":
         raise ConfigurationError(
             f"site {spec.site!r} uses {site.scheduler}; scaling series submit with sbatch "
@@ -321,8 +304,10 @@ def run_series(spec: SeriesSpec, progress: Callable[[str], None] | None = None) 
 
 def run_worker(workload: str, size: int, mode: str, *, duration: float | None, ranks: int,
                backend: str, repeat: int, slots: int | None, json_out: str,
-               nodes: int | None = None) -> dict[str, Any]:
-    """One node's part of a point (``python -m asyncflow_hpc.bench worker``)."""
+               nodes: int | None = None, options: dict[str, Any] | None = None,
+               rank: int | None = None, count: int | None = None) -> dict[str, Any]:
+    """One node's part of a point (``python -m asyncflow_hpc.bench worker``), or, with
+    ``rank=0, count=1``, a whole point in one process (one pilot over the allocation)."""
     import asyncio
     import socket
 
@@ -330,12 +315,13 @@ def run_worker(workload: str, size: int, mode: str, *, duration: float | None, r
     from .runner import run_suite
     from .workloads import make_workload
 
-    rank = int(os.environ.get("SLURM_PROCID", "0"))
-    count = int(os.environ.get("SLURM_NTASKS", "1"))
+    rank = int(os.environ.get("SLURM_PROCID", "0")) if rank is None else rank
+    count = int(os.environ.get("SLURM_NTASKS", "1")) if count is None else count
     share = share_of(size, mode, rank, count)
     w = make_workload(workload, max(1, share), duration=duration, ranks=ranks)
     started = time.time()
-    [m] = asyncio.run(run_suite([w], backend=backend, repeat=repeat, slots=slots))
+    [m] = asyncio.run(run_suite([w], backend=backend, repeat=repeat, slots=slots,
+                                options=options))
     result = document("scaling-rank", rank=rank, ranks_total=count, nodes=nodes,
                       host=socket.gethostname(), share=share, started=started,
                       ended=time.time(), work_core_s=w.work(), measurement=m.as_dict())

@@ -81,6 +81,8 @@ def _workloads(names: tuple[str, ...], size: int | None, duration: float | None,
                    "makespan is computed for it). Default: this machine's cores; with "
                    "--compare no bound, as in radical.asyncflow and plain asyncio.")
 @click.option("--site", default=None, help="Run inside one batch job on this site instead.")
+@click.option("--site-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Read sites from this TOML file too.")
 @click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Nodes for the batch job (with --site).")
 @click.option("--compare", is_flag=True,
@@ -94,7 +96,7 @@ def _workloads(names: tuple[str, ...], size: int | None, duration: float | None,
               help="With --compare: bar chart of the side-by-side (needs matplotlib).")
 def run_command(workloads: tuple[str, ...], size: int | None, duration: float | None,
                 ranks: int, repeat: int, backend: str, slots: int | None, site: str | None,
-                nodes: int, compare: bool, reference_max_tasks: int, markdown: bool,
+                site_file: str | None, nodes: int, compare: bool, reference_max_tasks: int, markdown: bool,
                 json_out: str | None, plot: str | None) -> None:
     """Run WORKLOADS (default: all but sleep-exe and mpi) and print a table.
 
@@ -113,7 +115,7 @@ def run_command(workloads: tuple[str, ...], size: int | None, duration: float | 
         if name not in WORKLOAD_NAMES:
             raise click.BadParameter(f"{name!r}: choose from {', '.join(WORKLOAD_NAMES)}")
         _site_point(site, name, int(own) if own.isdigit() else size, duration, ranks, repeat,
-                    backend, nodes, json_out)
+                    backend, nodes, json_out, site_file)
         return
     ws = _workloads(workloads, size, duration, ranks)
     if slots is None and backend == "local" and not compare:
@@ -154,13 +156,15 @@ def run_command(workloads: tuple[str, ...], size: int | None, duration: float | 
 
 
 def _site_point(site: str, workload: str, size: int | None, duration: float | None,
-                ranks: int, repeat: int, backend: str, nodes: int, json_out: str | None) -> None:
+                ranks: int, repeat: int, backend: str, nodes: int, json_out: str | None,
+                site_file: str | None = None) -> None:
     """``bench WORKLOAD --site S``: a one-point series (one batch job)."""
     from ..bench.scaling import SeriesSpec
 
     spec = SeriesSpec(site=site, nodes=[nodes], workload=workload, size=size or 16,
                       duration=duration, ranks=ranks, backend=backend, repeat=repeat,
-                      work_dir=Path(json_out).with_suffix("") if json_out else Path("bench-site"))
+                      work_dir=Path(json_out).with_suffix("") if json_out else Path("bench-site"),
+                      site_file=site_file)
     doc = _run_series(spec)
     _echo_points(doc)
     if json_out:
@@ -193,9 +197,10 @@ def _echo_points(doc: dict[str, Any]) -> None:
                      seconds(p["ideal_s"]), f"{p['throughput']:,.1f}",
                      f"{p['efficiency']:.0%}" if p.get("efficiency") is not None else "-",
                      f"{p['utilisation']:.0%}" if p.get("utilisation") is not None else "-",
+                     seconds(p.get("startup_s")), seconds(p.get("job_start_s")),
                      f"job {p['job_id']}, {p['turnaround_s']:.1f} s"])
     click.echo(format_table(["nodes", "tasks", "makespan", "ideal", "tasks/s", "efficiency",
-                             "util", "batch job"], rows))
+                             "util", "startup", "queue+launch", "batch job"], rows))
 
 
 @bench_command.command("scaling")
@@ -222,6 +227,8 @@ def _echo_points(doc: dict[str, Any]) -> None:
               show_default=True, help="Job scripts, logs and per-node results go here.")
 @click.option("--job-name", default="afhpc-bench", show_default=True,
               help="Name of every point's batch job (cancel them all with scancel --name).")
+@click.option("--site-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Read sites from this TOML file too.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write the whole series here (default: WORK_DIR/scaling.json).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
@@ -229,8 +236,12 @@ def _echo_points(doc: dict[str, Any]) -> None:
 def scaling_command(site: str, nodes_text: str, mode: str, workload: str, size: int,
                     duration: float | None, ranks: int, backend: str, repeat: int,
                     walltime: int | None, timeout: float, work_dir: str, job_name: str,
-                    json_out: str | None, plot: str | None) -> None:
-    """Weak or strong scaling over node counts on SITE: one batch job per point."""
+                    site_file: str | None, json_out: str | None, plot: str | None) -> None:
+    """Weak or strong scaling over node counts on SITE: one batch job per point.
+
+    Each point's job is the site's campaign template running the bench campaign: one engine
+    per node (local, dryrun) or one pilot over the allocation (radical).
+    """
     from ..bench.report import write_json
     from ..bench.scaling import SeriesSpec, parse_nodes
     from ..errors import ConfigurationError
@@ -245,7 +256,7 @@ def scaling_command(site: str, nodes_text: str, mode: str, workload: str, size: 
     spec = SeriesSpec(site=site, nodes=nodes, mode=mode, workload=workload, size=size,
                       duration=duration, ranks=ranks, backend=backend, repeat=repeat,
                       walltime=walltime, timeout=timeout, work_dir=Path(work_dir),
-                      job_name=job_name)
+                      job_name=job_name, site_file=site_file)
     doc = _run_series(spec)
     _echo_points(doc)
     out = write_json(json_out or Path(work_dir) / "scaling.json", doc)

@@ -22,7 +22,7 @@ def test_bench_workloads_table_and_json(tmp_path: Path) -> None:
     res = invoke("noop", "chain", "true", "--size", "10", "--repeat", "2", "--json", str(out))
     assert res.exit_code == 0, res.output
     assert "noop x10" in res.output and "chain x10" in res.output
-    assert "tasks/s" in res.output and "overhead/task" in res.output
+    assert "tasks/s" in res.output and "overhead/task" in res.output and "warm-up" in res.output
     doc = json.loads(out.read_text())
     assert doc["schema"] == "asyncflow-hpc.bench/1" and doc["kind"] == "bench"
     assert doc["machine"]["cpus"] >= 1 and doc["backend"] == "local"
@@ -30,6 +30,7 @@ def test_bench_workloads_table_and_json(tmp_path: Path) -> None:
     for r in doc["results"]:
         assert r["completed"] == r["tasks"] == 10 and r["error"] is None
         assert r["makespan_s"] > 0 and r["throughput"] > 0 and r["startup_s"] > 0
+        assert r["warmup_s"] > 0
         assert r["slots"] >= 1
 
 

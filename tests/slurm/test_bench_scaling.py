@@ -1,8 +1,9 @@
 """A scaling series over node counts [1] on the SLURM test cluster: JSON and plot.
 
-Goes through the CLI (``asyncflow-hpc bench scaling``), so the batch script, the per-node
-worker, the collection into one JSON document and the plot are all exercised against the real
-scheduler. Jobs carry the fixture's tag as their name: teardown cancels any left behind.
+Goes through the CLI (``asyncflow-hpc bench scaling``), so the batch script (the site's
+campaign template), the bench campaign, its per-node worker under ``srun``, the collection
+into one JSON document and the plot are all exercised against the real scheduler. Jobs carry
+the fixture's tag as their name: teardown cancels any left behind.
 """
 
 from __future__ import annotations
@@ -46,5 +47,10 @@ def test_weak_scaling_over_one_node(slurm_jobs: SlurmJobs, slurm_cluster: SlurmC
     assert point["makespan_s"] >= point["ideal_s"] > 0
     assert point["throughput"] > 0 and point["efficiency"] == pytest.approx(1.0)
     assert 0 < point["utilisation"] <= 1
+    assert point["startup_s"] > 0 and point["job_start_s"] > 0
+    script = Path(point["script"]).read_text()
+    assert "-m asyncflow_hpc run" in script and "asyncflow_hpc/bench/campaign.py" in script
+    assert f"--job-name={slurm_jobs.tag}" in script
+    assert "rank 0 on" in Path(point["log"]).read_text()
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
     assert "wrote" in res.output
