@@ -52,14 +52,33 @@ async def create_backend(name: str, **options: Any) -> ExecutionBackend:
 
 
 async def create_backend_from_env(work_dir: Any = None) -> ExecutionBackend:
-    """The default backend: ``$ASYNCFLOW_HPC_BACKEND`` (``local`` when unset)."""
+    """The default backend: ``$ASYNCFLOW_HPC_BACKEND`` (``local`` when unset).
+
+    For ``radical``, a site (``$ASYNCFLOW_HPC_SITE``, set by ``asyncflow-hpc run --site`` or
+    ``--in-allocation``) supplies the resource name, the generated RP resource config and the
+    pilot's nodes, runtime, queue and project (see
+    :func:`asyncflow_hpc.hpc.resources.radical_backend_options`); without a site,
+    ``$ASYNCFLOW_HPC_RESOURCE`` names an RP resource. A site with any other backend is
+    ignored (inside an allocation ``--backend local`` runs tasks as the job's subprocesses).
+    """
     name = os.environ.get(ENV_BACKEND, "").strip() or "local"
     if name.lower() == "radical":
         options: dict[str, Any] = {}
         if work_dir is not None:
             options["work_dir"] = work_dir
-        resource = os.environ.get("ASYNCFLOW_HPC_RESOURCE")
-        if resource:
-            options["resource"] = resource
+        if os.environ.get("ASYNCFLOW_HPC_SITE", "").strip():
+            from ..hpc.resources import radical_backend_options
+
+            options.update(radical_backend_options())
+            resource = os.environ.get("ASYNCFLOW_HPC_RESOURCE", "").strip()
+            if resource and resource != options.get("resource"):
+                raise ConfigurationError(
+                    f"ASYNCFLOW_HPC_SITE={os.environ['ASYNCFLOW_HPC_SITE']!r} and "
+                    f"ASYNCFLOW_HPC_RESOURCE={resource!r} both name where to run: give one "
+                    "(--site or --resource)")
+        else:
+            resource = os.environ.get("ASYNCFLOW_HPC_RESOURCE")
+            if resource:
+                options["resource"] = resource
         return await create_backend(name, **options)
     return await create_backend(name)

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from ..backends import BACKENDS
+from .submit import with_hpc_options
 
 
 def default_journal(script: str) -> Path:
@@ -49,7 +50,17 @@ def run_command(script: str, script_args: tuple[str, ...], backend: str | None,
                 progress: str, quiet: bool) -> None:
     """Run SCRIPT, a Python campaign, with the chosen backend and options.
 
+    Engines the script creates without a backend get one from these flags. --site S runs
+    the tasks on RADICAL-Pilot with a pilot submitted as a batch job on site S (login-node
+    mode); --in-allocation, inside a batch job, starts the pilot on the job's own nodes.
     Arguments after SCRIPT (use -- before ones that start with a dash) are passed to it.
+
+    \b
+    Examples:
+      asyncflow-hpc run campaign.py                          # local backend
+      asyncflow-hpc run campaign.py --site mycluster --nodes 2 --runtime 60
+      asyncflow-hpc run campaign.py --in-allocation          # inside sbatch/qsub
+      asyncflow-hpc run campaign.py --resume -- --samples 10
     """
     env = os.environ
     if backend:
@@ -75,6 +86,10 @@ def run_command(script: str, script_args: tuple[str, ...], backend: str | None,
         click.echo("asyncflow-hpc: interrupted; finished tasks are in the journal, "
                    "continue with --resume", err=True)
         sys.exit(130)
+
+
+# --site/--site-file/--nodes/--runtime/--in-allocation: they set ASYNCFLOW_HPC_* variables
+run_command = with_hpc_options(run_command)
 
 
 def _start_fresh(path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from asyncflow_hpc.cli.doctor import doctor_command
+from asyncflow_hpc.cli.run import run_command
 from asyncflow_hpc.cli.sites import sites_group
 from asyncflow_hpc.cli.submit import configure_run, submit_command, with_hpc_options
 from asyncflow_hpc.cli.templates import templates_group
@@ -30,7 +31,7 @@ def runner(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("command, args", [
-    (submit_command, []), (sites_group, []), (sites_group, ["list"]), (sites_group, ["show"]),
+    (run_command, []), (submit_command, []), (sites_group, []), (sites_group, ["list"]), (sites_group, ["show"]),
     (sites_group, ["check"]), (templates_group, []), (templates_group, ["list"]),
     (templates_group, ["show"]), (doctor_command, [])])
 def test_help_is_complete(runner, command, args):
@@ -128,3 +129,72 @@ def test_with_hpc_options_sets_environment(runner, monkeypatch):
     runner.invoke(cmd, ["--site", "mine", "--site-file", "sites.toml", "--backend", "local"])
     assert "ASYNCFLOW_HPC_BACKEND" not in seen  # explicit --backend wins (run sets it itself)
     assert "--in-allocation" in runner.invoke(cmd, ["--help"]).output
+
+
+def test_run_has_site_flags(runner):
+    text = runner.invoke(run_command, ["--help"]).output
+    for flag in ("--backend", "--site NAME", "--site-file", "--nodes", "--runtime MIN",
+                 "--in-allocation", "--resume", "--journal", "--telemetry"):
+        assert flag in text, f"{flag} missing from run --help"
+
+
+def test_run_with_site_reaches_the_script(runner, tmp_path, monkeypatch):
+    """run --site ... sets the variables before the campaign script runs (script sees them)."""
+    for key in ("ASYNCFLOW_HPC_BACKEND", "ASYNCFLOW_HPC_SITE", "ASYNCFLOW_HPC_NODES",
+                "ASYNCFLOW_HPC_RUNTIME", "ASYNCFLOW_HPC_SITE_FILE", "ASYNCFLOW_HPC_JOURNAL",
+                "ASYNCFLOW_HPC_PROGRESS", "ASYNCFLOW_HPC_IN_ALLOCATION"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr("sys.argv", ["x"])
+    (tmp_path / "show.py").write_text(
+        "import os, sys\nprint(sorted((k, v) for k, v in os.environ.items() "
+        "if k.startswith('ASYNCFLOW_HPC_') and k in ('ASYNCFLOW_HPC_BACKEND', 'ASYNCFLOW_HPC_SITE', "
+        "'ASYNCFLOW_HPC_NODES', 'ASYNCFLOW_HPC_RUNTIME')), sys.argv[1:])\n")
+    result = runner.invoke(run_command, ["show.py", "--site", "mine", "--site-file", "sites.toml",
+                                         "--nodes", "2", "--runtime", "15", "-q", "--", "--n", "3"])
+    assert result.exit_code == 0, result.output
+    assert ("[('ASYNCFLOW_HPC_BACKEND', 'radical'), ('ASYNCFLOW_HPC_NODES', '2'), "
+            "('ASYNCFLOW_HPC_RUNTIME', '15'), ('ASYNCFLOW_HPC_SITE', 'mine')] ['--n', '3']") \
+        in result.output
+    bad = runner.invoke(run_command, ["show.py", "--site", "nosuch"])
+    assert bad.exit_code != 0 and "unknown site 'nosuch'" in bad.output
+    outside = runner.invoke(run_command, ["show.py", "--in-allocation"])
+    assert outside.exit_code != 0 and "no SLURM or PBS allocation" in outside.output
+
+
+def test_create_backend_from_env_uses_the_site(tmp_path, monkeypatch):
+    """ASYNCFLOW_HPC_SITE (from run --site) becomes RadicalPilotBackend keywords."""
+    import asyncio
+
+    import asyncflow_hpc.backends as backends
+
+    seen = {}
+
+    async def fake_create(name, **options):
+        seen.update(name=name, **options)
+        return "backend"
+
+    monkeypatch.setattr(backends, "create_backend", fake_create)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text('[sites.c]\nscheduler = "slurm"\npartition = "p"\n'
+                                     'account = "a"\ncores_per_node = 4\n')
+    for key, value in {"ASYNCFLOW_HPC_BACKEND": "radical", "ASYNCFLOW_HPC_SITE": "c",
+                       "ASYNCFLOW_HPC_SITE_FILE": str(tmp_path / "s.toml"),
+                       "ASYNCFLOW_HPC_NODES": "3", "ASYNCFLOW_HPC_RUNTIME": "20"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("ASYNCFLOW_HPC_RESOURCE", raising=False)
+    monkeypatch.delenv("ASYNCFLOW_HPC_IN_ALLOCATION", raising=False)
+    assert asyncio.run(backends.create_backend_from_env(work_dir=tmp_path / "w")) == "backend"
+    assert seen["name"] == "radical" and seen["resource"] == "afhpc_c.batch"
+    assert (seen["nodes"], seen["runtime"], seen["queue"], seen["project"]) == (3, 20, "p", "a")
+    assert seen["work_dir"] == tmp_path / "w"
+    entry = seen["site_config"]["afhpc_c.batch"]
+    assert entry["schemas"]["batch"]["job_manager_endpoint"] == "slurm://localhost/"
+    monkeypatch.setenv("ASYNCFLOW_HPC_RESOURCE", "local.localhost")
+    with pytest.raises(Exception, match="give one"):
+        asyncio.run(backends.create_backend_from_env())
+    # a site with the local backend (in an allocation: tasks are the job's subprocesses)
+    monkeypatch.setenv("ASYNCFLOW_HPC_BACKEND", "local")
+    seen.clear()
+    asyncio.run(backends.create_backend_from_env())
+    assert seen == {"name": "local"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -116,12 +117,12 @@ def test_login_node_pilot_is_a_slurm_job(slurm_jobs: SlurmJobs) -> None:
     folder = slurm_jobs.workdir
     t0 = time.monotonic()
     proc = start_campaign(folder, CHAIN, "--site", "local-slurm", "--runtime", "10")
-    seen: dict[str, str] = {}
+    seen: set[tuple[str, str]] = set()  # (job id, state) pairs ever listed
     stop = threading.Event()
 
     def watch() -> None:
         while not stop.is_set():
-            seen.update(jobs_in(folder, slurm_jobs))
+            seen.update(jobs_in(folder, slurm_jobs).items())
             time.sleep(1)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -134,11 +135,14 @@ def test_login_node_pilot_is_a_slurm_job(slurm_jobs: SlurmJobs) -> None:
         end(proc, folder, slurm_jobs)
     assert proc.returncode == 0, out
     assert "LOGIN RESULT ['x-1-2-3', 'x-1-2-4'] X-1-2" in out, out
-    assert seen and "RUNNING" in seen.values(), f"no pilot job seen in squeue: {seen}"
-    config = folder / "config/.radical/pilot/configs/resource_afhpc_local_slurm.json"
-    assert "slurm://localhost/" in config.read_text()
+    pilots = {job for job, _ in seen}
+    assert len(pilots) == 1, f"expected exactly one pilot job in squeue, saw {sorted(seen)}"
+    assert any(state == "RUNNING" for _, state in seen), f"pilot job never RUNNING: {sorted(seen)}"
+    configs = list(folder.glob("asyncflow-work/*/config/.radical/pilot/configs/"
+                               "resource_afhpc_local_slurm.json"))
+    assert len(configs) == 1 and "slurm://localhost/" in configs[0].read_text(), configs
     settle(folder, slurm_jobs)
-    print(f"login-node campaign, pilot job(s) {sorted(seen)}: {time.monotonic() - t0:.1f} s")
+    print(f"login-node campaign, pilot job {pilots}: {time.monotonic() - t0:.1f} s")
 
 
 SLEEPY = """
@@ -202,3 +206,61 @@ def test_sigint_cancels_pilot_job(slurm_jobs: SlurmJobs) -> None:
     assert proc.returncode != 0, out
     settle(folder, slurm_jobs, timeout=60)
     print(f"SIGINT with a running pilot: clean after {time.monotonic() - t0:.1f} s")
+
+
+DOOMED = """
+import asyncio
+from asyncflow_hpc import WorkflowEngine
+
+async def main():
+    async with WorkflowEngine.create() as flow:
+        @flow.executable_task
+        def nap(i, task_description={"shell": True}):
+            return f"touch started.{i}; exec sleep 300"
+
+        @flow.function_task
+        def after(text):
+            return text
+
+        naps = [nap(i) for i in range(2)]
+        futures = [*naps, after(naps[0])]
+        for result in await asyncio.gather(*futures, return_exceptions=True):
+            print("TASK OUTCOME", type(result).__name__, str(result).splitlines()[0], flush=True)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(400)
+def test_external_scancel_of_pilot_fails_futures(slurm_jobs: SlurmJobs) -> None:
+    """The pilot's SLURM job cancelled from outside (scancel): every future fails with an error
+    naming the pilot, the dependent fails as a dependency failure, nothing hangs, nothing is
+    left in squeue or in the process table."""
+    need_radical(slurm_jobs)
+    folder = slurm_jobs.workdir
+    t0 = time.monotonic()
+    proc = start_campaign(folder, DOOMED, "--site", "local-slurm", "--runtime", "10")
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(folder.glob("**/started.*"))) < 2:
+            assert proc.poll() is None, proc.communicate(timeout=10)[0]
+            assert time.monotonic() < deadline, "tasks never started"
+            time.sleep(0.5)
+        pilots = jobs_in(folder, slurm_jobs)
+        assert len(pilots) == 1, f"expected one pilot job, got {pilots}"
+        t_cancel = time.monotonic()
+        slurm_jobs.run(["scancel", *pilots])
+        out, _ = proc.communicate(timeout=150)
+        reacted = time.monotonic() - t_cancel
+    finally:
+        end(proc, folder, slurm_jobs)
+    outcomes = [line for line in out.splitlines() if line.startswith("TASK OUTCOME")]
+    assert len(outcomes) == 3, out
+    for line in outcomes[:2]:
+        assert re.match(r"TASK OUTCOME PilotFailedError pilot pilot\.\d+ ended in state "
+                        r"(FAILED|CANCELED)", line), out
+    assert outcomes[2].startswith("TASK OUTCOME DependencyFailureError"), out
+    assert proc.returncode == 0, out
+    settle(folder, slurm_jobs, timeout=60)
+    print(f"external scancel: futures failed {reacted:.1f} s after scancel, "
+          f"{time.monotonic() - t0:.1f} s in all")
