@@ -43,6 +43,13 @@ def seconds(t: float | None) -> str:
     return f"{t:.2f} s"
 
 
+def one_line(text: str | None, width: int = 100) -> str:
+    """An error message for a table cell: whitespace collapsed, cut at ``width`` characters
+    (the JSON keeps the whole message)."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[:width - 3] + "..."
+
+
 def format_measurements(ms: Sequence[Measurement]) -> str:
     """One line per measurement: the figures ``asyncflow-hpc bench`` reports."""
     head = ["workload", "tasks", "makespan", "ideal", "tasks/s", "overhead/task", "util",
@@ -50,7 +57,7 @@ def format_measurements(ms: Sequence[Measurement]) -> str:
     rows = []
     for m in ms:
         if not m.ok:
-            rows.append([m.label, str(m.tasks), "FAILED", "", "", "", "", "", m.error or ""])
+            rows.append([m.label, str(m.tasks), "FAILED", "", "", "", "", "", one_line(m.error)])
             continue
         rows.append([
             m.label, f"{m.completed}", seconds(m.makespan_s), seconds(m.ideal_s),

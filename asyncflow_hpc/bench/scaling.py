@@ -322,8 +322,10 @@ def run_worker(workload: str, size: int, mode: str, *, duration: float | None, r
     started = time.time()
     [m] = asyncio.run(run_suite([w], backend=backend, repeat=repeat, slots=slots,
                                 options=options))
-    result = document("scaling-rank", rank=rank, ranks_total=count, nodes=nodes,
-                      host=socket.gethostname(), share=share, started=started,
-                      ended=time.time(), work_core_s=w.work(), measurement=m.as_dict())
+    # SLURM's name for the node (several slurmd may share one machine, and so its hostname)
+    host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    result = document("scaling-rank", rank=rank, ranks_total=count, nodes=nodes, host=host,
+                      share=share, started=started, ended=time.time(), work_core_s=w.work(),
+                      measurement=m.as_dict())
     write_json(json_out.replace("{rank}", str(rank)), result)
     return result

@@ -205,12 +205,13 @@ def seed(n: int, **_: Any) -> Workload:
     return Workload("seed", n, f"seed-shaped workflows x{n}", 3 * n, build, plain, depth=3)
 
 
-async def _exec(argv: list[str], limit: asyncio.Semaphore | None = None) -> bytes:
+async def _exec(argv: list[str], limit: asyncio.Semaphore | None = None,
+                env: dict[str, str] | None = None) -> bytes:
     if limit is not None:
         async with limit:
-            return await _exec(argv)
+            return await _exec(argv, None, env)
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
     out, err = await proc.communicate()
     if proc.returncode:
         raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {err.decode()[-200:]}")
@@ -299,11 +300,44 @@ def mpi_prefix(ranks: int) -> list[str]:
     return prefix + ["--oversubscribe"]
 
 
+class _MpiSessionDirs:
+    """A private OpenMPI session directory per task for one run, removed after it.
+
+    Every ``mpirun`` of one user on one host shares ``$TMPDIR/ompi.<host>.<uid>``: when one
+    exits (removing it) while another starts (creating it), the second can fail with
+    "Directory: /tmp/ompi.<host>.0 Error: File exists". With many short MPI tasks, and other
+    users' jobs of the same uid on the machine, that race is real; a directory per task
+    (``OMPI_MCA_orte_tmpdir_base``) removes it without changing what is measured.
+    """
+
+    def __init__(self, n: int) -> None:
+        import tempfile
+
+        self.root = tempfile.mkdtemp(prefix="afhpc-bench-mpi-")
+        self.dirs = [os.path.join(self.root, str(i)) for i in range(n)]
+        for d in self.dirs:
+            os.mkdir(d)
+
+    def env(self, i: int) -> dict[str, str]:
+        return {"OMPI_MCA_orte_tmpdir_base": self.dirs[i]}
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _runs_locally(flow: Any) -> bool:
+    """True when every backend of ``flow`` runs processes on this machine (local backend)."""
+    backends = getattr(flow, "backends", None)
+    return bool(backends) and all(getattr(b, "name", "") == "local" for b in backends.values())
+
+
 def mpi(n: int, *, ranks: int = 2, duration: float = 0.0, **_: Any) -> Workload:
     """``n`` MPI executables of ``ranks`` ranks each (``task_description={"ranks": R}``).
 
     Each rank runs ``/bin/true`` or, with ``duration``, ``sleep DURATION``; the launcher's own
-    start-up (mpirun's daemon, wire-up) is what dominates on one machine.
+    start-up (mpirun's daemon, wire-up) is what dominates on one machine. On the local backend
+    each task gets its own OpenMPI session directory (see :class:`_MpiSessionDirs`); on
+    RADICAL-Pilot the pilot's launcher is used as configured.
     """
     command = f"sleep {duration:g}" if duration > 0 else "/bin/true"
 
@@ -312,15 +346,29 @@ def mpi(n: int, *, ranks: int = 2, duration: float = 0.0, **_: Any) -> Workload:
         async def mpi_task() -> str:
             return command
 
+        local = _runs_locally(flow)
+
         async def run() -> int:
-            desc = {"ranks": ranks}
-            return _count(await asyncio.gather(
-                *[mpi_task(task_description=desc) for _ in range(n)]))
+            dirs = _MpiSessionDirs(n) if local else None
+            try:
+                descs = [{"ranks": ranks, **({"environment": dirs.env(i)} if dirs else {})}
+                         for i in range(n)]
+                return _count(await asyncio.gather(
+                    *[mpi_task(task_description=d) for d in descs]))
+            finally:
+                if dirs:
+                    dirs.close()
         return run
 
     async def plain(slots: int | None = None) -> int:
+        # bounded like the local backend's max_processes: one slot per task, whatever its ranks
         argv, limit = mpi_prefix(ranks) + command.split(), _limit(slots)
-        return len(await asyncio.gather(*[_exec(argv, limit) for _ in range(n)]))
+        dirs = _MpiSessionDirs(n)
+        try:
+            return len(await asyncio.gather(
+                *[_exec(argv, limit, {**os.environ, **dirs.env(i)}) for i in range(n)]))
+        finally:
+            dirs.close()
 
     # radical.asyncflow's local backend ignores ranks: it would run different work
     return Workload("mpi", n, f"MPI tasks x{n} ({ranks} ranks)", n, build, plain,

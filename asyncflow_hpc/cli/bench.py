@@ -89,6 +89,8 @@ def _workloads(names: tuple[str, ...], size: int | None, duration: float | None,
               help="Also run plain asyncio and radical.asyncflow (if installed); print ratios.")
 @click.option("--reference-max-tasks", type=click.IntRange(min=0), default=2000,
               show_default=True, help="Skip radical.asyncflow for workloads larger than this.")
+@click.option("--reference-repeat", type=click.IntRange(min=1), default=None,
+              help="Runs per workload for radical.asyncflow (default: --repeat).")
 @click.option("--markdown", is_flag=True, help="With --compare: print a markdown table too.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write the results as JSON here.")
@@ -96,8 +98,9 @@ def _workloads(names: tuple[str, ...], size: int | None, duration: float | None,
               help="With --compare: bar chart of the side-by-side (needs matplotlib).")
 def run_command(workloads: tuple[str, ...], size: int | None, duration: float | None,
                 ranks: int, repeat: int, backend: str, slots: int | None, site: str | None,
-                site_file: str | None, nodes: int, compare: bool, reference_max_tasks: int, markdown: bool,
-                json_out: str | None, plot: str | None) -> None:
+                site_file: str | None, nodes: int, compare: bool, reference_max_tasks: int,
+                reference_repeat: int | None, markdown: bool, json_out: str | None,
+                plot: str | None) -> None:
     """Run WORKLOADS (default: all but sleep-exe and mpi) and print a table.
 
     A WORKLOAD is a name (noop, chain, fanout, seed, true, sleep, sleep-exe, mpi), optionally
@@ -128,7 +131,8 @@ def run_command(workloads: tuple[str, ...], size: int | None, duration: float | 
         from ..bench.baselines import format_comparison
 
         rows = asyncio.run(side_by_side(ws, repeat=repeat, slots=slots,
-                                        reference_max_tasks=reference_max_tasks))
+                                        reference_max_tasks=reference_max_tasks,
+                                        reference_repeat=reference_repeat))
         ours = [r.asyncflow_hpc for r in rows]
         click.echo(format_measurements(ours))
         click.echo("\nside by side (ratio = asyncflow-hpc / asyncio; speed-up = "
@@ -185,13 +189,13 @@ def _run_series(spec: Any) -> dict[str, Any]:
 
 
 def _echo_points(doc: dict[str, Any]) -> None:
-    from ..bench.report import format_table, seconds
+    from ..bench.report import format_table, one_line, seconds
 
     rows = []
     for p in doc["points"]:
         if p.get("error"):
-            rows.append([str(p["nodes"]), str(p["tasks"]), "FAILED", "", "", "", "",
-                         str(p["error"])[:80]])
+            rows.append([str(p["nodes"]), str(p["tasks"]), "FAILED", "", "", "", "", "", "",
+                         one_line(str(p["error"]), 80)])
             continue
         rows.append([str(p["nodes"]), f"{p['completed']}", seconds(p["makespan_s"]),
                      seconds(p["ideal_s"]), f"{p['throughput']:,.1f}",
