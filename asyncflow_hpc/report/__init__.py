@@ -32,20 +32,26 @@ def write_report(log: Log, out_dir: str | os.PathLike, *,
     from .html import render_html
 
     out = os.fspath(out_dir)
-    os.makedirs(out, exist_ok=True)
+    os.makedirs(out, mode=0o700, exist_ok=True)
     summary = summary if summary is not None else summarize(log)
     files: dict[str, str] = {}
     path = os.path.join(out, "summary.json")
-    with open(path, "w") as fh:
-        json.dump(summary, fh, indent=2, default=str)
+    _write(path, json.dumps(summary, indent=2, default=str).encode())
     files["summary"] = path
     images: dict[str, bytes] = {}
     for name, fig in plots.all_figures(log).items():
         path = os.path.join(out, f"{name}.png")
-        images[name] = plots.save_png(fig, path)
+        images[name] = plots.png_bytes(fig)
+        _write(path, images[name])
         files[name] = path
     path = os.path.join(out, "report.html")
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(render_html(summary, images))
+    _write(path, render_html(summary, images).encode("utf-8"))
     files["html"] = path
     return files
+
+
+def _write(path: str, data: bytes) -> None:
+    """Write a file private to the user, like the log it is made from (task names, errors)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)

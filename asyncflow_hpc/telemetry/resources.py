@@ -49,7 +49,13 @@ class ResourceSampler:
         self._count = 0
         self._prefix = os.urandom(12).hex()
         self._gpu: Any = _nvml()
-        psutil.cpu_percent(None)  # prime: the first reading is relative to this call
+        self.prime()
+
+    def prime(self) -> None:
+        """Start the intervals of the next sample here. Call it on the thread that samples:
+        psutil >= 5.9.6 keeps cpu_percent's reference point per thread (else the first
+        sample reads 0 %)."""
+        self._psutil.cpu_percent(None)
         self._disk = self._disk_counters()
         self._net = self._net_counters()
 

@@ -89,7 +89,8 @@ class TelemetrySession:
             except Exception as exc:  # psutil missing or unusable here: no samples
                 log.debug("resource sampling off: %s", exc)
         self.writer = JsonlWriter(path, tick=sampler.line if sampler else None,
-                                  interval=self._interval)
+                                  interval=self._interval,
+                                  on_start=sampler.prime if sampler else None)
         self.writer.write(self.translator.event_line(
             "SessionStarted", self.started, self.started, backend=self.backend,
             attributes={**self._session_attrs, "backends": backends}))

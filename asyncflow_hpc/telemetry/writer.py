@@ -50,12 +50,15 @@ def open_log(path: str) -> int:
 class JsonlWriter:
     """Write blocks of JSON lines in order; optionally call ``tick()`` every ``interval`` s.
 
-    ``tick`` runs on the writer thread and returns text to append (or ``""``).
+    ``tick`` runs on the writer thread and returns text to append (or ``""``); ``on_start``
+    runs once on that thread before anything else.
     """
 
     def __init__(self, path: str, *, tick: Callable[[], str] | None = None,
-                 interval: float | None = None) -> None:
+                 interval: float | None = None,
+                 on_start: Callable[[], None] | None = None) -> None:
         self.path = path
+        self._on_start = on_start
         self._fd = open_log(path)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._tick = tick
@@ -94,6 +97,11 @@ class JsonlWriter:
 
     # ------------------------------------------------------------------ thread
     def _run(self) -> None:
+        if self._on_start is not None:
+            try:
+                self._on_start()
+            except Exception:
+                log.debug("telemetry writer start hook failed", exc_info=True)
         get = self._queue.get
         interval = self._interval
         next_tick = time.monotonic() + interval if interval else None
