@@ -2,10 +2,11 @@
 
 The three run in the same process, one after the other, on the same machine state, so their
 ratio means something even on a noisy laptop. Plain asyncio is the floor (no engine at all);
-radical.asyncflow is what users move from. radical.asyncflow is optional: when it is not
-importable the comparison says so and goes on with the other two. Its local backend is slow
-(about 10 s per 1,000 no-op tasks in 0.6 with repeats, worse as counts grow), so workloads
-larger than ``reference_max_tasks`` are left out for it rather than stalling the run.
+radical.asyncflow is what users move from. radical.asyncflow is optional (``pip install
+radical.asyncflow``): when it is not importable the comparison says so and goes on with the
+other two. Its chains cost tens of milliseconds per hop (a 1,000-hop chain took 27 s on the
+2-core machine of docs/benchmarking.md), so workloads larger than ``reference_max_tasks`` are
+left out for it rather than stalling the run.
 """
 
 from __future__ import annotations
@@ -171,7 +172,9 @@ def _ms(m: Measurement | None) -> str:
 
 
 def _x(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    if value is None:
+        return "-"
+    return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
 
 
 def format_comparison(rows: Sequence[Comparison], markdown: bool = False) -> str:

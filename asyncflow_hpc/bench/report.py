@@ -69,9 +69,10 @@ def format_measurements(ms: Sequence[Measurement]) -> str:
     return format_table(head, rows)
 
 
-def document(kind: str, **body: Any) -> dict[str, Any]:
-    """A JSON document with the schema tag and the machine it was measured on."""
-    return {"schema": SCHEMA, "kind": kind, "machine": machine_info(), **body}
+def document(kind: str, machine: dict[str, Any] | None = None, **body: Any) -> dict[str, Any]:
+    """A JSON document with the schema tag and the machine it was measured on (``machine``:
+    taken before the runs, so its load average is the one they started with)."""
+    return {"schema": SCHEMA, "kind": kind, "machine": machine or machine_info(), **body}
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:

@@ -283,6 +283,9 @@ def run_series(spec: SeriesSpec, progress: Callable[[str], None] | None = None) 
         raise ConfigurationError("sbatch not found: the scaling series needs a SLURM site")
     out_dir = Path(spec.work_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    from .runner import machine_info
+
+    machine = machine_info()
     points = []
     for n in spec.nodes:
         if progress:
@@ -297,7 +300,7 @@ def run_series(spec: SeriesSpec, progress: Callable[[str], None] | None = None) 
     config = dataclasses.asdict(spec)
     config["work_dir"] = str(out_dir)
     config["extra_args"] = list(spec.extra_args)
-    return document("scaling", series=config, site={"name": spec.site,
+    return document("scaling", machine=machine, series=config, site={"name": spec.site,
                                                      "scheduler": getattr(site, "scheduler", None)},
                     points=points)
 

@@ -140,7 +140,7 @@ def run_command(workloads: tuple[str, ...], size: int | None, duration: float | 
         click.echo(format_comparison(rows))
         if markdown:
             click.echo("\n" + format_comparison(rows, markdown=True))
-        doc = document("bench", backend="local", repeat=repeat,
+        doc = document("bench", machine=info, backend="local", repeat=repeat,
                        results=[m.as_dict() for m in ours],
                        comparison=[r.as_dict() for r in rows])
     else:
@@ -148,7 +148,8 @@ def run_command(workloads: tuple[str, ...], size: int | None, duration: float | 
 
         ms = asyncio.run(run_suite(ws, backend=backend, repeat=repeat, slots=slots))
         click.echo(format_measurements(ms))
-        doc = document("bench", backend=backend, repeat=repeat, results=[m.as_dict() for m in ms])
+        doc = document("bench", machine=info, backend=backend, repeat=repeat,
+                       results=[m.as_dict() for m in ms])
     if json_out:
         click.echo(f"wrote {write_json(json_out, doc)}")
     if plot:

@@ -52,5 +52,5 @@ def test_workloads_on_a_pilot(tmp_path: Path) -> None:
     assert sleepers.ideal_s == pytest.approx(0.2)       # 4 tasks on 4 cores: one wave
     assert sleepers.makespan_s >= 0.2 and 0 < sleepers.utilisation <= 1
     time.sleep(1)
-    left = leftover_processes("-", tmp_path)
+    left = leftover_processes(str(tmp_path), tmp_path)  # RP processes carry its work dir
     assert not left, f"RADICAL-Pilot left processes behind: {left}"
