@@ -426,18 +426,28 @@ class WorkflowEngine:
         """Call ``observer(event)`` for every task event; returns a function that unsubscribes.
 
         ``raw=True``: call ``observer(type, record, error, value)`` instead, so that no
-        :class:`Event` is built per event (for hot-path observers such as telemetry).
+        :class:`Event` is built per event (for hot-path observers such as telemetry). A raw
+        observer must not raise: when it is the only observer the engine calls it directly.
         """
         self._observers.append(observer)
         if raw:
             self._raw_observers.add(observer)
+        self._wire_emit()
 
         def unsubscribe() -> None:
             if observer in self._observers:
                 self._observers.remove(observer)
             self._raw_observers.discard(observer)
+            self._wire_emit()
 
         return unsubscribe
+
+    def _wire_emit(self) -> None:
+        """A single raw observer is called in place of :meth:`_emit` (no loop, no guard)."""
+        self.__dict__.pop("_emit", None)
+        obs = self._observers
+        if len(obs) == 1 and obs[0] in self._raw_observers:
+            self._emit = obs[0]  # type: ignore[method-assign]
 
     def _emit(self, etype: str, rec: TaskRecord, error: BaseException | None = None,
               value: Any = None) -> None:
