@@ -108,9 +108,14 @@ class TelemetrySession:
         now = time.time
 
         def observe_raw(etype: str, rec: Any, error: Any = None, value: Any = None) -> None:
+            # called by the engine without a guard: must not raise
             add((etype, now(), rec, error))
-            if etype is queued and rec.kind is executable and rec.spec is not None:
-                commands[rec.uid] = rec.spec.command
+            if etype is queued and rec.kind is executable:
+                try:
+                    if rec.spec is not None:
+                        commands[rec.uid] = rec.spec.command
+                except Exception:
+                    pass
 
         def observe(ev: Any) -> None:
             rec = ev.task

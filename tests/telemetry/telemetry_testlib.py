@@ -6,6 +6,8 @@ import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from asyncflow_hpc import LocalExecutionBackend, WorkflowEngine
 
 TASK_EVENTS = ("TaskCreated", "TaskResolved", "TaskQueued", "TaskSubmitted", "TaskStarted",
@@ -17,6 +19,17 @@ SPAN_KEYS = ["name", "span_id", "trace_id", "parent_span_id", "start_ns", "end_n
              "attributes", "section"]
 ENV = ("ASYNCFLOW_HPC_TELEMETRY", "ASYNCFLOW_HPC_PROGRESS", "ASYNCFLOW_HPC_TELEMETRY_INTERVAL",
        "ASYNCFLOW_HPC_PROGRESS_INTERVAL", "ASYNCFLOW_HPC_JOURNAL", "ASYNCFLOW_HPC_OTEL")
+
+
+# A fixture here rather than in a conftest.py: test modules elsewhere import their own
+# directory's ``conftest`` by name, and a second top-level ``conftest`` module would shadow it.
+@pytest.fixture(name="clean_env")
+def clean_env_fixture(monkeypatch):
+    """No telemetry/progress switched on by the developer's environment."""
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ASYNCFLOW_HPC_TELEMETRY_INTERVAL", "0")  # no sampler unless a test asks
+    return monkeypatch
 
 
 def run(coro, timeout: float = 100):

@@ -10,6 +10,7 @@ import pytest
 from telemetry_testlib import (
     EVENT_KEYS,
     SPAN_KEYS,
+    clean_env_fixture,  # noqa: F401 - the clean_env fixture
     events,
     make_engine,
     read_lines,

@@ -10,7 +10,11 @@ import sys
 import textwrap
 
 import pytest
-from telemetry_testlib import make_engine, run
+from telemetry_testlib import (
+    clean_env_fixture,  # noqa: F401 - the clean_env fixture
+    make_engine,
+    run,
+)
 
 import asyncflow_hpc
 from asyncflow_hpc.progress import PlainProgress, RichProgress, resolve_mode

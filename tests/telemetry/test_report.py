@@ -14,7 +14,11 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from telemetry_testlib import make_engine, run
+from telemetry_testlib import (
+    clean_env_fixture,  # noqa: F401 - the clean_env fixture
+    make_engine,
+    run,
+)
 
 import asyncflow_hpc
 from asyncflow_hpc.cli.report import report_command

@@ -10,7 +10,13 @@ import sys
 import textwrap
 
 import pytest
-from telemetry_testlib import make_engine, read_lines, run, spans
+from telemetry_testlib import (
+    clean_env_fixture,  # noqa: F401 - the clean_env fixture
+    make_engine,
+    read_lines,
+    run,
+    spans,
+)
 
 import asyncflow_hpc
 from asyncflow_hpc.telemetry import attach
