@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -214,3 +215,4 @@ def test_small_report_figures(tmp_path):
                           "html"}
     for f in files.values():
         assert os.path.getsize(f) > 0
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600  # like the log: private
