@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +38,28 @@ def test_templates_ship_for_both_schedulers():
     assert {("slurm", "campaign"), ("pbs", "campaign")} <= names
     for t in list_templates():
         assert t.summary, f"{t.path} needs a '# name: summary' line"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_one_source_of_truth_is_packaged(tmp_path):
+    """Top-level batch_templates/ is the source; the package holds a link to it, and a build
+    (what a wheel gets) carries real files."""
+    link = ROOT / "asyncflow_hpc" / "batch_templates"
+    if not link.is_symlink():
+        pytest.skip("not a source checkout")
+    assert os.readlink(link) == "../batch_templates"
+    assert link.resolve() == (ROOT / "batch_templates").resolve()
+    out = tmp_path / "build"
+    proc = subprocess.run([sys.executable, "-c", "import setuptools; setuptools.setup()", "-q",
+                           "build_py", "-d", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for t in list_templates():
+        built = out / "asyncflow_hpc" / "batch_templates" / t.scheduler / f"{t.name}.sh"
+        assert built.is_file() and not built.is_symlink(), built
+        assert built.read_text() == t.path.read_text()
 
 
 @pytest.mark.parametrize("bad", ["a;b", "a\nb", "a b", "$(x)", "a`b`", "", "x" * 65, "a'b", "a|b"])
