@@ -31,8 +31,8 @@ def runner(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("command, args", [
-    (run_command, []), (submit_command, []), (sites_group, []), (sites_group, ["list"]), (sites_group, ["show"]),
-    (sites_group, ["check"]), (templates_group, []), (templates_group, ["list"]),
+    (run_command, []), (submit_command, []), (sites_group, []), (sites_group, ["list"]),
+    (sites_group, ["show"]), (sites_group, ["check"]), (templates_group, []), (templates_group, ["list"]),
     (templates_group, ["show"]), (doctor_command, [])])
 def test_help_is_complete(runner, command, args):
     result = runner.invoke(command, [*args, "--help"])
