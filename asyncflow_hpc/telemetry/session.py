@@ -88,9 +88,15 @@ class TelemetrySession:
                                           on_sample=self._on_sample)
             except Exception as exc:  # psutil missing or unusable here: no samples
                 log.debug("resource sampling off: %s", exc)
-        self.writer = JsonlWriter(path, tick=sampler.line if sampler else None,
-                                  interval=self._interval,
-                                  on_start=sampler.prime if sampler else None)
+        try:
+            self.writer = JsonlWriter(path, tick=sampler.line if sampler else None,
+                                      interval=self._interval,
+                                      on_start=sampler.prime if sampler else None)
+        except OSError as exc:  # fail at the start, not hours later with no log
+            from ..errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"telemetry: cannot write the event log {path!r}: {exc.strerror or exc}") from exc
         self.writer.write(self.translator.event_line(
             "SessionStarted", self.started, self.started, backend=self.backend,
             attributes={**self._session_attrs, "backends": backends}))

@@ -345,3 +345,17 @@ def test_raw_observer_protocol_is_used_when_offered(tmp_path):
     assert run(main()) == {"raw": True}
     lines = read_lines(tmp_path / "raw.jsonl")
     assert types(events(lines, "task.000001"))[-1] == "TaskCompleted"
+
+
+@pytest.mark.timeout(120)
+def test_an_unwritable_path_fails_at_the_start(tmp_path):
+    from asyncflow_hpc.errors import ConfigurationError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+
+    async def main():
+        with pytest.raises(ConfigurationError, match="cannot write the event log"):
+            await make_engine(blocker / "sub" / "ev.jsonl")
+
+    run(main())
