@@ -54,6 +54,13 @@ def resolve_mode(mode: str | None, stream: Any = None) -> str:
     return mode
 
 
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 def _interval() -> float:
     raw = os.environ.get("ASYNCFLOW_HPC_PROGRESS_INTERVAL")
     if raw:
@@ -195,7 +202,11 @@ class RichProgress(_Ticker):
             BarColumn(bar_width=16), TaskProgressColumn(), TextColumn("{task.fields[counts]}"),
             TimeElapsedColumn(),
             console=console if console is not None else Console(stderr=True),
-            auto_refresh=False, transient=False, redirect_stdout=False, redirect_stderr=False)
+            auto_refresh=False, transient=False,
+            # the script's prints and log lines go above the display when they reach the same
+            # terminal; output redirected to a file stays untouched
+            redirect_stdout=console is None and _isatty(sys.stdout),
+            redirect_stderr=console is None)
         self._task = self._progress.add_task(f"{engine.uid}", total=None, counts="")
         self._progress.start()
         super().__init__(engine, RICH_REFRESH)
