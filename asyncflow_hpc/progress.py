@@ -79,7 +79,10 @@ def attach(engine: Any, mode: str | None = "auto") -> Any:
     if resolved == "off":
         return _Off()
     if resolved == "rich":
-        return RichProgress(engine)
+        try:
+            return RichProgress(engine)
+        except Exception as exc:  # rich missing, or another live display holds the terminal
+            log.debug("progress: no live display (%s); plain lines instead", exc)
     return PlainProgress(engine, _interval())
 
 
