@@ -113,7 +113,7 @@ async def compare(workloads: Sequence[Workload], *, repeat: int = 3, reference: 
     flow, startup = await open_engine("local", slots=slots or 0)
     rows: list[Comparison] = []
     try:
-        warm = await warm_up(flow)
+        warm = await warm_up(flow, {w.kind for w in workloads})
         for w in workloads:
             ours = await measure(flow, w, repeat, backend="local", slots=slots, startup_s=startup,
                                  warmup_s=warm)
@@ -154,7 +154,7 @@ async def _reference_rows(rows: list[Comparison], workloads: Sequence[Workload],
             row.reference_note = f"{REFERENCE} failed to start: {exc}"
         return
     try:
-        warm = await warm_up(flow)
+        warm = await warm_up(flow, {w.kind for _, w in todo})
         for row, w in todo:
             row.reference = await measure(flow, w, repeat, backend="local", slots=slots,
                                           startup_s=startup, engine=REFERENCE, warmup_s=warm)

@@ -19,7 +19,7 @@ import platform
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -170,11 +170,13 @@ async def open_engine(backend: str = "local", *, slots: int | None = None,
     return flow, time.perf_counter() - t0
 
 
-async def warm_up(flow: Any) -> float:
-    """One function task, then one ``/bin/true``: what a backend starts on first use.
+async def warm_up(flow: Any, kinds: Collection[str] = ("function", "executable")) -> float:
+    """One function task and/or one ``/bin/true``: what a backend starts on first use.
 
     Run once before anything is timed, so that a lazily started executor (RADICAL-Pilot's
-    raptor master and worker) counts as warm-up, not as the first workload's makespan.
+    raptor master and worker) counts as warm-up, not as the first workload's makespan. Only
+    the ``kinds`` the workloads use are warmed: on a small pilot, raptor holds cores that
+    executables would otherwise get.
     """
     @flow.function_task
     async def warm_function() -> int:
@@ -185,8 +187,10 @@ async def warm_up(flow: Any) -> float:
         return "/bin/true"
 
     t0 = time.perf_counter()
-    await warm_function()
-    await warm_executable()
+    if "function" in kinds:
+        await warm_function()
+    if "executable" in kinds:
+        await warm_executable()
     return time.perf_counter() - t0
 
 
@@ -211,7 +215,7 @@ async def run_suite(workloads: Sequence[Workload], *, backend: str = "local", re
     """Every workload through one engine on ``backend`` (started once, start-up recorded)."""
     flow, startup = await open_engine(backend, slots=slots, options=options)
     try:
-        warm = await warm_up(flow)
+        warm = await warm_up(flow, {w.kind for w in workloads})
         used = slots or next((s for s in map(slots_of, flow.backends.values()) if s), None)
         return [await measure(flow, w, repeat, backend=backend, slots=used, startup_s=startup,
                               warmup_s=warm)

@@ -51,6 +51,7 @@ class Workload:
     depth: int = 1             # tasks on the longest dependency path
     uses_cores: bool = False   # True: tasks hold a core (executables); False: they await
     portable: bool = True      # radical.asyncflow can run it unchanged
+    kind: str = "function"     # "function" or "executable" tasks: what the backend must start
 
     def work(self) -> float:
         """Core-seconds of useful work in one run (0 for tasks that only wait or do nothing)."""
@@ -239,7 +240,8 @@ def true(n: int, **_: Any) -> Workload:
         limit = _limit(slots)
         return len(await asyncio.gather(*[_exec(["/bin/true"], limit) for _ in range(n)]))
 
-    return Workload("true", n, f"/bin/true executables x{n}", n, build, plain, uses_cores=True)
+    return Workload("true", n, f"/bin/true executables x{n}", n, build, plain, uses_cores=True,
+                    kind="executable")
 
 
 def sleep(n: int, *, duration: float = 0.05, **_: Any) -> Workload:
@@ -286,7 +288,7 @@ def sleep_exe(n: int, *, duration: float = 0.2, **_: Any) -> Workload:
         return len(await asyncio.gather(*[_exec(command, limit) for _ in range(n)]))
 
     return Workload("sleep-exe", n, f"sleep {duration:g} executables x{n}", n, build, plain,
-                    duration=duration, uses_cores=True)
+                    duration=duration, uses_cores=True, kind="executable")
 
 
 def mpi_prefix(ranks: int) -> list[str]:
@@ -372,7 +374,8 @@ def mpi(n: int, *, ranks: int = 2, duration: float = 0.0, **_: Any) -> Workload:
 
     # radical.asyncflow's local backend ignores ranks: it would run different work
     return Workload("mpi", n, f"MPI tasks x{n} ({ranks} ranks)", n, build, plain,
-                    duration=duration, ranks=ranks, uses_cores=True, portable=False)
+                    duration=duration, ranks=ranks, uses_cores=True, portable=False,
+                    kind="executable")
 
 
 WORKLOADS: dict[str, Callable[..., Workload]] = {

@@ -85,6 +85,8 @@ def _workloads(names: tuple[str, ...], size: int | None, duration: float | None,
               help="Read sites from this TOML file too.")
 @click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Nodes for the batch job (with --site).")
+@click.option("--job-name", default="afhpc-bench", show_default=True,
+              help="Name of the batch job (with --site).")
 @click.option("--compare", is_flag=True,
               help="Also run plain asyncio and radical.asyncflow (if installed); print ratios.")
 @click.option("--reference-max-tasks", type=click.IntRange(min=0), default=2000,
@@ -98,7 +100,7 @@ def _workloads(names: tuple[str, ...], size: int | None, duration: float | None,
               help="With --compare: bar chart of the side-by-side (needs matplotlib).")
 def run_command(workloads: tuple[str, ...], size: int | None, duration: float | None,
                 ranks: int, repeat: int, backend: str, slots: int | None, site: str | None,
-                site_file: str | None, nodes: int, compare: bool, reference_max_tasks: int,
+                site_file: str | None, nodes: int, job_name: str, compare: bool, reference_max_tasks: int,
                 reference_repeat: int | None, markdown: bool, json_out: str | None,
                 plot: str | None) -> None:
     """Run WORKLOADS (default: all but sleep-exe and mpi) and print a table.
@@ -118,7 +120,7 @@ def run_command(workloads: tuple[str, ...], size: int | None, duration: float | 
         if name not in WORKLOAD_NAMES:
             raise click.BadParameter(f"{name!r}: choose from {', '.join(WORKLOAD_NAMES)}")
         _site_point(site, name, int(own) if own.isdigit() else size, duration, ranks, repeat,
-                    backend, nodes, json_out, site_file)
+                    backend, nodes, json_out, site_file, job_name)
         return
     ws = _workloads(workloads, size, duration, ranks)
     if slots is None and backend == "local" and not compare:
@@ -162,14 +164,14 @@ def run_command(workloads: tuple[str, ...], size: int | None, duration: float | 
 
 def _site_point(site: str, workload: str, size: int | None, duration: float | None,
                 ranks: int, repeat: int, backend: str, nodes: int, json_out: str | None,
-                site_file: str | None = None) -> None:
+                site_file: str | None = None, job_name: str = "afhpc-bench") -> None:
     """``bench WORKLOAD --site S``: a one-point series (one batch job)."""
     from ..bench.scaling import SeriesSpec
 
     spec = SeriesSpec(site=site, nodes=[nodes], workload=workload, size=size or 16,
                       duration=duration, ranks=ranks, backend=backend, repeat=repeat,
                       work_dir=Path(json_out).with_suffix("") if json_out else Path("bench-site"),
-                      site_file=site_file)
+                      site_file=site_file, job_name=job_name)
     doc = _run_series(spec)
     _echo_points(doc)
     if json_out:

@@ -110,3 +110,12 @@ def test_failing_workload_is_recorded_not_raised(monkeypatch) -> None:
     [m] = run(run_suite([w], backend="local", repeat=1))
     assert m.error and "TaskExecutionError" in m.error
     assert not m.ok and m.throughput is None
+
+
+def test_workload_kinds_decide_the_warm_up() -> None:
+    executables = {"true", "sleep-exe", "mpi"}
+    for name in WORKLOADS:
+        assert make_workload(name, 1).kind == ("executable" if name in executables else "function")
+    # only executables: no function task is run before timing (no raptor on RADICAL-Pilot)
+    [m] = run(run_suite([make_workload("true", 2)], backend="dryrun", repeat=1))
+    assert m.warmup_s is not None and m.warmup_s > 0

@@ -54,3 +54,24 @@ def test_weak_scaling_over_one_node(slurm_jobs: SlurmJobs, slurm_cluster: SlurmC
     assert "rank 0 on" in Path(point["log"]).read_text()
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
     assert "wrote" in res.output
+
+
+@pytest.mark.timeout(300)
+def test_bench_on_a_site_is_one_batch_job(slurm_jobs: SlurmJobs, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bench WORKLOAD --site S``: the same table, measured inside one batch job."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "site.json"
+    res = CliRunner().invoke(bench_command, [
+        "noop=50", "--site", "local-slurm", "--backend", "dryrun", "--repeat", "2",
+        "--job-name", slurm_jobs.tag,
+        "--json", str(out)], catch_exceptions=False)
+    doc = json.loads(out.read_text()) if out.exists() else {"points": []}
+    slurm_jobs.job_ids.extend(p["job_id"] for p in doc["points"] if p.get("job_id"))
+    assert res.exit_code == 0, res.output
+    [point] = doc["points"]
+    assert point["error"] is None and point["tasks"] == point["completed"] == 50
+    assert point["makespan_s"] > 0 and point["throughput"] > 0
+    assert doc["series"]["backend"] == "dryrun" and doc["series"]["repeat"] == 2
+    assert Path(point["script"]).is_relative_to(tmp_path)   # work dir next to the JSON
+    assert "noop" in res.output or "tasks/s" in res.output
