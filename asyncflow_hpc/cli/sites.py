@@ -35,6 +35,15 @@ def sites_group() -> None:
     Read from built-in sites, ~/.config/asyncflow-hpc/sites.toml, ./asyncflow-hpc.toml,
     $ASYNCFLOW_HPC_SITE_FILE and --site-file (later wins). RADICAL-Pilot resource names
     such as ornl.frontier are sites too.
+
+    \b
+    A site file holds [sites.NAME] tables with the fields
+      scheduler (slurm|pbs), partition (or queue), account (or project), qos, reservation,
+      cores_per_node, gpus_per_node, launcher (srun|mpirun|mpiexec), prepare (shell lines),
+      environment, walltime (minutes), max_walltime, max_nodes, directives, work_dir,
+      rp_resource, description
+    (reference: docs/hpc.md, "Site files"). A wrong field is an error naming the file,
+    the site and the field.
     """
 
 
@@ -73,7 +82,11 @@ def list_sites(site_files: Sequence[str], show_rp: bool) -> None:
               show_default=True, help="Also print the RADICAL-Pilot resource config generated "
               "for login-node (batch) or in-allocation mode.")
 def show_site(name: str, site_files: Sequence[str], rp_config: str) -> None:
-    """Show one site's settings (and, with --rp-config, the RP config made from it)."""
+    """Show one site's settings (and, with --rp-config, the RP config made from it).
+
+    NAME is a site from a site file or a RADICAL-Pilot resource name (ornl.frontier). Only
+    the fields that are set are printed, with the file the site came from (source).
+    """
     site = _load(name, site_files)
     for key, value in site.as_dict().items():
         click.echo(f"{key:<15} = {json.dumps(value)}")
@@ -151,6 +164,10 @@ def _check_pbs(site: Site) -> list[tuple[str, str, str]]:
 def check_command(name: str, site_files: Sequence[str]) -> None:
     """Check a site against this machine: scheduler commands, partition, account.
 
+    SLURM: sbatch/srun/squeue/scancel/sinfo and the site's launcher are on PATH, the
+    partition exists (sinfo -p), and partition, account, qos and reservation together are
+    accepted (sbatch --test-only, which queues nothing). PBS: qsub/qstat/qdel and the
+    launcher, the queue exists (qstat -Q); the account cannot be checked without submitting.
     Exits 1 when any check fails. Run it on the cluster's login node.
     """
     site = _load(name, site_files)

@@ -153,9 +153,18 @@ def submit_command(script: str, script_args: Sequence[str], site: str, site_file
                    template: str, campaign_dir: str, warning: int, dry_run: bool) -> None:
     """Submit SCRIPT, a campaign, as one batch job on SITE; print the job id.
 
-    The job runs 'asyncflow-hpc run SCRIPT --in-allocation': the pilot starts on the job's
-    own nodes and tasks launch with srun (SLURM) or mpiexec (PBS). Arguments after SCRIPT
-    (put -- before ones starting with a dash) are passed to it.
+    Renders batch_templates/<scheduler>/<template>.sh with the site's validated values,
+    writes it to the campaign folder as <job-name>.<scheduler>.sh and submits it with sbatch
+    (SLURM) or qsub (PBS); the job's output goes to <campaign-dir>/<job-name>.out. The job
+    runs 'asyncflow-hpc run SCRIPT --in-allocation': the pilot starts on the job's own nodes
+    (no second batch job) and tasks launch with srun (SLURM) or mpiexec/mpirun (PBS). With
+    --backend local the tasks are plain subprocesses of the job instead. Arguments after
+    SCRIPT (put -- before ones starting with a dash) are passed to it.
+
+    \b
+    Examples:
+      asyncflow-hpc submit campaign.py --site mycluster --nodes 2 --runtime 60 --dry-run
+      asyncflow-hpc submit campaign.py --site local-slurm --backend local -- --samples 10
     """
     try:
         found = find_site(site, [site_file] if site_file else [])

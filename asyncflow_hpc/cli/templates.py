@@ -16,7 +16,11 @@ __all__ = ["templates_group"]
 
 @click.group("templates", context_settings={"help_option_names": ["-h", "--help"]})
 def templates_group() -> None:
-    """Batch templates (batch_templates/<scheduler>/<name>.sh) that run a campaign in an allocation."""
+    """Batch templates (batch_templates/<scheduler>/<name>.sh) that run a campaign in an allocation.
+
+    'submit' renders one for a site and hands it to sbatch or qsub; inside the job it runs
+    'asyncflow-hpc run SCRIPT --in-allocation'.
+    """
 
 
 @templates_group.command("list")
@@ -30,10 +34,12 @@ def list_command() -> None:
 @templates_group.command("show")
 @click.argument("name")
 def show_command(name: str) -> None:
-    """Print template NAME (scheduler/name, e.g. slurm/campaign) unrendered.
+    """Print one template unrendered; NAME is scheduler/name (slurm/campaign, pbs/campaign).
 
-    Placeholders are {{ name }}; 'asyncflow-hpc submit SCRIPT --site S --dry-run' prints it
-    rendered with a site's validated values.
+    Placeholders are {{ name }}: a line whose value is unset is left out, a list value
+    repeats its line. 'asyncflow-hpc submit SCRIPT --site S --dry-run' prints the template
+    rendered with a site's validated, quoted values. A scheduler alone (slurm) means its
+    'campaign' template.
     """
     scheduler, _, template = name.partition("/")
     try:

@@ -161,7 +161,8 @@ asyncio.run(main())
 """
 
 
-def interrupt_when_started(proc: subprocess.Popen[str], folder: Path, timeout: float) -> str:
+def interrupt_when_started(proc: subprocess.Popen[str], folder: Path, timeout: float,
+                           sig: int = signal.SIGINT) -> str:
     deadline = time.monotonic() + timeout
     while not list(folder.glob("**/started.*")):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -169,14 +170,16 @@ def interrupt_when_started(proc: subprocess.Popen[str], folder: Path, timeout: f
             raise AssertionError(f"tasks never started: {out}")
         time.sleep(0.5)
     time.sleep(1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, _ = proc.communicate(timeout=90)
     return out
 
 
 @pytest.mark.timeout(120)
-def test_sigint_cancels_srun_jobs_of_local_tasks(slurm_jobs: SlurmJobs) -> None:
-    """Local backend, tasks that are srun jobs: Ctrl-C leaves no job and no process."""
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, -signal.SIGTERM)],
+                         ids=["SIGINT", "SIGTERM"])
+def test_sigint_cancels_srun_jobs_of_local_tasks(slurm_jobs: SlurmJobs, sig: int, code: int) -> None:
+    """Local backend, tasks that are srun jobs: Ctrl-C or SIGTERM leaves no job and no process."""
     folder = slurm_jobs.workdir
     proc = start_campaign(folder, SLEEPY, "--backend", "local", "--",
                           f"srun --job-name={slurm_jobs.tag} --time=5")
@@ -185,10 +188,10 @@ def test_sigint_cancels_srun_jobs_of_local_tasks(slurm_jobs: SlurmJobs) -> None:
         while len(jobs_in(folder, slurm_jobs)) < 2:
             assert time.monotonic() < deadline and proc.poll() is None, "srun jobs never appeared"
             time.sleep(0.3)
-        out = interrupt_when_started(proc, folder, 60)
+        out = interrupt_when_started(proc, folder, 60, sig)
     finally:
         end(proc, folder, slurm_jobs)
-    assert proc.returncode == 130, out
+    assert proc.returncode in (code, 128 - code), out  # SIGTERM: re-raised after the shutdown
     settle(folder, slurm_jobs)
 
 
