@@ -138,6 +138,21 @@ def test_sbatch_template_radical_mpi4py_two_ranks(slurm_jobs: SlurmJobs) -> None
 
 
 @pytest.mark.timeout(120)
+def test_sbatch_template_local_backend_mpi4py(slurm_jobs: SlurmJobs) -> None:
+    """Without RADICAL-Pilot (--backend local) a 2-rank task inside the job runs with mpirun,
+    which takes its slots from the SLURM allocation."""
+    if importlib.util.find_spec("mpi4py") is None or shutil.which("mpirun") is None:
+        slurm_jobs.skip_or_fail("mpi4py or mpirun is missing")
+    job = submit(slurm_jobs, str(EXAMPLES / "mpi4py_campaign.py"), "--site", "local-slurm",
+                 "--backend", "local", "--runtime", "3", "--job-name", "afhpc-lmpi")
+    state = slurm_jobs.wait(job, timeout=100)
+    out = job_output(slurm_jobs.workdir, "afhpc-lmpi")
+    assert state == "COMPLETED", out
+    assert "MPI RESULT ranks=2 rank=0 size=2 sum=3; rank=1 size=2 sum=3" in out, out
+    wait_no_leftovers(slurm_jobs.workdir)
+
+
+@pytest.mark.timeout(120)
 def test_usr1_warning_stops_campaign_cleanly(slurm_jobs: SlurmJobs) -> None:
     """SLURM's early warning (--signal=B:USR1@N) reaches the campaign as SIGTERM: it cancels
     its tasks (their processes die) and the job ends long before its time limit."""
