@@ -15,6 +15,8 @@ from ..errors import ConfigurationError
 
 __all__ = ["plot_comparison", "plot_scaling"]
 
+REFERENCE = "radical.asyncflow"
+
 
 def _pyplot() -> Any:
     try:
@@ -29,7 +31,11 @@ def _pyplot() -> Any:
 
 def _where(doc: Mapping[str, Any]) -> str:
     m = doc.get("machine", {})
-    return f"{m.get('host', '?')}, {m.get('cpus', '?')} cores, Python {m.get('python', '?')}"
+    where = f"{m.get('host', '?')}, {m.get('cpus', '?')} cores, Python {m.get('python', '?')}"
+    load = m.get("load_average")
+    if load:  # a busy machine explains slow or scattered numbers
+        where += f", load {load[0]:g} at start"
+    return where
 
 
 def plot_scaling(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -58,7 +64,7 @@ def plot_scaling(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     ax1.set_xlabel("nodes")
     ax1.set_ylabel("throughput (tasks/s)")
     ax1.set_title("throughput")
-    ax1.set_ylim(bottom=0, top=max(thr + ideal + [b[1] for b in bound]) * 1.25)
+    ax1.set_ylim(bottom=0, top=max(thr + ideal + [b[1] for b in bound]) * 1.6)  # legend room
     ax2.axhline(1.0, ls="--", color="grey", label="ideal")
     ax2.plot(nodes, eff, "o-", color="tab:green", label="measured", markersize=7)
     for n, e in zip(nodes, eff, strict=True):
@@ -72,11 +78,14 @@ def plot_scaling(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
         if len(nodes) == 1:
             ax.set_xlim(nodes[0] - 1, nodes[0] + 1)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower left")
+        ax.legend(loc="best", fontsize=8)
     size = series["size"]
     per = "per node" if series["mode"] == "weak" else "in total"
+    how = ("one pilot over the allocation" if series.get("backend") == "radical"
+           else f"one {series.get('backend', 'local')} engine per node")
     fig.suptitle(f"{series['workload']} ({size} tasks {per}), {series['mode']} scaling on "
-                 f"site {doc['site']['name']} [{_where(doc)}]", fontsize=10)
+                 f"site {doc['site']['name']}, {how}\n[submitted from {_where(doc)}]",
+                 fontsize=10)
     return _save(fig, plt, path)
 
 
@@ -109,7 +118,10 @@ def plot_comparison(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Pat
     ax.set_xlim(lo, hi * 8)  # room for the labels
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
-    fig.suptitle(f"asyncflow-hpc side by side [{_where(doc)}]", fontsize=10)
+    runs = f"best of {doc.get('repeat', '?')}"
+    if doc.get("reference_repeat"):
+        runs += f" ({REFERENCE}: best of {doc['reference_repeat']})"
+    fig.suptitle(f"asyncflow-hpc side by side, {runs} [{_where(doc)}]", fontsize=10)
     return _save(fig, plt, path)
 
 

@@ -143,6 +143,7 @@ def run_command(workloads: tuple[str, ...], size: int | None, duration: float | 
         if markdown:
             click.echo("\n" + format_comparison(rows, markdown=True))
         doc = document("bench", machine=info, backend="local", repeat=repeat,
+                       reference_repeat=reference_repeat or repeat,
                        results=[m.as_dict() for m in ours],
                        comparison=[r.as_dict() for r in rows])
     else:
