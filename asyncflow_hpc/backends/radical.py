@@ -180,6 +180,7 @@ class RadicalPilotBackend(ExecutionBackend):
         self._session_uid: str | None = None
         self._pilot_sandbox: str | None = None
         self.timings: dict[str, float] = {}
+        self._own_pids: set[int] = set()  # processes RP forked from this one (proxy worker)
 
     # ================================================================ life cycle
     async def _start(self) -> None:
@@ -217,6 +218,7 @@ class RadicalPilotBackend(ExecutionBackend):
         except Exception as exc:
             raise BackendError(f"RADICAL-Pilot session did not start: {exc}") from exc
         self._session_uid = self._session.uid
+        self._proxy_worker_pids()
         self.timings["session"] = time.monotonic() - t0
         self._pmgr = rp.PilotManager(session=self._session)
         self._tmgr = rp.TaskManager(session=self._session)
@@ -252,6 +254,12 @@ class RadicalPilotBackend(ExecutionBackend):
             if sys.prefix != sys.base_prefix:
                 pre.append(f"export VIRTUAL_ENV={_shq(sys.prefix)}")
             patches[res] = {"pre_bootstrap_0": pre}
+            if self._pilot_may_exceed_machine():
+                # local.localhost fakes 8 cores per node. RP's MPIEXEC method pins ranks with
+                # an OpenMPI rankfile to the scheduler's core indices; an index the machine
+                # does not have makes mpiexec exit 1 without a word. MPIRUN places ranks by
+                # host name only, so MPI tasks run wherever the pilot put them.
+                patches[res]["launch_methods"] = {"order": ["FORK", "MPIRUN", "MPIEXEC"]}
         for name, patch in patches.items():
             site, entry = name.split(".", 1)
             path = dst / f"resource_{site}.json"
@@ -262,12 +270,22 @@ class RadicalPilotBackend(ExecutionBackend):
                 except ValueError:
                     data = {}
             cur = dict(data.get(entry) or {})
-            if "pre_bootstrap_0" in patch and name not in self._site_config:
-                patch = {"pre_bootstrap_0": list(cur.get("pre_bootstrap_0") or [])
-                         + patch["pre_bootstrap_0"]}
+            if name not in self._site_config:  # our own patch: the user's entry wins
+                patch = dict(patch)
+                patch["pre_bootstrap_0"] = (list(cur.get("pre_bootstrap_0") or [])
+                                            + patch["pre_bootstrap_0"])
+                if "launch_methods" in cur:
+                    patch.pop("launch_methods", None)
             cur.update(patch)
             data[entry] = cur
             path.write_text(json.dumps(data, indent=2))
+
+    def _pilot_may_exceed_machine(self) -> bool:
+        """True when a local pilot may hand out core indices this machine does not have."""
+        cores = self._pd.get("cores")
+        if not cores:  # nodes x the config's (fake) cores_per_node: 8 on local.localhost
+            return True
+        return int(cores) > (os.cpu_count() or 1)
 
     def _submit_pilot(self) -> None:
         rp = self._rp
@@ -323,6 +341,34 @@ class RadicalPilotBackend(ExecutionBackend):
         finally:
             self.timings["close"] = time.monotonic() - t0
             self._kill_leftovers()
+            self._remove_id_counters()
+
+    def _proxy_worker_pids(self) -> None:
+        """Remember the pid of the proxy worker RP forks for this session.
+
+        RP's embedded proxy forks one worker per session (``multiprocessing``, no exec): the
+        child carries this program's command line and none of RP's folders in its recorded
+        environment, so only its pid identifies it if a close leaves it behind.
+        """
+        try:
+            clients = self._session._proxy._clients  # private to RP: best effort
+            self._own_pids.update(int(c["proc"].pid) for c in clients.values())
+        except Exception:
+            pass
+
+    def _remove_id_counters(self) -> None:
+        """RP keeps per-session id counters under ~/.radical/utils/<sid>: remove ours."""
+        if not self._session_uid:
+            return
+        try:
+            from radical.utils import ids
+
+            base = Path(ids._BASE)
+        except Exception:
+            return
+        folder = base / self._session_uid
+        if folder.is_dir() and folder.name.startswith("rp.session."):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _stop_raptor(self) -> None:
         master = self._raptor
@@ -341,13 +387,21 @@ class RadicalPilotBackend(ExecutionBackend):
         """Last resort: processes of THIS session that outlived close (found by session id)."""
         if not self._session_uid:
             return
+        import psutil
+
         procs = leftover_processes(self._session_uid, self.work_dir)
+        for pid in self._own_pids:
+            try:
+                proc = psutil.Process(pid)
+                if proc.ppid() == os.getpid() and proc.status() != psutil.STATUS_ZOMBIE \
+                        and all(p.pid != pid for p in procs):
+                    procs.append(proc)
+            except psutil.Error:
+                pass
         if not procs:
             return
         log.warning("RADICAL-Pilot left %d process(es) of session %s; terminating pids %s",
                     len(procs), self._session_uid, [p.pid for p in procs])
-        import psutil
-
         for p in procs:
             _quiet(p.terminate)
         _, alive = psutil.wait_procs(procs, timeout=3)
@@ -794,8 +848,11 @@ def _full_stdout(task: Any) -> str:
 
 
 def _pilot_detail(state: str, restarts: int, limit: int, mode: str) -> str:
-    what = {"DONE": "its runtime ended", "CANCELED": "it was cancelled",
-            "FAILED": "it failed"}.get(state, state)
+    # RP reports DONE both when the runtime expired and when the pilot was cancelled through
+    # RP (the agent then exits cleanly); CANCELED when its job was cancelled before running
+    what = {"DONE": "its agent exited (runtime expired or pilot cancelled)",
+            "CANCELED": "it was cancelled", "FAILED": "it failed (agent or job died)"
+            }.get(state, state)
     text = f"{what} while tasks were unfinished"
     if mode == "resubmit":
         text += f"; {restarts} of {limit} replacement pilot(s) used"
@@ -817,7 +874,8 @@ def leftover_processes(session_uid: str, work_dir: str | os.PathLike | None = No
     RP daemonises its components and PSI/J detaches the pilot, so they are NOT children of
     this process: a walk of our children misses them. Every process started while the
     backend started inherits its environment, whose RP folders point into the backend's own
-    ``work_dir``; that (or the session id) identifies them, never a program name.
+    ``work_dir``; that, the session id in the command line, or a working directory inside
+    the session's sandbox identifies them, never a program name.
     """
     import psutil
 
@@ -837,7 +895,14 @@ def leftover_processes(session_uid: str, work_dir: str | os.PathLike | None = No
                 env = proc.environ()
                 text = " ".join(env.get(k, "") for k in keys)
                 if not any(m in text for m in marks):
-                    continue
+                    # the agent's components are forked (no exec): their recorded environment
+                    # is the agent's, their title is rp.<component>; they work in the sandbox
+                    try:
+                        text = proc.cwd()
+                    except (psutil.Error, OSError):
+                        continue
+                    if not any(m in text for m in marks):
+                        continue
             out.append(proc)
         except (psutil.Error, OSError):
             continue

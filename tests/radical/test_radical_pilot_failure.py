@@ -67,28 +67,32 @@ def test_cancelled_pilot_fails_unfinished_tasks(tmp_path):
             import time as t
             t.sleep(600)
 
-        running = long()
-        queued = [long() for _ in range(6)]  # more than the pilot's free cores
-        func = fn()
-        await backend.wait_active(240)
-        await _wait_running(running)
-        # cancel the pilot from outside, as an operator (or scancel) would
-        t0 = time.monotonic()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, backend._pmgr.cancel_pilots, backend.pilot_uid)
-        for fut in [running, *queued, func]:
-            with pytest.raises(PilotFailedError) as info:
-                await asyncio.wait_for(fut, 30)
-            assert info.value.pilot_id == backend.pilot_uid
-            assert info.value.state == "CANCELED"
-            assert info.value.log_dir and backend.pilot_uid in info.value.log_dir
-        assert time.monotonic() - t0 < 30
-        # later tasks fail at once instead of waiting for a pilot that will not come
-        with pytest.raises(PilotFailedError):
-            await asyncio.wait_for(long(), 10)
-        session = backend.session_uid
-        await flow.shutdown()
-        return backend, session
+        try:
+            running = long()
+            queued = [long() for _ in range(6)]  # more than the pilot's free cores
+            func = fn()
+            await backend.wait_active(240)
+            await _wait_running(running)
+            # cancel the pilot behind the backend's back, through RP (the agent then exits
+            # cleanly and RP reports DONE; a job killed by the batch system ends FAILED)
+            t0 = time.monotonic()
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, backend._pmgr.cancel_pilots, backend.pilot_uid)
+            for fut in [running, *queued, func]:
+                with pytest.raises(PilotFailedError) as info:
+                    await asyncio.wait_for(fut, 30)
+                err = info.value
+                assert err.pilot_id == backend.pilot_uid
+                assert err.state in ("DONE", "CANCELED")
+                assert err.log_dir and backend.pilot_uid in err.log_dir
+                assert err.pilot_id in str(err) and err.log_dir in str(err)
+            assert time.monotonic() - t0 < 30
+            # later tasks fail at once instead of waiting for a pilot that will not come
+            with pytest.raises(PilotFailedError):
+                await asyncio.wait_for(long(), 10)
+            return backend, backend.session_uid
+        finally:
+            await flow.shutdown()
 
     backend, session = run(main(), 360)
     time.sleep(0.5)
@@ -103,8 +107,10 @@ def test_crashed_pilot_is_replaced_when_asked(tmp_path):
     marker = tmp_path / "first-attempt-ran"
 
     async def main():
+        # an explicit raptor= config instead of the automatic sizing
         backend = await RadicalPilotBackend(PILOT, work_dir=tmp_path / "rp",
-                                            on_pilot_failure="resubmit", max_pilot_restarts=1)
+                                            on_pilot_failure="resubmit", max_pilot_restarts=1,
+                                            raptor={"workers": 1, "cores_per_worker": 1})
         flow = await WorkflowEngine.create(backend=backend, install_signal_handlers=False,
                                            work_dir=tmp_path)
 
@@ -113,22 +119,38 @@ def test_crashed_pilot_is_replaced_when_asked(tmp_path):
             # the first attempt hangs (its pilot is killed), the requeued one finishes
             return f"if [ -e {marker} ]; then echo second; else touch {marker}; sleep 916; fi"
 
+        @flow.executable_task
+        def hangs():
+            return "/bin/sleep 917"
+
         @flow.function_task
         def square(x):
             return x * x
 
-        assert await square(3) == 9
-        fut = once_hangs()
-        await _wait_running(fut)
-        first_pilot = backend.pilot_uid
-        assert _kill_pilot_job(backend.session_uid) > 0
-        assert await asyncio.wait_for(fut, 300) == "second\n"
-        assert backend.pilot_uid != first_pilot
-        assert await asyncio.wait_for(square(4), 120) == 16  # raptor restarted on the new pilot
-        assert backend.describe()["pilot_restarts"] == 1
-        session = backend.session_uid
-        await flow.shutdown()
-        return backend, session
+        try:
+            assert await square(3) == 9
+            assert backend.describe()["raptor"] == {"workers": 1, "cores_per_worker": 1}
+            fut = once_hangs()
+            await _wait_running(fut)
+            first_pilot = backend.pilot_uid
+            assert _kill_pilot_job(backend.session_uid) > 0
+            assert await asyncio.wait_for(fut, 300) == "second\n"
+            assert backend.pilot_uid != first_pilot
+            assert await asyncio.wait_for(square(4), 120) == 16  # raptor restarted
+            assert backend.describe()["pilot_restarts"] == 1
+            # bounded: the replacement dies too and no third pilot is started
+            fut = hangs()
+            await _wait_running(fut)
+            second_pilot = backend.pilot_uid
+            assert _kill_pilot_job(backend.session_uid) > 0
+            with pytest.raises(PilotFailedError) as info:
+                await asyncio.wait_for(fut, 30)
+            assert info.value.pilot_id == second_pilot and info.value.state == "FAILED"
+            assert "1 of 1 replacement" in str(info.value)
+            assert backend.pilot_uid == second_pilot
+            return backend, backend.session_uid
+        finally:
+            await flow.shutdown()
 
     backend, session = run(main(), 540)
     time.sleep(0.5)
