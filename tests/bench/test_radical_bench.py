@@ -16,7 +16,8 @@ from benchutil import run
 
 from asyncflow_hpc.bench import make_workload, run_suite
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.radical]
+pytestmark = [pytest.mark.timeout(600), pytest.mark.radical,
+              pytest.mark.filterwarnings("ignore:Import `radical` modules before:UserWarning")]
 
 os.environ.setdefault("RADICAL_PROFILE", "FALSE")  # no NTP queries from every RP process
 os.environ.setdefault("RADICAL_DEFAULT_IFACE", "lo")

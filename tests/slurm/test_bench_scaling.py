@@ -31,7 +31,7 @@ def test_weak_scaling_over_one_node(slurm_jobs: SlurmJobs, slurm_cluster: SlurmC
     res = CliRunner().invoke(bench_command, [
         "scaling", "--site", "local-slurm", "--nodes", "1", "--mode", "weak",
         "--workload", "sleep-exe", "--size", "4", "--duration", "0.1",
-        "--timeout", "200", "--walltime", "5", "--work-dir", str(tmp_path / "work"),
+        "--timeout", "240", "--walltime", "5", "--work-dir", str(tmp_path / "work"),
         "--job-name", slurm_jobs.tag, "--json", str(out), "--plot", str(png),
     ], catch_exceptions=False)
     assert res.exit_code == 0, res.output
