@@ -108,7 +108,9 @@ async def reference_workloads(args: argparse.Namespace) -> list[dict]:
 
 async def main(args: argparse.Namespace) -> list[dict]:
     backend = await LocalExecutionBackend(ThreadPoolExecutor())
-    async with WorkflowEngine.create(backend=backend, install_signal_handlers=False) as flow:
+    # no telemetry, progress or journal from ASYNCFLOW_HPC_* variables: the engine alone
+    async with WorkflowEngine.create(backend=backend, install_signal_handlers=False,
+                                     telemetry="", progress="off", journal="") as flow:
         print(f"asyncflow-hpc engine benchmark: python {sys.version.split()[0]}, "
               f"{os.cpu_count()} cores, best of {args.repeat}", flush=True)
         # memory first, so that earlier workloads' freed memory does not hide growth
