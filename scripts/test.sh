@@ -22,6 +22,11 @@ for tool in ping dig; do
 done
 
 MULTI_NODE_ARGS=(--nodes 3 --cpus-per-node 2)   # what tests/multinode expects
+# A separate cluster (ASYNCFLOW_HPC_SLURM_CONF/_PORT, see docs/test-cluster.md): the scripts
+# start and stop that one, and the tests' SLURM commands must talk to it too.
+if [ -n "${ASYNCFLOW_HPC_SLURM_CONF:-}" ]; then
+  export SLURM_CONF=$ASYNCFLOW_HPC_SLURM_CONF
+fi
 PYTEST=(python3 -m pytest -p no:cacheprovider -ra)
 
 # Which test paths do the arguments name? (Option values such as "-k expr" are not paths.)
