@@ -48,6 +48,19 @@ trap 'forward USR1' USR1
 trap 'note TERM' TERM
 trap 'note INT' INT
 
+# With proctrack/linuxproc SLURM ends only the processes it can trace to the job, and
+# RADICAL-Pilot's agent components detach from their parents: after a scancel they
+# would live on. A watcher in its own session waits for this shell to end, then ends
+# whatever is left of this shell's process group (the campaign and everything it
+# started; srun steps and slurmstepd are not in it). Nothing is killed by name.
+if command -v setsid >/dev/null 2>&1 && [ "$(ps -o pgid= -p $$ 2>/dev/null | tr -d ' ')" = "$$" ]; then
+  # ( ... & ): the watcher's parent exits at once, so it is not a descendant of this job
+  # either and the scheduler's own SIGTERM/SIGKILL at scancel does not reach it
+  ( setsid /bin/bash -c 'trap "" TERM INT HUP; while kill -0 "$1" 2>/dev/null; do sleep 1; done
+    kill -TERM -- "-$1" 2>/dev/null || exit 0
+    sleep 3; kill -KILL -- "-$1" 2>/dev/null; exit 0' afhpc-reaper "$$" </dev/null >/dev/null 2>&1 & )
+fi
+
 {{ python_q }} -m asyncflow_hpc run {{ script_q }} --in-allocation --backend {{ backend_q }} {{ site_args_q }} -- {{ script_args_q }} &
 client=$!
 status=0

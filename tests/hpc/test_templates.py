@@ -130,3 +130,14 @@ def test_render_rules():
         render_text("{{ typo }}\n", {})
     with pytest.raises(TemplateError, match="newline"):
         render_text("{{ x }}\n", {"x": "a\nb"})
+
+
+@pytest.mark.parametrize("site", [SLURM, PBS], ids=["slurm", "pbs"])
+def test_templates_start_a_detached_watcher_of_the_process_group(site, script, tmp_path):
+    """Detached agent processes must not outlive a cancelled job (proctrack/linuxproc)."""
+    text = render_template(site.scheduler, "campaign", job_values(site, script, campaign_dir=tmp_path))
+    watcher = text[text.index("( setsid"):text.index("afhpc-reaper")]
+    assert 'kill -TERM -- "-$1"' in watcher and 'kill -KILL -- "-$1"' in watcher
+    assert "pkill" not in text and "killall" not in text  # never by name
+    assert text.index("afhpc-reaper") < text.index("-m asyncflow_hpc run")
+

@@ -183,6 +183,36 @@ def test_usr1_warning_stops_campaign_cleanly(slurm_jobs: SlurmJobs) -> None:
     wait_no_leftovers(slurm_jobs.workdir)
 
 
+@pytest.mark.timeout(300)
+def test_scancel_of_radical_campaign_in_allocation_leaves_nothing(slurm_jobs: SlurmJobs) -> None:
+    """A plain scancel of a job whose campaign runs a pilot (agent, srun steps, sleeping tasks):
+    SLURM's SIGTERM reaches the campaign and the agent; no job and no process survive."""
+    need_radical(slurm_jobs)
+    camp = slurm_jobs.workdir / "sleepy.py"
+    camp.write_text(
+        "import asyncio\nfrom asyncflow_hpc import WorkflowEngine\n"
+        "async def main():\n"
+        "    async with WorkflowEngine.create() as flow:\n"
+        "        @flow.executable_task\n"
+        "        def nap(i, task_description={'shell': True}):\n"
+        "            return f'touch started.{i}; exec sleep 300'\n"
+        "        await asyncio.gather(*[nap(i) for i in range(2)])\n"
+        "asyncio.run(main())\n")
+    job = submit(slurm_jobs, str(camp), "--site", "local-slurm", "--backend", "radical",
+                 "--runtime", "8", "--job-name", "afhpc-scancel")
+    deadline = time.monotonic() + 240
+    while len(list(slurm_jobs.workdir.glob("**/started.*"))) < 2:
+        assert slurm_jobs.queue_state(job) in ("PENDING", "RUNNING", "CONFIGURING"), \
+            job_output(slurm_jobs.workdir, "afhpc-scancel")
+        assert time.monotonic() < deadline, job_output(slurm_jobs.workdir, "afhpc-scancel")
+        time.sleep(1)
+    slurm_jobs.run(["scancel", job])
+    assert slurm_jobs.wait(job, timeout=60) == "CANCELLED"
+    wait_no_leftovers(slurm_jobs.workdir, timeout=30)
+    out = job_output(slurm_jobs.workdir, "afhpc-scancel")
+    assert "received SIGTERM" in out, out
+
+
 # ------------------------------------------------------------------------ PBS (Torque qsub)
 @pytest.mark.timeout(180)
 def test_qsub_template_campaign(slurm_jobs: SlurmJobs, slurm_cluster: SlurmCluster) -> None:
