@@ -1,6 +1,7 @@
 """Resource samples of this node (psutil): RHAPSODY ``ResourceUpdate`` event lines.
 
-Runs on the telemetry writer's thread, never on the event loop. CPU and memory are
+Runs in the telemetry worker process (or on the writer's thread), never on the event loop.
+Imports only the standard library and psutil: the worker process loads it by file. CPU and memory are
 point-in-time percentages; disk and network are byte deltas since the previous sample; the
 GPU is read through NVML (``pynvml``) when it is installed, otherwise ``gpu_percent`` is null.
 """
@@ -36,8 +37,9 @@ def interval_from_env(value: float | None) -> float:
 class ResourceSampler:
     """Call :meth:`line` periodically; each call returns one ``ResourceUpdate`` JSON line."""
 
-    def __init__(self, session_id: str, backend: str, ids_json: Callable[[], str],
-                 on_sample: Callable[[dict], None] | None = None) -> None:
+    def __init__(self, session_id: str, backend: str | None, ids_json: Callable[[], str],
+                 on_sample: Callable[[dict], None] | None = None,
+                 pid: int | None = None) -> None:
         import psutil
 
         self._psutil = psutil
@@ -46,6 +48,7 @@ class ResourceSampler:
         self.node = socket.gethostname()
         self._ids_json = ids_json
         self._on_sample = on_sample
+        self._pid = pid if pid is not None else os.getpid()  # the process the tasks run in
         self._count = 0
         self._prefix = os.urandom(12).hex()
         self._gpu: Any = _nvml()
@@ -103,7 +106,7 @@ class ResourceSampler:
             "backend": self.backend,
             "task_id": None,
             "node_id": self.node,
-            "attributes": {"pid": os.getpid()},
+            "attributes": {"pid": self._pid},
             **s,
         }, separators=(",", ":"))
         return f'{head[:-1]},{self._ids_json()},"name":"ResourceUpdate","section":"event"}}\n'

@@ -4,11 +4,22 @@ Hot path: the observer, called by the engine on the loop for every event, append
 references to a list and nothing else (executables also note their command line, which the
 engine drops once the task ends). When the engine offers ``subscribe(..., raw=True)`` the
 observer is called as ``observer(type, record, error, value)`` and no Event object is built.
-A timer translates the buffer into lines at least once a
-second, in slices so that a burst of events does not hold the loop for long, and hands the
-text to the writer thread. ``close()`` (awaited by the engine at shutdown) writes the rest,
-the workflow and session spans, a last metric snapshot and ``SessionEnded``. If the process
-exits without a shutdown, an ``atexit`` hook does the same.
+
+Two ways to turn the buffer into lines:
+
+* worker process (the default): every ``BUSY_INTERVAL`` while events come in (at least once
+  a second otherwise) a timer packs the buffer into a compact batch (:func:`.fastlog.pack`,
+  column by column, mostly in C) and queues it for a thread that writes it to the pipe of
+  the telemetry worker process (:mod:`.worker`). The worker translates and writes on another
+  core, concurrently with the engine, and samples the node's resources.
+* in process (with an OpenTelemetry bridge, whose spans must be made here; with
+  ``ASYNCFLOW_HPC_TELEMETRY_WRITER=thread``; or when no worker can be started): a timer
+  translates the buffer into lines at least once a second, in slices so that a burst of
+  events does not hold the loop for long, and hands the text to the writer thread.
+
+``close()`` (awaited by the engine at shutdown) writes the rest, the workflow and session
+spans, a last metric snapshot and ``SessionEnded``, and waits until the log is complete on
+disk. If the process exits without a shutdown, an ``atexit`` hook does the same.
 """
 
 from __future__ import annotations
@@ -25,19 +36,27 @@ from typing import Any
 from .._version import __version__
 from ..events import EventType
 from ..tasks import TaskKind
+from .fastlog import pack
 from .metrics import Metrics
 from .otel import find_bridge
 from .resources import ResourceSampler, interval_from_env
 from .spans import SpanFactory
 from .translate import Translator
-from .writer import JsonlWriter
+from .writer import JsonlWriter, WorkerProcess, WorkerUnavailable
 
 __all__ = ["TelemetrySession"]
 
 log = logging.getLogger("asyncflow_hpc.telemetry")
 
 FLUSH_INTERVAL = 1.0
+BUSY_INTERVAL = 0.01  # worker process: hand over this often while events come in
+SHIP_EVENTS = 2048  # worker process: ... and whenever this many events are waiting
 SLICE = 4 * 5_000  # events translated per loop turn (4 list slots per event): ~15 ms
+
+
+def _use_worker() -> bool:
+    mode = os.environ.get("ASYNCFLOW_HPC_TELEMETRY_WRITER", "process").strip().lower()
+    return mode not in ("thread", "inline", "0", "off", "no", "false")
 
 
 class TelemetrySession:
@@ -80,48 +99,80 @@ class TelemetrySession:
             bridge.current_context() if bridge is not None else None)
         self.translator = Translator(self.session_id, self.spans, self.session_span, self.metrics)
 
-        sampler = None
-        if self._interval > 0:
-            try:
-                sampler = ResourceSampler(self.session_id, self.backend,
-                                          lambda: self.session_span.ids_json,
-                                          on_sample=self._on_sample)
-            except Exception as exc:  # psutil missing or unusable here: no samples
-                log.debug("resource sampling off: %s", exc)
-        try:
-            self.writer = JsonlWriter(path, tick=sampler.line if sampler else None,
-                                      interval=self._interval,
-                                      on_start=sampler.prime if sampler else None)
-        except OSError as exc:  # fail at the start, not hours later with no log
-            from ..errors import ConfigurationError
-
-            raise ConfigurationError(
-                f"telemetry: cannot write the event log {path!r}: {exc.strerror or exc}") from exc
-        self.writer.write(self.translator.event_line(
+        self.worker: WorkerProcess | None = None
+        self.writer: JsonlWriter | None = None
+        started_line = self.translator.event_line(
             "SessionStarted", self.started, self.started, backend=self.backend,
-            attributes={**self._session_attrs, "backends": backends}))
+            attributes={**self._session_attrs, "backends": backends})
+        if bridge is None and _use_worker():
+            try:
+                self.worker = WorkerProcess(path, {
+                    "session_id": self.session_id, "trace_hex": self.session_span.trace_hex,
+                    "span_hex": self.session_span.span_hex, "backend": self.backend,
+                    "interval": self._interval})
+            except WorkerUnavailable as exc:  # write in process instead
+                log.debug("telemetry worker process unavailable: %s", exc)
+            except OSError as exc:  # fail at the start, not hours later with no log
+                self._config_error(path, exc)
+        if self.worker is not None:
+            self.worker.send(("T", started_line))
+        else:
+            sampler = None
+            if self._interval > 0:
+                try:
+                    sampler = ResourceSampler(self.session_id, self.backend,
+                                              lambda: self.session_span.ids_json,
+                                              on_sample=self._on_sample)
+                except Exception as exc:  # psutil missing or unusable here: no samples
+                    log.debug("resource sampling off: %s", exc)
+            try:
+                self.writer = JsonlWriter(path, tick=sampler.line if sampler else None,
+                                          interval=self._interval,
+                                          on_start=sampler.prime if sampler else None)
+            except OSError as exc:  # fail at the start, not hours later with no log
+                self._config_error(path, exc)
+            self.writer.write(started_line)
         self._unsubscribe = self._subscribe(engine)
         atexit.register(self._at_exit)
-        self._schedule()
+        self._schedule(BUSY_INTERVAL if self.worker is not None else FLUSH_INTERVAL)
+
+    @staticmethod
+    def _config_error(path: str, exc: OSError) -> None:
+        from ..errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"telemetry: cannot write the event log {path!r}: {exc.strerror or exc}") from exc
 
     # ------------------------------------------------------------------ hot path
     def _subscribe(self, engine: Any) -> Any:
         """Subscribe as a raw observer when the engine offers it (no Event object per
         event), else as an ordinary one."""
-        add = self._buffer.extend  # one flat list: type, time, record, error, type, ...
+        buf = self._buffer
+        add = buf.extend  # one flat list: type, time, record, error, type, ...
         commands = self.translator.commands
         queued, executable = EventType.QUEUED, TaskKind.EXECUTABLE
+        completed = EventType.COMPLETED
         now = time.time
+        # worker process: a burst of events (thousands of tasks submitted or finishing in one
+        # loop turn) is handed over while it lasts, so that the worker keeps pace; checked
+        # once per task (when queued, when completed), not on every event
+        limit = 4 * SHIP_EVENTS if self.worker is not None else 1 << 62
+        ship = self._ship_now
 
         def observe_raw(etype: str, rec: Any, error: Any = None, value: Any = None) -> None:
             # called by the engine without a guard: must not raise
             add((etype, now(), rec, error))
-            if etype is queued and rec.kind is executable:
-                try:
-                    if rec.spec is not None:
-                        commands[rec.uid] = rec.spec.command
-                except Exception:
-                    pass
+            if etype is queued:
+                if rec.kind is executable:
+                    try:
+                        if rec.spec is not None:
+                            commands[rec.uid] = rec.spec.command
+                    except Exception:
+                        pass
+                if len(buf) >= limit:
+                    ship()
+            elif etype is completed and len(buf) >= limit:
+                ship()
 
         def observe(ev: Any) -> None:
             rec = ev.task
@@ -141,13 +192,46 @@ class TelemetrySession:
         self.metrics.node = sample
 
     # ------------------------------------------------------------------ flushing
-    def _schedule(self) -> None:
+    def _schedule(self, interval: float = FLUSH_INTERVAL) -> None:
         if not self._closed:
-            self._timer = self._loop.call_later(FLUSH_INTERVAL, self._tick)
+            self._timer = self._loop.call_later(interval, self._tick)
 
     def _tick(self) -> None:
         self._timer = None
-        self._drain_step()
+        if self.worker is not None:
+            self._ship()
+        else:
+            self._drain_step()
+
+    def _ship(self) -> None:
+        """Worker process: hand the buffer over as one batch; come back soon while busy."""
+        if self._closed:
+            return
+        busy = bool(self._buffer)
+        if busy:
+            self._send_batch()
+        self._schedule(BUSY_INTERVAL if busy else 0.25)
+
+    def _ship_now(self) -> None:
+        """Hand a burst over from inside the observer (must not raise)."""
+        try:
+            if not self._closed:
+                self._send_batch()
+        except Exception:
+            log.debug("telemetry: handing events over failed", exc_info=True)
+
+    def _send_batch(self) -> None:
+        buf = self._buffer
+        if not buf and not self.translator.commands:
+            return
+        try:
+            batch = pack(buf, time.time(), self.translator.commands)
+        except Exception:
+            log.exception("telemetry: packing events failed")
+            buf.clear()
+            return
+        buf.clear()
+        self.worker.send(batch)  # type: ignore[union-attr]
 
     def _drain_step(self) -> None:
         """Translate one slice; come back next loop turn for more, else re-arm the timer."""
@@ -165,14 +249,21 @@ class TelemetrySession:
                 out.append(self.metrics.line(now))
         except Exception:
             log.exception("telemetry: translating events failed")
-        self.writer.write("".join(out))
+        self.writer.write("".join(out))  # type: ignore[union-attr]
         if buf:
             self._loop.call_soon(self._drain_step)
         else:
             self._schedule()
 
+    def _closing_lines(self, now: float) -> str:
+        """SessionEnded and the session span."""
+        return (self.translator.event_line(
+                    "SessionEnded", now, now, backend=self.backend,
+                    attributes=dict(self._session_attrs), duration_seconds=now - self.started)
+                + self.spans.close(self.session_span, now, "OK"))
+
     def _final_text(self) -> str:
-        """Everything still buffered, then the closing lines (used once)."""
+        """In process: everything still buffered, then the closing lines (used once)."""
         out: list[str] = []
         now = time.time()
         tr = self.translator
@@ -183,11 +274,15 @@ class TelemetrySession:
         self._buffer.clear()
         tr.finish(now, out)
         out.append(self.metrics.line(now))
-        out.append(tr.event_line("SessionEnded", now, now, backend=self.backend,
-                                 attributes=dict(self._session_attrs),
-                                 duration_seconds=now - self.started))
-        out.append(self.spans.close(self.session_span, now, "OK"))
+        out.append(self._closing_lines(now))
         return "".join(out)
+
+    def _finish_worker(self) -> None:
+        """Worker process: the rest of the events and the end (the worker adds its spans
+        and last metric snapshot before the closing lines)."""
+        self._send_batch()
+        now = time.time()
+        self.worker.send(("F", now, self._closing_lines(now)))  # type: ignore[union-attr]
 
     async def close(self) -> None:
         """Write the rest and close the file (awaited by the engine at shutdown)."""
@@ -198,10 +293,14 @@ class TelemetrySession:
         if self._timer is not None:
             self._timer.cancel()
         self._unsubscribe()
-        self.writer.tick_now()  # a last resource sample, so short runs have one too
-        self.writer.write(self._final_text())
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.writer.close)
+        if self.worker is not None:
+            self._finish_worker()
+            await loop.run_in_executor(None, self.worker.close)
+        else:
+            self.writer.tick_now()  # type: ignore[union-attr]  # a last sample, for short runs
+            self.writer.write(self._final_text())  # type: ignore[union-attr]
+            await loop.run_in_executor(None, self.writer.close)  # type: ignore[union-attr]
         if self._bridge is not None:
             await loop.run_in_executor(None, self._bridge.force_flush)
 
@@ -211,8 +310,12 @@ class TelemetrySession:
             return
         self._closed = True
         try:
-            self.writer.write(self._final_text())
-            self.writer.close(timeout=5.0)
+            if self.worker is not None:
+                self._finish_worker()
+                self.worker.close(timeout=10.0)
+            else:
+                self.writer.write(self._final_text())  # type: ignore[union-attr]
+                self.writer.close(timeout=5.0)  # type: ignore[union-attr]
         except Exception:
             pass
 

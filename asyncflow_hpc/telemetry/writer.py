@@ -1,21 +1,31 @@
-"""Append complete JSON lines to a file from a background thread.
+"""Append complete JSON lines to a file from a background thread; start the worker process.
 
 The event loop hands over whole blocks of lines; a thread writes them with ``os.write`` on a
 file opened ``O_APPEND`` with mode 0600, so a slow shared filesystem never stalls the loop and
 each block lands in one system call (whole lines, also when several writers share a file).
 The same thread can run a periodic job (the resource sampler), whose lines are written too.
+
+:class:`WorkerProcess` starts the telemetry worker (:mod:`.worker`) on the log file and feeds
+it batches through a pipe, with the same kind of thread doing the (possibly blocking) writes.
 """
 
 from __future__ import annotations
 
 import logging
+import marshal
 import os
 import queue
+import subprocess
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["JsonlWriter", "open_log"]
+from .fastlog import sanitize
+
+__all__ = ["JsonlWriter", "WorkerProcess", "WorkerUnavailable", "open_log"]
 
 log = logging.getLogger("asyncflow_hpc.telemetry")
 
@@ -56,10 +66,10 @@ class JsonlWriter:
 
     def __init__(self, path: str, *, tick: Callable[[], str] | None = None,
                  interval: float | None = None,
-                 on_start: Callable[[], None] | None = None) -> None:
+                 on_start: Callable[[], None] | None = None, fd: int | None = None) -> None:
         self.path = path
         self._on_start = on_start
-        self._fd = open_log(path)
+        self._fd = open_log(path) if fd is None else fd
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._tick = tick
         self._interval = interval if tick is not None and interval and interval > 0 else None
@@ -156,6 +166,123 @@ class JsonlWriter:
                     log.warning("asyncflow-hpc: cannot write telemetry to %s: %s", self.path, exc)
 
 
-def _encode(text: str) -> bytes:
+def _encode(text: str | bytes) -> bytes:
+    if isinstance(text, bytes):
+        return text
     # a lone surrogate (from a file name, say) becomes a \udcxx escape: still valid JSON
     return text.encode("utf-8", "backslashreplace")
+
+
+class WorkerUnavailable(RuntimeError):
+    """The worker process could not be started (the caller writes in process instead)."""
+
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
+_workers: weakref.WeakSet = weakref.WeakSet()
+
+
+class WorkerProcess:
+    """The telemetry worker process writing ``path``, fed through a pipe.
+
+    The parent opens the file (so an unwritable path fails here, with the usual mode and
+    truncation rules) and hands the descriptor to the worker. Frames are queued for a thread
+    that writes them to the pipe, so a slow worker never blocks the event loop.
+    """
+
+    def __init__(self, path: str, init: dict) -> None:
+        self.path = path
+        fd = open_log(path)
+        try:
+            rfd, wfd = os.pipe()
+            try:
+                if not sys.executable or os.name != "posix":
+                    raise WorkerUnavailable("no Python interpreter to start (or not POSIX)")
+                # -I -S: no site (faster start); the worker finds psutil through argv
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", WORKER, str(fd), str(os.getpid()),
+                     *_psutil_path()], stdin=rfd,
+                    stdout=subprocess.DEVNULL, pass_fds=(fd,), close_fds=True,
+                    start_new_session=True)
+            except BaseException as exc:
+                os.close(wfd)
+                if isinstance(exc, Exception) and not isinstance(exc, WorkerUnavailable):
+                    raise WorkerUnavailable(str(exc)) from exc
+                raise
+            finally:
+                os.close(rfd)
+        finally:
+            os.close(fd)
+        self._forked = False
+        self._writer = JsonlWriter(path, fd=wfd)
+        _workers.add(self)
+        self.send(("I", init))
+
+    def send(self, msg: tuple) -> None:
+        """Queue one frame (a marshal-able tuple) for the worker."""
+        try:
+            data = marshal.dumps(msg)
+        except ValueError:  # a value marshal cannot carry (an odd workflow id, say)
+            if msg[0] != "B":
+                raise
+            data = marshal.dumps(sanitize(msg))
+        self._writer.write(len(data).to_bytes(4, "big") + data)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Hand over what is queued, close the pipe and wait for the worker to finish the
+        log. Blocking; idempotent."""
+        if self._forked:
+            return
+        self._writer.close(timeout)  # the pipe's end: the worker writes the rest and exits
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("asyncflow-hpc: the telemetry worker did not finish within %.0f s",
+                        timeout)
+            self.proc.kill()
+            code = self.proc.wait()
+        if code:
+            log.warning("asyncflow-hpc: the telemetry worker writing %s exited with status %s",
+                        self.path, code)
+
+    def _after_fork(self) -> None:
+        # a forked child must not hold the pipe open (the worker waits for its end)
+        self._forked = True
+        w: Any = self._writer
+        w._closed = True
+        if w._fd >= 0:
+            try:
+                os.close(w._fd)
+            except OSError:
+                pass
+            w._fd = -1
+
+
+def _psutil_path() -> list[str]:
+    """Where psutil (and pynvml, for GPUs) are installed, without importing them: the
+    worker's additions to ``sys.path``."""
+    import importlib.util
+
+    out: list[str] = []
+    for name in ("psutil", "pynvml"):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is None or not spec.origin:
+            continue
+        where = os.path.dirname(os.path.abspath(spec.origin))
+        if spec.submodule_search_locations:  # a package: its parent directory
+            where = os.path.dirname(where)
+        if where not in out:
+            out.append(where)
+    return out
+
+
+def _after_fork_in_child() -> None:
+    for worker in list(_workers):
+        worker._after_fork()
+    _workers.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

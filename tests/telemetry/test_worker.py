@@ -1,0 +1,232 @@
+"""The telemetry worker process: lifetime, crash safety, escaping, the in-process fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+from telemetry_testlib import (
+    EVENT_KEYS,
+    clean_env_fixture,  # noqa: F401 - the clean_env fixture
+    events,
+    make_engine,
+    read_lines,
+    run,
+    spans,
+    types,
+)
+
+import asyncflow_hpc
+from asyncflow_hpc.telemetry import fastlog
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(asyncflow_hpc.__file__)))
+WEIRD = ['say "hi"', "line\nbreak\ttab", "ünïcödé ✓ 日本", "back\\slash", "ctrl\x01\x1f",
+         "percent %s %d %%", "{\"json\": [1]}"]
+
+
+def _workers() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True)
+            if any("worker.py" in part for part in _cmdline(p))]
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
+@pytest.mark.timeout(120)
+def test_the_worker_runs_while_the_engine_does_and_is_gone_after_shutdown(tmp_path):
+    path = tmp_path / "ev.jsonl"
+
+    async def main():
+        flow = await make_engine(path)
+        session = next(a for a in flow._attachments if hasattr(a, "worker"))
+        assert session.worker is not None  # the default: a worker process
+        assert len(_workers()) == 1
+
+        @flow.function_task
+        async def one(i):
+            return i
+
+        assert await asyncio.gather(*[one(i) for i in range(300)]) == list(range(300))
+        await flow.shutdown()
+        assert session.worker.proc.poll() == 0
+        assert _workers() == []
+
+    run(main())
+    lines = read_lines(path)
+    assert len({e["task_id"] for e in events(lines) if e["task_id"]}) == 300
+    assert types(events(lines))[-1] == "SessionEnded"
+    assert _workers() == []
+
+
+@pytest.mark.timeout(120)
+def test_user_strings_are_escaped(tmp_path):
+    path = tmp_path / "ev.jsonl"
+
+    async def main():
+        flow = await make_engine(path)
+        futs = []
+        for k, text in enumerate(WEIRD):
+            async def body(x):
+                return x
+
+            body.__name__ = body.__qualname__ = text
+            task = flow.function_task(body)
+            futs.append(task(k, workflow_id=f"wf {text}"))
+        assert await asyncio.gather(*futs) == list(range(len(WEIRD)))
+        await flow.shutdown()
+
+    run(main())
+    lines = read_lines(path)  # every line parses
+    by_task: dict = {}
+    for e in events(lines):
+        if e["task_id"]:
+            assert [k for k in e if k not in ("duration_seconds", "error_type")] == EVENT_KEYS
+            by_task.setdefault(e["task_id"], []).append(e)
+    names = {evs[0]["attributes"]["task_name"] for evs in by_task.values()}
+    assert names == set(WEIRD)
+    for evs in by_task.values():
+        name = evs[0]["attributes"]["task_name"]
+        for e in evs:
+            assert e["attributes"]["task_name"] == e["attributes"]["executable"] == name
+            assert e["attributes"]["workflow_id"] == f"wf {name}"
+    assert {s["attributes"]["workflow_id"] for s in spans(lines, "workflow")} == {
+        f"wf {t}" for t in WEIRD}
+
+
+@pytest.mark.timeout(120)
+def test_in_process_writing_on_request(tmp_path, clean_env):
+    clean_env.setenv("ASYNCFLOW_HPC_TELEMETRY_WRITER", "thread")
+    path = tmp_path / "ev.jsonl"
+
+    async def main():
+        flow = await make_engine(path)
+        session = next(a for a in flow._attachments if hasattr(a, "worker"))
+        assert session.worker is None and _workers() == []
+
+        @flow.function_task
+        def square(x):
+            return x * x
+
+        assert await square(3) == 9
+        await flow.shutdown()
+
+    run(main())
+    task = events(read_lines(path), "task.000001")
+    assert types(task) == ["TaskCreated", "TaskResolved", "TaskQueued", "TaskSubmitted",
+                           "TaskStarted", "TaskCompleted"]
+
+
+def test_pack_and_translate_match_the_in_process_translator():
+    """The worker's lines carry the same keys and values as the in-process translator's."""
+    from asyncflow_hpc.events import EventType
+    from asyncflow_hpc.tasks import TaskKind, TaskRecord
+    from asyncflow_hpc.telemetry.metrics import Metrics
+    from asyncflow_hpc.telemetry.spans import SpanFactory
+    from asyncflow_hpc.telemetry.translate import Translator
+
+    recs = []
+    for i, name in enumerate(WEIRD):
+        r = TaskRecord(f"task.{i:06d}", name, TaskKind.FUNCTION, None, None)
+        r.workflow_id, r.backend, r.attempts = f"wf-{i % 2}", "local", 1
+        r.dependencies = [recs[-1].uid] if recs else []
+        recs.append(r)
+    buf: list = []
+    t = 1_700_000_000.0
+    for k, et in enumerate((EventType.CREATED, EventType.RESOLVED, EventType.QUEUED,
+                            EventType.SUBMITTED, EventType.STARTED)):
+        for r in recs:
+            buf += [et, t + k + 0.25, r, None]
+    for r in recs:
+        r.node = "node-1"
+    err = RuntimeError('bad "value"\n')
+    for j, r in enumerate(recs):
+        buf += [EventType.FAILED if j == 0 else EventType.COMPLETED, t + 9.5, r,
+                err if j == 0 else None]
+    emit = t + 10
+
+    factory = SpanFactory(None)
+    session = factory.open("session", None, t, {})
+    old: list[str] = []
+    Translator("engine.x", factory, session, Metrics("engine.x")).feed(buf, emit, old)
+    new: list[str] = []
+    batch = fastlog.pack(buf, emit, {})
+    import marshal
+
+    fastlog.BatchTranslator("engine.x", session.trace_hex, session.span_hex).feed(
+        marshal.loads(marshal.dumps(batch)), new)
+    old_lines = [json.loads(x) for x in "".join(old).splitlines()]
+    new_lines = [json.loads(x) for x in "".join(new).splitlines()]
+    assert len(old_lines) == len(new_lines)
+    ids = ("event_id", "span_id", "parent_span_id")
+    for a, b in zip(old_lines, new_lines, strict=True):
+        assert list(a) == list(b)
+        assert {k: v for k, v in a.items() if k not in ids} == \
+            {k: v for k, v in b.items() if k not in ids}
+
+
+KILLED = textwrap.dedent("""
+    import asyncio, sys
+    from concurrent.futures import ThreadPoolExecutor
+    from asyncflow_hpc import LocalExecutionBackend, WorkflowEngine
+
+    async def main(path):
+        flow = await WorkflowEngine.create(
+            backend=await LocalExecutionBackend(ThreadPoolExecutor(2)), telemetry=path,
+            install_signal_handlers=False)
+
+        @flow.function_task
+        async def step(i):
+            await asyncio.sleep(0.001)
+            return i
+
+        n = 0
+        while True:
+            await asyncio.gather(*[step(n + k) for k in range(100)])
+            n += 100
+            if n == 2000:
+                print("ready", flush=True)
+
+    asyncio.run(main(sys.argv[1]))
+""")
+
+
+@pytest.mark.timeout(120)
+def test_after_a_sigkill_the_worker_writes_what_it_has_and_exits(tmp_path):
+    path = tmp_path / "killed.jsonl"
+    script = tmp_path / "campaign.py"
+    script.write_text(KILLED)
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE,
+                            env=env, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        parent = psutil.Process(proc.pid)
+        workers = [p for p in parent.children() if any("worker.py" in a for a in _cmdline(p))]
+        assert len(workers) == 1
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        gone, alive = psutil.wait_procs(workers, timeout=20)
+        assert alive == [] and gone
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    raw = path.read_bytes()
+    assert raw.endswith(b"\n")  # the worker writes whole lines only
+    lines = [json.loads(x) for x in raw.split(b"\n")[:-1]]
+    assert sum(1 for e in events(lines) if e["event_type"] == "TaskCompleted") >= 2000
+    assert lines[-1]["section"] == "metric"  # the worker's last snapshot
+    assert os.stat(path).st_mode & 0o777 == 0o600
