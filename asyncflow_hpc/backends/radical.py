@@ -197,7 +197,6 @@ class RadicalPilotBackend(ExecutionBackend):
 
     def _start_sync(self) -> None:
         t0 = time.monotonic()
-        _lower_thread_priority(self._nice)
         for folder in ("session", "sandbox", "config", "tmp"):
             (self.work_dir / folder).mkdir(parents=True, exist_ok=True)
         with _ENV_LOCK:
@@ -224,6 +223,9 @@ class RadicalPilotBackend(ExecutionBackend):
         self._tmgr = rp.TaskManager(session=self._session)
         self._pmgr.register_callback(self._pilot_cb)
         self._tmgr.register_callback(self._task_cb)
+        # before the pilot is submitted: the launcher component is the pilot's parent, so a
+        # local agent and its tasks inherit the lower priority
+        self._lower_priority_of_rp_processes()
         try:
             rcfg = self._session.get_resource_config(self._pd["resource"])
         except Exception as exc:
@@ -342,6 +344,37 @@ class RadicalPilotBackend(ExecutionBackend):
             self.timings["close"] = time.monotonic() - t0
             self._kill_leftovers()
             self._remove_id_counters()
+
+    def _lower_priority_of_rp_processes(self) -> None:
+        """Lower the CPU priority (``nice``) of this session's RP processes.
+
+        On a small machine RP's components, a local pilot's agent and its tasks saturate the
+        cores; at lower priority the event loop is served first. Only separate processes
+        are reniced, never threads of this process: a low-priority thread that holds the
+        GIL while the scheduler leaves it waiting would stall the loop instead (priority
+        inversion). Raising a nice value needs no privileges.
+        """
+        if self._nice <= 0 or not sys.platform.startswith("linux") or not self._session_uid:
+            return
+        import psutil
+
+        procs = leftover_processes(self._session_uid, self.work_dir)
+        for pid in self._own_pids:
+            try:
+                procs.append(psutil.Process(pid))
+            except psutil.Error:
+                pass
+        for proc in procs:
+            try:
+                tids = [t.id for t in proc.threads()]  # Linux: nice is per thread
+            except (psutil.Error, OSError):
+                continue
+            for tid in tids:
+                try:
+                    prio = os.getpriority(os.PRIO_PROCESS, tid)
+                    os.setpriority(os.PRIO_PROCESS, tid, min(19, prio + self._nice))
+                except OSError as exc:
+                    log.debug("cannot renice %s/%s: %s", proc.pid, tid, exc)
 
     def _proxy_worker_pids(self) -> None:
         """Remember the pid of the proxy worker RP forks for this session.
@@ -779,23 +812,6 @@ class _rp_environment:
             else:
                 os.environ[key] = value
         tempfile.tempdir = self.saved_tempdir
-
-
-def _lower_thread_priority(nice: int) -> None:
-    """Lower the CPU priority of the calling (RP) thread; Linux applies it per thread.
-
-    RP's client threads and every process started from this thread (RP's components and a
-    local pilot's agent and tasks) inherit it. On a small machine these saturate the cores
-    while a pilot starts; at equal priority the scheduler then leaves the event loop waiting
-    for tens of milliseconds, at lower priority the loop is served first.
-    """
-    if nice <= 0 or not sys.platform.startswith("linux"):
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
-    except (OSError, AttributeError) as exc:
-        log.debug("cannot lower the RP thread's priority: %s", exc)
 
 
 def _quiet(fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -80,3 +80,47 @@ def test_translation_of_cwd_env_and_shell():
     assert tr.rp_uid_for("task.000001", set()) == "task.000001"
     assert tr.rp_uid_for("task.000001", {"task.000001"}) == "task.000001.r1"
     assert tr.rp_uid_for("a b/c", set()) == "a_b_c"
+
+
+@pytest.mark.timeout(30)
+def test_rp_environment_defaults_and_folders(tmp_path, monkeypatch):
+    import os
+
+    from asyncflow_hpc.backends.radical import _rp_environment
+
+    monkeypatch.delenv("RADICAL_PROFILE", raising=False)
+    monkeypatch.setenv("RADICAL_DEFAULT_IFACE", "eth7")  # the user's choice wins
+    monkeypatch.delenv("RADICAL_PILOT_SESSION_BASE", raising=False)
+    with _rp_environment(tmp_path):
+        assert os.environ["RADICAL_PROFILE"] == "FALSE"
+        assert os.environ["RADICAL_DEFAULT_IFACE"] == "eth7"
+        assert os.environ["RADICAL_PILOT_SESSION_BASE"] == str(tmp_path / "session")
+        assert os.environ["RADICAL_CONFIG_USER_DIR"] == str(tmp_path / "config")
+        assert os.environ["TMPDIR"] == str(tmp_path / "tmp")
+    # only RP's processes see them: the program's environment is restored
+    assert "RADICAL_PROFILE" not in os.environ
+    assert "RADICAL_PILOT_SESSION_BASE" not in os.environ
+    assert os.environ["RADICAL_DEFAULT_IFACE"] == "eth7"
+    monkeypatch.delenv("RADICAL_DEFAULT_IFACE")
+    with _rp_environment(tmp_path):
+        assert os.environ["RADICAL_DEFAULT_IFACE"] == "lo"
+
+
+@pytest.mark.timeout(30)
+def test_local_resource_config_written_into_work_dir(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("RADICAL_CONFIG_USER_DIR", str(tmp_path / "nowhere"))
+    backend = RadicalPilotBackend(cores=64, work_dir=tmp_path / "w")
+    backend._write_resource_configs(str(tmp_path / "nowhere"))
+    cfg = json.loads((tmp_path / "w" / "config" / ".radical" / "pilot" / "configs"
+                      / "resource_local.json").read_text())["localhost"]
+    assert any("export PATH=" in line for line in cfg["pre_bootstrap_0"])
+    # a pilot larger than the machine: MPI ranks must not be pinned to cores it lacks
+    assert cfg["launch_methods"]["order"].index("MPIRUN") < cfg["launch_methods"]["order"].index(
+        "MPIEXEC")
+    small = RadicalPilotBackend(cores=1, work_dir=tmp_path / "s")
+    small._write_resource_configs(str(tmp_path / "nowhere"))
+    cfg = json.loads((tmp_path / "s" / "config" / ".radical" / "pilot" / "configs"
+                      / "resource_local.json").read_text())["localhost"]
+    assert "launch_methods" not in cfg
