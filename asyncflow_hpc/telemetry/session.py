@@ -104,12 +104,23 @@ class TelemetrySession:
         started_line = self.translator.event_line(
             "SessionStarted", self.started, self.started, backend=self.backend,
             attributes={**self._session_attrs, "backends": backends})
+        sampler = None
+        if self._interval > 0:
+            try:
+                sampler = ResourceSampler(self.session_id, self.backend,
+                                          lambda: self.session_span.ids_json,
+                                          on_sample=self._on_sample)
+            except Exception as exc:  # psutil missing or unusable here: no samples
+                log.debug("resource sampling off: %s", exc)
         if bridge is None and _use_worker():
             try:
                 self.worker = WorkerProcess(path, {
                     "session_id": self.session_id, "trace_hex": self.session_span.trace_hex,
                     "span_hex": self.session_span.span_hex, "backend": self.backend,
-                    "interval": self._interval})
+                    "interval": self._interval},
+                    tick=(lambda: ("S", sampler.line(), dict(self.metrics.node)))
+                    if sampler else None,
+                    interval=self._interval, on_start=sampler.prime if sampler else None)
             except WorkerUnavailable as exc:  # write in process instead
                 log.debug("telemetry worker process unavailable: %s", exc)
             except OSError as exc:  # fail at the start, not hours later with no log
@@ -117,14 +128,6 @@ class TelemetrySession:
         if self.worker is not None:
             self.worker.send(("T", started_line))
         else:
-            sampler = None
-            if self._interval > 0:
-                try:
-                    sampler = ResourceSampler(self.session_id, self.backend,
-                                              lambda: self.session_span.ids_json,
-                                              on_sample=self._on_sample)
-                except Exception as exc:  # psutil missing or unusable here: no samples
-                    log.debug("resource sampling off: %s", exc)
             try:
                 self.writer = JsonlWriter(path, tick=sampler.line if sampler else None,
                                           interval=self._interval,
@@ -295,6 +298,7 @@ class TelemetrySession:
         self._unsubscribe()
         loop = asyncio.get_running_loop()
         if self.worker is not None:
+            self.worker.tick_now()  # a last resource sample, so short runs have one too
             self._finish_worker()
             await loop.run_in_executor(None, self.worker.close)
         else:

@@ -1,17 +1,19 @@
 """The telemetry worker process: turns event batches into JSONL lines and writes them.
 
 Started by :class:`asyncflow_hpc.telemetry.session.TelemetrySession` as
-``python -I -S worker.py LOG_FD PARENT_PID [PSUTIL_DIR]`` (no site: a faster start; psutil is
-found in the directory given) with a pipe on stdin, in a session of its own (so the
+``python -I -S worker.py LOG_FD PARENT_PID`` (no site: a faster start) with a pipe on stdin,
+in a session of its own (so the
 terminal's Ctrl-C or a signal to the parent's process group does not cut the log short). It
-imports only the standard library, its sibling modules ``fastlog``, ``spans``, ``metrics`` and
-``resources`` (psutil, for resource samples) — never the package itself.
+imports only the standard library and its sibling modules ``fastlog``, ``spans`` and
+``metrics`` — never the package itself. Resource samples are taken in the parent (by the
+thread that feeds the pipe) and arrive as lines.
 
 On the pipe: frames of a 4-byte big-endian length and a :mod:`marshal` payload, a tuple whose
 first item says what it is:
 
 * ``("I", options)``: the first frame (session id, trace and span ids, sampling interval);
 * ``("T", text)``: lines written as they are (the session's own events);
+* ``("S", text, sample)``: a ResourceUpdate line, and its figures for the metric lines;
 * ``("B", ...)``: a batch of task events (see :mod:`fastlog`);
 * ``("F", now, text)``: the end: unfinished spans, workflow spans, a last metric snapshot,
   then ``text`` (SessionEnded and the session span).
@@ -25,10 +27,10 @@ still there once a second, in case a forked child of the parent holds the pipe o
 
 from __future__ import annotations
 
+import _signal  # the C module: ``signal`` imports enum, a slower start
 import marshal
 import os
 import select
-import signal
 import sys
 import time
 
@@ -46,11 +48,8 @@ class Worker:
         self.parent_pid = parent_pid
         self.translator: fastlog.BatchTranslator | None = None
         self.metrics: Metrics | None = None
-        self.sampler = None
-        self.interval = 0.0
         self.metric_interval = 5.0
         self.last_metric = time.time()
-        self.next_tick = None
         self.finished = False
         self.failed = False
 
@@ -65,7 +64,7 @@ class Worker:
                 view = view[n:]
         except OSError as exc:
             self.failed = True
-            print(f"asyncflow-hpc: cannot write telemetry: {exc}", file=sys.stderr)
+            os.write(2, f"asyncflow-hpc: cannot write telemetry: {exc}\n".encode())
 
     # ------------------------------------------------------------------ frames
     def handle(self, msg: tuple, out: list[str]) -> None:
@@ -79,54 +78,31 @@ class Worker:
                     out.append(self.metrics.line(now))  # type: ignore[union-attr]
         elif kind == "T":
             out.append(msg[1])
+        elif kind == "S":  # a resource sample: its line, and the figures for the metrics
+            out.append(msg[1])
+            if self.metrics is not None:
+                self.metrics.node = msg[2]
         elif kind == "I":
-            self.start(msg[1])
+            opts = msg[1]
+            self.metrics = Metrics(opts["session_id"])
+            self.translator = fastlog.BatchTranslator(
+                opts["session_id"], opts["trace_hex"], opts["span_hex"], self.metrics)
+            interval = float(opts.get("interval") or 0.0)
+            self.metric_interval = interval if interval > 0 else 5.0
         elif kind == "F":
             now, text = msg[1], msg[2]
-            if self.sampler is not None:
-                out.append(self._sample())
             if self.translator is not None:
                 self.translator.finish(now, out)
                 out.append(self.metrics.line(now))  # type: ignore[union-attr]
             out.append(text)
             self.finished = True
 
-    def start(self, opts: dict) -> None:
-        self.metrics = Metrics(opts["session_id"])
-        self.translator = fastlog.BatchTranslator(
-            opts["session_id"], opts["trace_hex"], opts["span_hex"], self.metrics)
-        self.interval = float(opts.get("interval") or 0.0)
-        self.metric_interval = self.interval if self.interval > 0 else 5.0
-        if self.interval > 0:
-            try:
-                from resources import ResourceSampler  # type: ignore[import-not-found]
-
-                ids = f'"trace_id":"{opts["trace_hex"]}","span_id":"{opts["span_hex"]}"'
-                self.sampler = ResourceSampler(
-                    opts["session_id"], opts.get("backend"), lambda: ids,
-                    on_sample=self._on_sample, pid=self.parent_pid)
-                self.next_tick = time.monotonic() + self.interval
-            except Exception:  # psutil missing or unusable here: no samples
-                self.sampler = None
-
-    def _on_sample(self, sample: dict) -> None:
-        self.metrics.node = sample  # type: ignore[union-attr]
-
-    def _sample(self) -> str:
-        try:
-            return self.sampler.line()  # type: ignore[union-attr]
-        except Exception:
-            return ""
-
     # ------------------------------------------------------------------ main loop
     def run(self, rfd: int) -> None:
         buf = bytearray()
         eof = False
         while not eof:
-            timeout = 1.0
-            if self.next_tick is not None and not self.finished:
-                timeout = min(timeout, max(0.0, self.next_tick - time.monotonic()))
-            ready, _, _ = select.select([rfd], [], [], timeout)
+            ready, _, _ = select.select([rfd], [], [], 1.0)
             if ready:
                 chunk = os.read(rfd, 1 << 20)
                 if chunk:
@@ -142,30 +118,24 @@ class Worker:
                         if not chunk:
                             break
                         buf += chunk
-                except (BlockingIOError, OSError):
+                except OSError:
                     pass
                 eof = True
             out: list[str] = []
-            if self.next_tick is not None and not self.finished and \
-                    time.monotonic() >= self.next_tick:
-                self.next_tick = time.monotonic() + self.interval
-                out.append(self._sample())
             pos = 0
             while len(buf) - pos >= _HEADER:
                 size = int.from_bytes(buf[pos:pos + _HEADER], "big")
                 if len(buf) - pos - _HEADER < size:
                     break
                 try:
-                    msg = marshal.loads(bytes(buf[pos + _HEADER:pos + _HEADER + size]))
-                    self.handle(msg, out)
+                    self.handle(marshal.loads(bytes(buf[pos + _HEADER:pos + _HEADER + size])), out)
                 except Exception as exc:  # a bug must not lose the rest of the log
-                    print(f"asyncflow-hpc: telemetry worker: {exc!r}", file=sys.stderr)
+                    os.write(2, f"asyncflow-hpc: telemetry worker: {exc!r}\n".encode())
                 pos += _HEADER + size
             if pos:
                 del buf[:pos]
             if out:
                 self.write("".join(out))
-
         if not self.finished and self.metrics is not None:
             # the parent died without a shutdown: a last snapshot of what was seen
             self.write(self.metrics.line(time.time()))
@@ -173,10 +143,9 @@ class Worker:
 
 def main(argv: list[str]) -> None:
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)  # the pipe's end is what stops us
+    for sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP):
+        _signal.signal(sig, _signal.SIG_IGN)  # the pipe's end is what stops us
     log_fd, parent_pid = int(argv[1]), int(argv[2])
-    sys.path.extend(argv[3:])  # psutil's directory (for resource samples)
     Worker(log_fd, parent_pid).run(sys.stdin.fileno())
     os.close(log_fd)
 

@@ -173,6 +173,16 @@ def _encode(text: str | bytes) -> bytes:
     return text.encode("utf-8", "backslashreplace")
 
 
+def _frame(msg: tuple) -> bytes:
+    try:
+        data = marshal.dumps(msg)
+    except ValueError:  # a value marshal cannot carry (an odd workflow id, say)
+        if msg[0] != "B":
+            raise
+        data = marshal.dumps(sanitize(msg))
+    return len(data).to_bytes(4, "big") + data
+
+
 class WorkerUnavailable(RuntimeError):
     """The worker process could not be started (the caller writes in process instead)."""
 
@@ -189,7 +199,9 @@ class WorkerProcess:
     that writes them to the pipe, so a slow worker never blocks the event loop.
     """
 
-    def __init__(self, path: str, init: dict) -> None:
+    def __init__(self, path: str, init: dict, *, tick: Callable[[], tuple | None] | None = None,
+                 interval: float | None = None,
+                 on_start: Callable[[], None] | None = None) -> None:
         self.path = path
         fd = open_log(path)
         try:
@@ -197,10 +209,9 @@ class WorkerProcess:
             try:
                 if not sys.executable or os.name != "posix":
                     raise WorkerUnavailable("no Python interpreter to start (or not POSIX)")
-                # -I -S: no site (faster start); the worker finds psutil through argv
+                # -I -S: no site, a faster start (the worker needs the standard library only)
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-I", "-S", WORKER, str(fd), str(os.getpid()),
-                     *_psutil_path()], stdin=rfd,
+                    [sys.executable, "-I", "-S", WORKER, str(fd), str(os.getpid())], stdin=rfd,
                     stdout=subprocess.DEVNULL, pass_fds=(fd,), close_fds=True,
                     start_new_session=True)
             except BaseException as exc:
@@ -213,19 +224,23 @@ class WorkerProcess:
         finally:
             os.close(fd)
         self._forked = False
-        self._writer = JsonlWriter(path, fd=wfd)
+        self._tick = tick
+        self._writer = JsonlWriter(path, fd=wfd, tick=self._run_tick if tick else None,
+                                   interval=interval, on_start=on_start)
         _workers.add(self)
         self.send(("I", init))
 
     def send(self, msg: tuple) -> None:
         """Queue one frame (a marshal-able tuple) for the worker."""
-        try:
-            data = marshal.dumps(msg)
-        except ValueError:  # a value marshal cannot carry (an odd workflow id, say)
-            if msg[0] != "B":
-                raise
-            data = marshal.dumps(sanitize(msg))
-        self._writer.write(len(data).to_bytes(4, "big") + data)
+        self._writer.write(_frame(msg))
+
+    def tick_now(self) -> None:
+        """Run the periodic job once more, after what is queued."""
+        self._writer.tick_now()
+
+    def _run_tick(self) -> bytes:  # on the thread
+        msg = self._tick()  # type: ignore[misc]
+        return _frame(msg) if msg else b""
 
     def close(self, timeout: float = 60.0) -> None:
         """Hand over what is queued, close the pipe and wait for the worker to finish the
@@ -255,27 +270,6 @@ class WorkerProcess:
             except OSError:
                 pass
             w._fd = -1
-
-
-def _psutil_path() -> list[str]:
-    """Where psutil (and pynvml, for GPUs) are installed, without importing them: the
-    worker's additions to ``sys.path``."""
-    import importlib.util
-
-    out: list[str] = []
-    for name in ("psutil", "pynvml"):
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
-            continue
-        if spec is None or not spec.origin:
-            continue
-        where = os.path.dirname(os.path.abspath(spec.origin))
-        if spec.submodule_search_locations:  # a package: its parent directory
-            where = os.path.dirname(where)
-        if where not in out:
-            out.append(where)
-    return out
 
 
 def _after_fork_in_child() -> None:
