@@ -16,6 +16,7 @@ Why each choice:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import functools
 import mmap
@@ -69,7 +70,7 @@ class LocalExecutionBackend(ExecutionBackend):
             raise ConfigurationError(f"max_processes must be an integer >= 0, got {max_processes!r}")
         self.max_processes = max_processes
         self.kill_grace = kill_grace
-        self._limit: asyncio.Semaphore | None = None
+        self._limit: _Slots | None = None
         self._running: dict[str, asyncio.Future] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._host = socket.gethostname()
@@ -83,7 +84,7 @@ class LocalExecutionBackend(ExecutionBackend):
     async def _start(self) -> None:
         self._devnull = os.open(os.devnull, os.O_RDONLY)
         if self.max_processes:
-            self._limit = asyncio.Semaphore(self.max_processes)
+            self._limit = _Slots(self.max_processes)
 
     # ------------------------------------------------------------------ submit
     def submit(self, specs: Sequence[TaskSpec]) -> None:
@@ -223,10 +224,14 @@ class LocalExecutionBackend(ExecutionBackend):
     # ------------------------------------------------------------------ executables
     async def _run_executable(self, spec: TaskSpec) -> str:
         argv, cwd, env = _process_args(spec)
-        if self._limit is not None:
-            async with self._limit:
-                return await self._spawn(spec, argv, cwd, env)
-        return await self._spawn(spec, argv, cwd, env)
+        if self._limit is None:
+            return await self._spawn(spec, argv, cwd, env)
+        # an MPI task of R ranks is R processes: it takes R slots (all of them at most)
+        taken = await self._limit.acquire(int(spec.description.get("ranks") or 1))
+        try:
+            return await self._spawn(spec, argv, cwd, env)
+        finally:
+            self._limit.release(taken)
 
     async def _spawn(self, spec: TaskSpec, argv: list[str], cwd: str | None,
                      env: dict[str, str] | None) -> str:
@@ -324,6 +329,48 @@ def _process_args(spec: TaskSpec) -> tuple[list[str], str | None, dict[str, str]
             env = dict(os.environ)
             env.update({k: str(v) for k, v in extra.items()})
     return argv, cwd, env
+
+
+class _Slots:
+    """A FIFO weighted semaphore: a task takes as many process slots as it starts processes.
+
+    FIFO so that a wide MPI task is not starved by a stream of single-process tasks.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = self.free = total
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+
+    async def acquire(self, want: int) -> int:
+        want = max(1, min(want, self.total))
+        if not self._waiters and self.free >= want:
+            self.free -= want
+            return want
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (want, fut)
+        self._waiters.append(entry)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release(want)  # granted just as we were cancelled: give it back
+            else:
+                self._waiters.remove(entry)
+                self._wake()
+            raise
+        return want
+
+    def release(self, taken: int) -> None:
+        self.free += taken
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.free >= self._waiters[0][0]:
+            want, fut = self._waiters.popleft()
+            if fut.done():
+                continue
+            self.free -= want
+            fut.set_result(None)
 
 
 def _mpi_prefix(ranks: int) -> list[str]:

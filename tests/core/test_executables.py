@@ -1,11 +1,17 @@
 """Executable tasks: splitting, shell mode, cwd/env, errors."""
 
+import asyncio
 import os
 
 import pytest
 from conftest import run
 
-from asyncflow_hpc import ExecutableNotFoundError, TaskExecutionError
+from asyncflow_hpc import (
+    ExecutableNotFoundError,
+    LocalExecutionBackend,
+    TaskExecutionError,
+    WorkflowEngine,
+)
 
 
 def test_split_without_shell_and_shell_keeps_quoting(make_flow):
@@ -159,3 +165,34 @@ def test_huge_output_is_not_held_twice(tmp_path):
     # the 100 MB string plus at most one transient 100 MB view of it (asyncio's pipe
     # reading would hold a buffer, a bytes copy and the string: > 300 MB)
     assert growth_mb < 250, growth_mb
+
+
+def test_mpi_ranks_take_process_slots(tmp_path):
+    """A 2-rank task holds two of the backend's process slots, so with max_processes=2 it never
+    runs beside a plain executable: the recorded intervals do not overlap."""
+    import shutil
+
+    if shutil.which("mpirun") is None:
+        pytest.skip("no mpirun on PATH")
+    log = tmp_path / "log"
+
+    async def main():
+        backend = await LocalExecutionBackend(max_processes=2)
+        async with WorkflowEngine.create(backend, install_signal_handlers=False) as flow:
+            @flow.executable_task
+            def mark(tag, task_description=None):
+                return ["sh", "-c", f'echo "start {tag} $(date +%s.%N)" >> {log}; sleep 0.3; '
+                        f'echo "end {tag} $(date +%s.%N)" >> {log}']
+
+            await asyncio.gather(mark("mpi", task_description={"ranks": 2}), mark("solo"))
+
+    run(main())
+    times = {}
+    for line in log.read_text().split("\n"):
+        if line:
+            what, tag, t = line.split()
+            times.setdefault(tag, {}).setdefault(what, []).append(float(t))
+    mpi_start, mpi_end = min(times["mpi"]["start"]), max(times["mpi"]["end"])
+    solo_start, solo_end = times["solo"]["start"][0], times["solo"]["end"][0]
+    assert len(times["mpi"]["start"]) == 2  # both ranks ran
+    assert solo_start >= mpi_end or solo_end <= mpi_start
