@@ -56,7 +56,7 @@ asyncio.run(main())
 '''
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(480)
 def test_pilot_over_two_nodes_places_tasks_and_mpi_ranks_on_both(
         mn_jobs: MultiNodeJobs, multinode_cluster: SlurmCluster) -> None:
     need_radical()
@@ -72,10 +72,10 @@ def test_pilot_over_two_nodes_places_tasks_and_mpi_ranks_on_both(
     proc = mn_jobs.popen([sys.executable, "-m", "asyncflow_hpc", "run", "campaign.py", "-q",
                           "--telemetry", str(folder / "events.jsonl")], env, log)
     pilots: dict[str, str] = {}
-    deadline = time.monotonic() + 360
+    deadline = time.monotonic() + 420  # ~45 s unloaded; 6 min seen at load average 20
     while proc.poll() is None:
         pilots.update(mn_jobs.jobs_in_folder())
-        assert time.monotonic() < deadline, f"campaign still running after 360 s:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"campaign still running after 420 s:\n{log.read_text()}"
         time.sleep(1)
     out = log.read_text()
     assert proc.returncode == 0, out
