@@ -3,19 +3,21 @@
     python benchmarks/bench_telemetry.py                 # 10,000 tasks, best of 3 each
     python benchmarks/bench_telemetry.py -n 100000 --repeat 5
     python benchmarks/bench_telemetry.py --json out.json
+    python benchmarks/bench_telemetry.py --writer thread   # translate and write in process
 
 Each repetition creates an engine (local backend), runs ``n`` no-op async tasks with
 ``asyncio.gather`` and shuts the engine down; off and on alternate, so both see the same
 machine. Two figures per mode:
 
 * run: first submission to the last result. With telemetry on, this is the hot path: the
-  engine building events and the observer buffering them (the flush timer may fire inside).
-* total: run plus shutdown, i.e. until every line is translated and on disk.
+  engine building events, the observer buffering them and the batches handed to the
+  telemetry worker process (which translates and writes them meanwhile, on another core).
+* total: run plus shutdown, i.e. until every line is translated and on disk (the worker has
+  exited). This is the figure the project's target (<= 15 %) is meant for.
 
-The overhead is measured on throughput (tasks/s) of the run (best of the repetitions, and
-their medians), and on the loop thread's CPU time for the run, which other processes on a
-shared machine disturb less; the total shows what translating and writing the log costs on
-top. The target of the project is <= 15 % on the run.
+Overheads are given on the best of the repetitions and on their medians; the loop thread's
+CPU time for the run is less disturbed by other processes on a shared machine; the worker's
+CPU time is what the log costs on the other core.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def _children_cpu() -> float:
 async def main(args: argparse.Namespace) -> dict:
     os.environ.pop("ASYNCFLOW_HPC_TELEMETRY", None)
     os.environ.setdefault("ASYNCFLOW_HPC_TELEMETRY_INTERVAL", "1")
+    os.environ["ASYNCFLOW_HPC_TELEMETRY_WRITER"] = args.writer
     with tempfile.TemporaryDirectory(prefix="bench-telemetry-") as tmp:
         await one_run(min(args.n, 1000), None)  # warm up imports and caches
         await one_run(min(args.n, 1000), os.path.join(tmp, "warm.jsonl"))
@@ -91,7 +94,8 @@ async def main(args: argparse.Namespace) -> dict:
     total_overhead = (best["on"][1] - best["off"][1]) / best["off"][1] * 100
     med_total_overhead = (med["on"][1] - med["off"][1]) / med["off"][1] * 100
     total_tp_overhead = (1 - best["off"][1] / best["on"][1]) * 100
-    print(f"{n:,} no-op tasks, best of {args.repeat}, off and on alternating  "
+    print(f"{n:,} no-op tasks, best of {args.repeat}, off and on alternating, "
+          f"{args.writer} writer  "
           f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus, "
           f"load {os.getloadavg()[0]:.1f})")
     print(f"  telemetry off   run {best['off'][0] * 1e3:8.1f} ms  {tp_off:10,.0f} tasks/s"
@@ -108,7 +112,7 @@ async def main(args: argparse.Namespace) -> dict:
           f"target <= 15 %)")
     print(f"  log: {lines:,} lines, {size / 1e6:.1f} MB per run; worker process CPU "
           f"{worker * 1e3:.0f} ms per run (median; on another core)")
-    out = {"n": n, "repeat": args.repeat, "off": best["off"], "on": best["on"],
+    out = {"n": n, "repeat": args.repeat, "writer": args.writer, "off": best["off"], "on": best["on"],
            "median_off": med["off"], "median_on": med["on"],
            "tasks_per_s_off": tp_off, "tasks_per_s_on": tp_on, "overhead_percent": overhead,
            "median_overhead_percent": med_overhead, "cpu_off": cpu["off"], "cpu_on": cpu["on"],
@@ -127,6 +131,9 @@ def cli() -> None:
     ap.add_argument("-n", type=int, default=10_000, help="tasks per run (default 10,000)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per mode; the best counts")
     ap.add_argument("--json", help="also write the numbers to this file")
+    ap.add_argument("--writer", choices=("process", "thread"), default="process",
+                    help="where the log is translated and written: the worker process "
+                         "(default) or in process (ASYNCFLOW_HPC_TELEMETRY_WRITER=thread)")
     args = ap.parse_args()
     asyncio.run(main(args))
 
