@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import click
 import pytest
@@ -14,6 +15,17 @@ from asyncflow_hpc.cli.run import run_command
 from asyncflow_hpc.cli.sites import sites_group
 from asyncflow_hpc.cli.submit import configure_run, submit_command, with_hpc_options
 from asyncflow_hpc.cli.templates import templates_group
+
+
+@pytest.fixture(autouse=True)
+def restore_process_state():
+    """The verbs set ASYNCFLOW_HPC_* in os.environ (and run puts the script's folder on
+    sys.path); monkeypatch.delenv of an absent key records nothing, so restore it all here."""
+    env, path = dict(os.environ), list(sys.path)
+    yield
+    os.environ.clear()
+    os.environ.update(env)
+    sys.path[:] = path
 
 
 @pytest.fixture
