@@ -9,6 +9,7 @@ the srun variant of the SIGINT test needs no RP.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -267,3 +268,31 @@ def test_external_scancel_of_pilot_fails_futures(slurm_jobs: SlurmJobs) -> None:
     settle(folder, slurm_jobs, timeout=60)
     print(f"external scancel: futures failed {reacted:.1f} s after scancel, "
           f"{time.monotonic() - t0:.1f} s in all")
+
+
+def afhpc(folder: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "XDG_CONFIG_HOME": str(folder / ".xdg")}
+    return subprocess.run([sys.executable, "-m", "asyncflow_hpc", *args], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.timeout(120)
+def test_sites_check_and_doctor_against_slurm(slurm_jobs: SlurmJobs) -> None:
+    """'sites check' asks the real scheduler (partition, sbatch --test-only); 'doctor' run as
+    a job step sees the allocation."""
+    folder = slurm_jobs.workdir
+    partition = slurm_jobs.cluster.partition
+    (folder / "sites.toml").write_text(
+        f'[sites.good]\nscheduler = "slurm"\npartition = "{partition}"\n\n'
+        '[sites.bad]\nscheduler = "slurm"\npartition = "nosuchpartition"\n')
+    good = afhpc(folder, "sites", "check", "good", "--site-file", "sites.toml")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert f"ok    partition {partition}" in good.stdout and "sbatch --test-only" in good.stdout
+    bad = afhpc(folder, "sites", "check", "bad", "--site-file", "sites.toml")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "FAIL  partition nosuchpartition" in bad.stdout
+    assert not jobs_in(folder, slurm_jobs)  # --test-only queued nothing
+    step = slurm_jobs.srun("-n1", sys.executable, "-m", "asyncflow_hpc", "doctor", "--json")
+    assert step.returncode == 0, step.stderr
+    alloc = json.loads(step.stdout)["allocation"]
+    assert alloc["scheduler"] == "slurm" and alloc["nodes"] and alloc["cpus_per_node"] >= 1
