@@ -118,7 +118,7 @@ class TelemetrySession:
                     "session_id": self.session_id, "trace_hex": self.session_span.trace_hex,
                     "span_hex": self.session_span.span_hex, "backend": self.backend,
                     "interval": self._interval},
-                    tick=(lambda: ("S", sampler.line(), dict(self.metrics.node)))
+                    sample=(lambda: ("S", sampler.line(), dict(self.metrics.node)))
                     if sampler else None,
                     interval=self._interval, on_start=sampler.prime if sampler else None)
             except WorkerUnavailable as exc:  # write in process instead
@@ -126,6 +126,7 @@ class TelemetrySession:
             except OSError as exc:  # fail at the start, not hours later with no log
                 self._config_error(path, exc)
         if self.worker is not None:
+            self.worker.start(self._loop)
             self.worker.send(("T", started_line))
         else:
             try:
@@ -298,8 +299,11 @@ class TelemetrySession:
         self._unsubscribe()
         loop = asyncio.get_running_loop()
         if self.worker is not None:
-            self.worker.tick_now()  # a last resource sample, so short runs have one too
+            # a last resource sample (so short runs have one too), handed over on the loop
+            await loop.run_in_executor(None, self.worker.stop_sampling)
+            await asyncio.sleep(0)
             self._finish_worker()
+            self.worker.detach()
             await loop.run_in_executor(None, self.worker.close)
         else:
             self.writer.tick_now()  # type: ignore[union-attr]  # a last sample, for short runs
@@ -315,6 +319,7 @@ class TelemetrySession:
         self._closed = True
         try:
             if self.worker is not None:
+                self.worker.detach()
                 self._finish_worker()
                 self.worker.close(timeout=10.0)
             else:

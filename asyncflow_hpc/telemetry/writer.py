@@ -6,7 +6,7 @@ each block lands in one system call (whole lines, also when several writers shar
 The same thread can run a periodic job (the resource sampler), whose lines are written too.
 
 :class:`WorkerProcess` starts the telemetry worker (:mod:`.worker`) on the log file and feeds
-it batches through a pipe, with the same kind of thread doing the (possibly blocking) writes.
+it batches through a pipe, written by the event loop's thread without blocking.
 """
 
 from __future__ import annotations
@@ -66,10 +66,10 @@ class JsonlWriter:
 
     def __init__(self, path: str, *, tick: Callable[[], str] | None = None,
                  interval: float | None = None,
-                 on_start: Callable[[], None] | None = None, fd: int | None = None) -> None:
+                 on_start: Callable[[], None] | None = None) -> None:
         self.path = path
         self._on_start = on_start
-        self._fd = open_log(path) if fd is None else fd
+        self._fd = open_log(path)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._tick = tick
         self._interval = interval if tick is not None and interval and interval > 0 else None
@@ -166,9 +166,7 @@ class JsonlWriter:
                     log.warning("asyncflow-hpc: cannot write telemetry to %s: %s", self.path, exc)
 
 
-def _encode(text: str | bytes) -> bytes:
-    if isinstance(text, bytes):
-        return text
+def _encode(text: str) -> bytes:
     # a lone surrogate (from a file name, say) becomes a \udcxx escape: still valid JSON
     return text.encode("utf-8", "backslashreplace")
 
@@ -195,11 +193,15 @@ class WorkerProcess:
     """The telemetry worker process writing ``path``, fed through a pipe.
 
     The parent opens the file (so an unwritable path fails here, with the usual mode and
-    truncation rules) and hands the descriptor to the worker. Frames are queued for a thread
-    that writes them to the pipe, so a slow worker never blocks the event loop.
+    truncation rules) and hands the descriptor to the worker. Frames are written to the pipe
+    by the event loop's thread itself, non-blocking (the pipe is enlarged to 1 MiB where the
+    system allows): a thread handing them over would contend for the GIL with the loop, and
+    on a busy machine every hand-over of the GIL waits for the scheduler. What does not fit
+    waits for the loop to report the pipe writable, so a slow worker never blocks the loop.
+    Resource samples are taken by a thread of their own, once per interval.
     """
 
-    def __init__(self, path: str, init: dict, *, tick: Callable[[], tuple | None] | None = None,
+    def __init__(self, path: str, init: dict, *, sample: Callable[[], tuple] | None = None,
                  interval: float | None = None,
                  on_start: Callable[[], None] | None = None) -> None:
         self.path = path
@@ -223,31 +225,145 @@ class WorkerProcess:
                 os.close(rfd)
         finally:
             os.close(fd)
+        try:
+            import fcntl
+
+            fcntl.fcntl(wfd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+        except (ImportError, OSError):
+            pass
+        os.set_blocking(wfd, False)
+        self._fd = wfd
+        self._pending = bytearray()
+        self._loop: Any = None
+        self._watching = False
+        self._failed = False
         self._forked = False
-        self._tick = tick
-        self._writer = JsonlWriter(path, fd=wfd, tick=self._run_tick if tick else None,
-                                   interval=interval, on_start=on_start)
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+        if sample is not None and interval and interval > 0:
+            self._sampler = threading.Thread(
+                target=self._sample_loop, args=(sample, interval, on_start),
+                name="asyncflow-hpc-telemetry-sampler", daemon=True)
         _workers.add(self)
         self.send(("I", init))
 
+    def start(self, loop: Any) -> None:
+        """Attach to the running loop (pipe-writable callbacks) and start sampling."""
+        self._loop = loop
+        if self._sampler is not None:
+            self._sampler.start()
+
+    # ------------------------------------------------------------------ the pipe
     def send(self, msg: tuple) -> None:
-        """Queue one frame (a marshal-able tuple) for the worker."""
-        self._writer.write(_frame(msg))
+        """Write one frame (a marshal-able tuple), or keep it until the pipe has room.
+        On the loop's thread (or at exit, when no loop runs)."""
+        if self._fd < 0 or self._failed:
+            return
+        data = _frame(msg)
+        if self._pending:
+            self._pending += data
+            return
+        try:
+            n = os.write(self._fd, data)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self._fail(exc)
+            return
+        if n < len(data):
+            self._pending += memoryview(data)[n:]
+            self._watch()
 
-    def tick_now(self) -> None:
-        """Run the periodic job once more, after what is queued."""
-        self._writer.tick_now()
+    def _watch(self) -> None:
+        loop = self._loop
+        if self._watching or loop is None or loop.is_closed():
+            return
+        try:
+            loop.add_writer(self._fd, self._writable)
+            self._watching = True
+        except RuntimeError:  # not on the loop's thread / loop gone: flushed at close
+            pass
 
-    def _run_tick(self) -> bytes:  # on the thread
-        msg = self._tick()  # type: ignore[misc]
-        return _frame(msg) if msg else b""
+    def _writable(self) -> None:
+        try:
+            n = os.write(self._fd, self._pending)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._fail(exc)
+            n = len(self._pending)
+        del self._pending[:n]
+        if not self._pending:
+            self._unwatch()
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._watching = False
+            try:
+                self._loop.remove_writer(self._fd)
+            except Exception:
+                pass
+
+    def _fail(self, exc: OSError) -> None:
+        if not self._failed:
+            self._failed = True
+            self._pending.clear()
+            log.warning("asyncflow-hpc: cannot hand telemetry to its worker (%s): %s",
+                        self.path, exc)
+
+    # ------------------------------------------------------------------ samples
+    def _sample_loop(self, sample: Callable[[], tuple], interval: float,
+                     on_start: Callable[[], None] | None) -> None:
+        if on_start is not None:
+            try:
+                on_start()
+            except Exception:
+                log.debug("telemetry sampler start hook failed", exc_info=True)
+        last = False
+        while not last:
+            last = self._stop.wait(interval)  # set: one last sample, then stop
+            try:
+                msg = sample()
+                self._loop.call_soon_threadsafe(self.send, msg)
+            except RuntimeError:  # the loop is closed
+                return
+            except Exception:
+                log.debug("telemetry sample failed", exc_info=True)
+
+    def stop_sampling(self, timeout: float = 2.0) -> None:
+        """Take a last sample and stop the sampler (blocking: call it in an executor; the
+        sample is handed over through the loop)."""
+        if self._sampler is not None and self._sampler.is_alive():
+            self._stop.set()
+            self._sampler.join(timeout)
+
+    # ------------------------------------------------------------------ the end
+    def detach(self) -> None:
+        """Stop using the loop (on its thread): what is pending is written by close()."""
+        self._unwatch()
+        self._loop = None
 
     def close(self, timeout: float = 60.0) -> None:
-        """Hand over what is queued, close the pipe and wait for the worker to finish the
-        log. Blocking; idempotent."""
+        """Write what is pending, close the pipe and wait for the worker to finish the log.
+        Blocking (after :meth:`detach`); idempotent."""
         if self._forked:
             return
-        self._writer.close(timeout)  # the pipe's end: the worker writes the rest and exits
+        self._stop.set()
+        self._unwatch()
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            try:
+                if self._pending and not self._failed:
+                    os.set_blocking(fd, True)
+                    view = memoryview(self._pending)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    view.release()
+            except OSError as exc:
+                self._fail(exc)
+            finally:
+                self._pending.clear()
+                os.close(fd)  # the pipe's end: the worker writes the rest and exits
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -262,14 +378,13 @@ class WorkerProcess:
     def _after_fork(self) -> None:
         # a forked child must not hold the pipe open (the worker waits for its end)
         self._forked = True
-        w: Any = self._writer
-        w._closed = True
-        if w._fd >= 0:
+        self._stop.set()
+        if self._fd >= 0:
             try:
-                os.close(w._fd)
+                os.close(self._fd)
             except OSError:
                 pass
-            w._fd = -1
+            self._fd = -1
 
 
 def _after_fork_in_child() -> None:
