@@ -56,6 +56,8 @@ _RUNNING, _DONE, _FAILED, _CANCELLED = (TaskState.RUNNING, TaskState.DONE, TaskS
                                         TaskState.CANCELLED)
 _FUNCTION, _EXECUTABLE = TaskKind.FUNCTION, TaskKind.EXECUTABLE
 _SHORTENED = "[... CONTENT SHORTENED ...]"
+#: longest stretch of pure-Python work on the RP thread before it yields the GIL (seconds)
+_GIL_SLICE = 0.002
 
 # RP reads its settings from the process environment when the session and its component
 # processes start. Two backends starting at once would see each other's values: serialise.
@@ -506,7 +508,14 @@ class RadicalPilotBackend(ExecutionBackend):
         tds: list[Any] = []
         entries: list[_Entry] = []
         pilot_uid = self._pilot.uid
+        pause_at = time.perf_counter() + _GIL_SLICE
         for spec in batch:
+            if time.perf_counter() > pause_at:
+                # a big batch is tens of ms of pure Python: hand the GIL to the event loop
+                # now and then instead of making it wait for the interpreter's 5 ms switch
+                # (which another RP thread may win)
+                time.sleep(0)
+                pause_at = time.perf_counter() + _GIL_SLICE
             try:
                 td, raptor = self._translate(spec)
             except Exception as exc:  # bad key, unpicklable function, raptor trouble, ...
