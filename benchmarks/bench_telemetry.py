@@ -67,7 +67,7 @@ def _children_cpu() -> float:
 async def main(args: argparse.Namespace) -> dict:
     os.environ.pop("ASYNCFLOW_HPC_TELEMETRY", None)
     os.environ.setdefault("ASYNCFLOW_HPC_TELEMETRY_INTERVAL", "1")
-    os.environ["ASYNCFLOW_HPC_TELEMETRY_WRITER"] = args.writer
+    os.environ["ASYNCFLOW_HPC_TELEMETRY_WRITER"] = args.writer  # not "auto": as asked
     with tempfile.TemporaryDirectory(prefix="bench-telemetry-") as tmp:
         await one_run(min(args.n, 1000), None)  # warm up imports and caches
         await one_run(min(args.n, 1000), os.path.join(tmp, "warm.jsonl"))

@@ -55,8 +55,18 @@ SLICE = 4 * 5_000  # events translated per loop turn (4 list slots per event): ~
 
 
 def _use_worker() -> bool:
-    mode = os.environ.get("ASYNCFLOW_HPC_TELEMETRY_WRITER", "process").strip().lower()
-    return mode not in ("thread", "inline", "0", "off", "no", "false")
+    """A worker process, unless asked not to (``ASYNCFLOW_HPC_TELEMETRY_WRITER=thread``) or
+    the process may use one CPU only (the worker would take turns with the engine on it)."""
+    mode = os.environ.get("ASYNCFLOW_HPC_TELEMETRY_WRITER", "auto").strip().lower()
+    if mode in ("thread", "inline", "0", "off", "no", "false"):
+        return False
+    if mode == "process":
+        return True
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return cpus > 1
 
 
 class TelemetrySession:

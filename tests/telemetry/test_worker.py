@@ -46,7 +46,8 @@ def _cmdline(p: psutil.Process) -> list[str]:
 
 
 @pytest.mark.timeout(120)
-def test_the_worker_runs_while_the_engine_does_and_is_gone_after_shutdown(tmp_path):
+def test_the_worker_runs_while_the_engine_does_and_is_gone_after_shutdown(tmp_path, clean_env):
+    clean_env.setenv("ASYNCFLOW_HPC_TELEMETRY_WRITER", "process")  # also on a single CPU
     path = tmp_path / "ev.jsonl"
 
     async def main():
@@ -72,7 +73,8 @@ def test_the_worker_runs_while_the_engine_does_and_is_gone_after_shutdown(tmp_pa
 
 
 @pytest.mark.timeout(120)
-def test_user_strings_are_escaped(tmp_path):
+def test_user_strings_are_escaped(tmp_path, clean_env):
+    clean_env.setenv("ASYNCFLOW_HPC_TELEMETRY_WRITER", "process")
     path = tmp_path / "ev.jsonl"
 
     async def main():
@@ -208,7 +210,8 @@ def test_after_a_sigkill_the_worker_writes_what_it_has_and_exits(tmp_path):
     path = tmp_path / "killed.jsonl"
     script = tmp_path / "campaign.py"
     script.write_text(KILLED)
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               ASYNCFLOW_HPC_TELEMETRY_WRITER="process")
     proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE,
                             env=env, text=True)
     try:
