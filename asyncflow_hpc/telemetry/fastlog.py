@@ -53,6 +53,7 @@ COMPLETED, FAILED, CANCELED, RETRIED = "TaskCompleted", "TaskFailed", "TaskCance
 MAX_MESSAGE = 4000
 
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
+_dumps_str = json.encoder.encode_basestring  # a str as JSON (C), as _dumps writes it
 _rand = random.Random(os.urandom(16))
 
 
@@ -266,7 +267,7 @@ class BatchTranslator:
         if bhead is None:
             bhead = self._heads[backend] = (
                 f',"session_id":{self._sid},"backend":{_dumps(backend)},"task_id":')
-        t.head = head = f"{bhead}{_dumps(uid)}"
+        t.head = head = f"{bhead}{_dumps_str(uid)}"
         t.pre = f'{head},"node_id":'
         self._set_attrs(t)
         t.start = time
