@@ -110,8 +110,9 @@ async def main(args: argparse.Namespace) -> dict:
     print(f"  total incl. writing the log:     {total_overhead:5.1f} %   (medians: "
           f"{med_total_overhead:.1f} %; as throughput: {total_tp_overhead:.1f} %; "
           f"target <= 15 %)")
-    print(f"  log: {lines:,} lines, {size / 1e6:.1f} MB per run; worker process CPU "
-          f"{worker * 1e3:.0f} ms per run (median; on another core)")
+    where = (f"worker process CPU {worker * 1e3:.0f} ms per run (median; on another core)"
+             if args.writer == "process" else "lines made in process (no worker)")
+    print(f"  log: {lines:,} lines, {size / 1e6:.1f} MB per run; {where}")
     out = {"n": n, "repeat": args.repeat, "writer": args.writer, "off": best["off"], "on": best["on"],
            "median_off": med["off"], "median_on": med["on"],
            "tasks_per_s_off": tp_off, "tasks_per_s_on": tp_on, "overhead_percent": overhead,
