@@ -22,6 +22,7 @@ import gc
 import json
 import os
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
@@ -91,13 +92,14 @@ async def reference_workloads(args: argparse.Namespace) -> list[dict]:
     if not reference_available():
         print("radical.asyncflow not installed: reference comparison skipped", flush=True)
         return []
-    flow, _startup = await open_reference()
     n = 1000
-    try:
-        m = await measure(flow, make_workload("noop", n), 1, backend="local",
-                          engine="radical.asyncflow")
-    finally:
-        await flow.shutdown()
+    with tempfile.TemporaryDirectory(prefix="asyncflow-hpc-reference-") as work_dir:
+        flow, _startup = await open_reference(work_dir)
+        try:
+            m = await measure(flow, make_workload("noop", n), 1, backend="local",
+                              engine="radical.asyncflow")
+        finally:
+            await flow.shutdown()
     if not m.ok:
         print(f"radical.asyncflow noop x{n}: failed: {m.error}", flush=True)
         return []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -91,13 +92,17 @@ async def plain_asyncio(w: Workload, repeat: int, slots: int | None = None) -> M
     return derive(m, w) if m.error is None else m
 
 
-async def open_reference() -> tuple[Any, float]:
-    """radical.asyncflow's engine on its thread backend; (engine, start-up seconds)."""
+async def open_reference(work_dir: str | None = None) -> tuple[Any, float]:
+    """radical.asyncflow's engine on its thread backend; (engine, start-up seconds).
+
+    Its engine makes an ``asyncflow.session.*`` folder in its work dir (the cwd by default):
+    callers pass a temporary one, so a benchmark leaves nothing behind.
+    """
     from radical.asyncflow import LocalExecutionBackend, WorkflowEngine
 
     t0 = time.perf_counter()
     backend = await LocalExecutionBackend(ThreadPoolExecutor())
-    flow = await WorkflowEngine.create(backend=backend)
+    flow = await WorkflowEngine.create(backend=backend, work_dir=work_dir)
     return flow, time.perf_counter() - t0
 
 
@@ -147,19 +152,20 @@ async def _reference_rows(rows: list[Comparison], workloads: Sequence[Workload],
             todo.append((row, w))
     if not todo:
         return
-    try:
-        flow, startup = await open_reference()
-    except Exception as exc:  # noqa: BLE001 - a broken install must not sink the comparison
-        for row, _ in todo:
-            row.reference_note = f"{REFERENCE} failed to start: {exc}"
-        return
-    try:
-        warm = await warm_up(flow, {w.kind for _, w in todo})
-        for row, w in todo:
-            row.reference = await measure(flow, w, repeat, backend="local", slots=slots,
-                                          startup_s=startup, engine=REFERENCE, warmup_s=warm)
-    finally:
-        await flow.shutdown()
+    with tempfile.TemporaryDirectory(prefix="asyncflow-hpc-reference-") as work_dir:
+        try:
+            flow, startup = await open_reference(work_dir)
+        except Exception as exc:  # noqa: BLE001 - a broken install must not sink the comparison
+            for row, _ in todo:
+                row.reference_note = f"{REFERENCE} failed to start: {exc}"
+            return
+        try:
+            warm = await warm_up(flow, {w.kind for _, w in todo})
+            for row, w in todo:
+                row.reference = await measure(flow, w, repeat, backend="local", slots=slots,
+                                              startup_s=startup, engine=REFERENCE, warmup_s=warm)
+        finally:
+            await flow.shutdown()
 
 
 def _ms(m: Measurement | None) -> str:
