@@ -67,7 +67,7 @@ _ENV_LOCK = threading.Lock()
 class _Entry:
     """One submitted task as the callbacks see it."""
 
-    __slots__ = ("spec", "rp_uid", "pilot", "reporter", "cancel_requested", "raptor")
+    __slots__ = ("spec", "rp_uid", "pilot", "reporter", "cancel_requested", "raptor", "started")
 
     def __init__(self, spec: TaskSpec, rp_uid: str, pilot: str | None, reporter: Reporter,
                  raptor: str | None) -> None:
@@ -77,6 +77,7 @@ class _Entry:
         self.reporter = reporter
         self.cancel_requested = False
         self.raptor = raptor  # master uid for function tasks
+        self.started = False  # reached AGENT_EXECUTING (it holds its cores)
 
 
 class RadicalPilotBackend(ExecutionBackend):
@@ -170,6 +171,16 @@ class RadicalPilotBackend(ExecutionBackend):
         self._raptor: Any = None
         self._raptor_uids: set[str] = set()
         self._raptor_broken: BaseException | None = None
+        self._raptor_cores = 0  # cores the current master + workers hold for the pilot's life
+        # Raptor holds its cores until stopped. An executable that does not fit beside it is
+        # held here (entry, description) until no function task is in flight; then raptor is
+        # stopped and the executable submitted. Function tasks that arrive while such
+        # executables wait are held too (entry only), so a fresh raptor cannot take the cores
+        # back first. All of this is touched on the RP thread only.
+        self._held_exe: list[tuple[_Entry, Any]] = []
+        self._held_fn: list[_Entry] = []
+        self._exe_waiting: set[str] = set()  # released executables not yet started
+        self._small_pilot_logged = False
         # bookkeeping shared with RP's callback threads; single dict operations are atomic
         self._tasks: dict[str, _Entry] = {}  # rp uid -> entry, unfinished only
         self._by_spec: dict[str, str] = {}  # spec uid -> rp uid of its latest attempt
@@ -496,6 +507,8 @@ class RadicalPilotBackend(ExecutionBackend):
         entry.cancel_requested = True
         self._tasks.pop(rp_uid, None)  # the engine settled it; ignore RP's late reports
         _quiet(self._tmgr.cancel_tasks, [rp_uid])
+        if self._held_exe or self._held_fn or self._exe_waiting:
+            self._rebalance()
 
     def _submit_sync(self, batch: list[TaskSpec], reporter: Reporter) -> None:
         """Runs on the RP thread: translate and submit a batch with one submit_tasks."""
@@ -516,22 +529,44 @@ class RadicalPilotBackend(ExecutionBackend):
                 # (which another RP thread may win)
                 time.sleep(0)
                 pause_at = time.perf_counter() + _GIL_SLICE
+            if spec.kind is _FUNCTION and (self._held_exe or self._exe_waiting):
+                # executables wait for raptor's cores: do not start a new raptor before them
+                entry = self._register(spec, pilot_uid, reporter, None)
+                self._held_fn.append(entry)
+                continue
             try:
                 td, raptor = self._translate(spec)
+                held = watch = False
+                if spec.kind is _EXECUTABLE:
+                    held, watch = self._exe_fit(spec, td)
             except Exception as exc:  # bad key, unpicklable function, raptor trouble, ...
                 reporter.threadsafe(spec.uid, _FAILED, error=exc)
                 continue
-            rp_uid = tr.rp_uid_for(spec.uid, self._known_rp_uids)
-            self._known_rp_uids.add(rp_uid)
-            td.uid = rp_uid
-            entry = _Entry(spec, rp_uid, pilot_uid, reporter, raptor)
-            # registered BEFORE submit: RP's first callbacks can beat submit_tasks' return
-            self._tasks[rp_uid] = entry
-            self._by_spec[spec.uid] = rp_uid
+            entry = self._register(spec, pilot_uid, reporter, raptor)
+            td.uid = entry.rp_uid
+            if held:
+                self._held_exe.append((entry, td))
+                continue
+            if watch:  # a raptor started now could take its cores before it gets them
+                self._exe_waiting.add(entry.rp_uid)
             tds.append(td)
             entries.append(entry)
-        if not tds:
-            return
+        if tds:
+            self._submit_tds(tds, entries)
+        if self._held_exe or self._held_fn:
+            self._rebalance()
+
+    def _register(self, spec: TaskSpec, pilot_uid: str, reporter: Reporter,
+                  raptor: str | None) -> _Entry:
+        rp_uid = tr.rp_uid_for(spec.uid, self._known_rp_uids)
+        self._known_rp_uids.add(rp_uid)
+        entry = _Entry(spec, rp_uid, pilot_uid, reporter, raptor)
+        # registered BEFORE submit: RP's first callbacks can beat submit_tasks' return
+        self._tasks[rp_uid] = entry
+        self._by_spec[spec.uid] = rp_uid
+        return entry
+
+    def _submit_tds(self, tds: list[Any], entries: list[_Entry]) -> None:
         try:
             self._tmgr.submit_tasks(tds)
         except Exception as exc:
@@ -539,10 +574,10 @@ class RadicalPilotBackend(ExecutionBackend):
             err.__cause__ = exc
             for entry in entries:
                 if self._tasks.pop(entry.rp_uid, None) is not None:
-                    reporter.threadsafe(entry.spec.uid, _FAILED, error=err)
-            return
+                    entry.reporter.threadsafe(entry.spec.uid, _FAILED, error=err)
 
     def _translate(self, spec: TaskSpec) -> tuple[Any, str | None]:
+        """RP task description and raptor master uid (function tasks) for ``spec``."""
         rp = self._rp
         fields = tr.task_description(spec, self._td_keys)
         if spec.kind is _EXECUTABLE:
@@ -563,6 +598,134 @@ class RadicalPilotBackend(ExecutionBackend):
                 f"task_description of task {spec.name!r} rejected by RADICAL-Pilot: {exc}") from exc
 
     # ================================================================ raptor
+    def _exe_fit(self, spec: TaskSpec, td: Any) -> tuple[bool, bool]:
+        """(hold, watch) for executable ``td`` (RP thread).
+
+        hold: it cannot run beside the running raptor, which must stop first. watch: no
+        raptor runs, but it would not fit beside one: function tasks wait until it started.
+        Raises ConfigurationError when it needs more cores than the whole pilot has: RP
+        fails such a task only while nothing else runs, otherwise it waits forever.
+        """
+        need = _cores_of(td)
+        total = self._total_cores()
+        if total is not None and need > total:
+            raise ConfigurationError(
+                f"task {spec.name!r} needs {need} core(s) ({_ranks_text(td)}) but pilot "
+                f"{self._pilot.uid} has {total} core(s) in total: it can never run; "
+                "ask for a larger pilot (cores= / nodes=) or fewer ranks/cores")
+        if total is None:
+            total = self._pilot_cores()
+        if self._raptor is None:
+            return False, need > total - self._planned_raptor_cores()
+        return need > total - self._raptor_cores, False
+
+    def _raptor_sizes(self, env: Mapping[str, str] | None = None
+                      ) -> tuple[dict[str, Any], dict[str, Any], int]:
+        """Master and worker description fields and the worker count from the config."""
+        cfg = self._raptor_cfg
+        cores = cfg.get("cores_per_worker") or max(1, (self._pilot_cores() - 1) // 2)
+        master = {"mode": self._rp.RAPTOR_MASTER, **dict(cfg.get("master") or {})}
+        worker = {"mode": self._rp.RAPTOR_WORKER, "ranks": 1, "cores_per_rank": int(cores),
+                  "gpus_per_rank": float(cfg.get("gpus_per_worker") or 0),
+                  "environment": dict(env or {}), **dict(cfg.get("worker") or {})}
+        return master, worker, int(cfg.get("workers") or 1)
+
+    def _planned_raptor_cores(self) -> int:
+        master, worker, workers = self._raptor_sizes()
+        return _cores_of(master) + workers * _cores_of(worker)
+
+    def _fn_in_flight(self, master_uid: str) -> bool:
+        return any(e.raptor == master_uid for e in list(self._tasks.values()))
+
+    def _rebalance(self) -> None:
+        """Stop raptor for executables that wait for its cores; release what may go (RP thread).
+
+        Held executables go once no function task runs on the current raptor (raptor is
+        stopped first); held function tasks go once no released executable still waits to
+        start, so a fresh raptor only queues behind running executables, never ahead.
+        """
+        if self._closing or self._dead is not None:
+            return
+        tasks = self._tasks
+        self._held_exe = [(e, td) for e, td in self._held_exe if tasks.get(e.rp_uid) is e]
+        if self._held_exe:
+            if self._raptor is not None:
+                if self._fn_in_flight(self._raptor.uid):
+                    return  # the last function task's end calls us again
+                self._retire_raptor()
+            batch, self._held_exe = self._held_exe, []
+            self._exe_waiting.update(e.rp_uid for e, _ in batch)
+            log.info("submitting %d executable task(s) that needed raptor's cores",
+                     len(batch))
+            self._submit_tds([td for _, td in batch], [e for e, _ in batch])
+        self._exe_waiting = {u for u in self._exe_waiting
+                             if (e := tasks.get(u)) is not None and not e.started}
+        if self._exe_waiting or not self._held_fn:
+            return
+        held, self._held_fn = self._held_fn, []
+        tds, entries = [], []
+        for entry in held:
+            if tasks.get(entry.rp_uid) is not entry:
+                continue  # cancelled or failed with its pilot meanwhile
+            try:
+                td, raptor = self._translate(entry.spec)
+            except Exception as exc:
+                if tasks.pop(entry.rp_uid, None) is not None:
+                    entry.reporter.threadsafe(entry.spec.uid, _FAILED, error=exc)
+                continue
+            td.uid = entry.rp_uid
+            entry.raptor = raptor
+            tds.append(td)
+            entries.append(entry)
+        if tds:
+            self._submit_tds(tds, entries)
+
+    def _retire_raptor(self) -> None:
+        """Stop the idle raptor so waiting executables get its cores (RP thread).
+
+        Its uids leave ``_raptor_uids`` first, so their final states are not taken for a
+        failure (``_raptor_ended``); ``_raptor = None`` makes the next function task start
+        a fresh master instead of being sent to this dying one.
+        """
+        master = self._raptor
+        self._raptor = None
+        uids = list(self._raptor_uids)
+        self._raptor_uids.clear()
+        log.info("stopping raptor %s: executable tasks need its %d core(s)", master.uid,
+                 self._raptor_cores)
+        self._raptor_cores = 0
+        if uids:  # never an empty list: cancel_tasks([]) cancels EVERY task
+            _quiet(self._tmgr.cancel_tasks, uids)
+
+    def _kick(self) -> None:
+        """From a callback thread: let the RP thread re-check held tasks."""
+        ex = self._rp_exec
+        if ex is None or self._closing:
+            return
+        try:
+            ex.submit(self._rebalance)
+        except RuntimeError:  # executor already shut down
+            pass
+
+    def _total_cores(self) -> int | None:
+        """Cores of the current pilot, or None when not known (yet).
+
+        The agent's own count once the pilot is active (RP rounds a pilot up to whole nodes:
+        ``cores=2`` on local.localhost gets its fake 8-core node), before that the request.
+        """
+        try:
+            rm = self._pilot.resource_details or {}
+            nodes, cpn = len(rm.get("node_list") or ()), int(rm.get("cores_per_node") or 0)
+            if nodes and cpn:
+                return nodes * cpn
+        except Exception:
+            pass
+        if self._pd.get("cores"):
+            return int(self._pd["cores"])
+        if self._cores_per_node:
+            return int(self._pd.get("nodes") or 1) * self._cores_per_node
+        return None
+
     def _ensure_raptor(self) -> str:
         """Uid of a raptor master on the current pilot; started on first use (RP thread)."""
         if self._raptor is not None:
@@ -571,28 +734,30 @@ class RadicalPilotBackend(ExecutionBackend):
             raise self._raptor_broken
         rp = self._rp
         cfg = self._raptor_cfg
-        total = self._pilot_cores()
-        cores = cfg.get("cores_per_worker") or max(1, (total - 1) // 2)
         env = {}
         if cfg.get("pythonpath", True):
             # function tasks are pickled by reference when their module is importable here;
             # the worker imports them from the same places (same host or shared filesystem)
             env["PYTHONPATH"] = os.pathsep.join(_import_path())
         env.update({str(k): str(v) for k, v in (cfg.get("environment") or {}).items()})
-        master_td = {"mode": rp.RAPTOR_MASTER, **dict(cfg.get("master") or {})}
+        master_td, wtd, n_workers = self._raptor_sizes(env)
         try:
             master = self._pilot.submit_raptors(rp.TaskDescription(master_td))[0]
-            wtd = {"mode": rp.RAPTOR_WORKER, "ranks": 1, "cores_per_rank": int(cores),
-                   "gpus_per_rank": float(cfg.get("gpus_per_worker") or 0),
-                   "environment": env, **dict(cfg.get("worker") or {})}
             workers = master.submit_workers(
-                [rp.TaskDescription(dict(wtd)) for _ in range(int(cfg.get("workers") or 1))])
+                [rp.TaskDescription(dict(wtd)) for _ in range(n_workers)])
         except Exception as exc:
             raise BackendError(f"could not start the raptor master/worker: {exc}") from exc
         self._raptor = master
         self._raptor_uids.update([master.uid, *(w.uid for w in workers)])
+        self._raptor_cores = _cores_of(master_td) + len(workers) * _cores_of(wtd)
         log.info("raptor %s started with %d worker(s) of %d core(s)", master.uid,
-                 len(workers), cores)
+                 len(workers), _cores_of(wtd))
+        total = self._total_cores() or self._pilot_cores()
+        if self._raptor_cores >= total and not self._small_pilot_logged:
+            self._small_pilot_logged = True
+            log.info("raptor master and workers take all %d core(s) of the pilot: function "
+                     "tasks and executable tasks alternate (raptor is stopped for executables "
+                     "and started again for the next function task)", total)
         return master.uid
 
     def _pilot_cores(self) -> int:
@@ -601,21 +766,30 @@ class RadicalPilotBackend(ExecutionBackend):
         return int(self._pd.get("nodes") or 1) * (self._cores_per_node or 1)
 
     def _raptor_ended(self, uid: str, state: str, task: Any) -> None:
-        """A raptor master or worker ended while we still need it (callback thread)."""
-        if self._closing or uid not in self._raptor_uids:
-            return
-        master = self._raptor
-        if master is None:
+        """A raptor master or worker ended while we still need it (callback thread).
+
+        Only the current raptor counts: one stopped on purpose (``_retire_raptor``) left
+        ``_raptor_uids`` before its tasks were cancelled.
+        """
+        master = self._raptor  # read first: a newer master never owns an older uid
+        if self._closing or master is None or uid not in self._raptor_uids:
             return
         err = BackendError(
             f"raptor task {uid} ended in state {state} ({getattr(task, 'exception', None)}); "
             f"function tasks cannot run (logs: {self._pilot_sandbox})")
         self._raptor = None  # the next function task starts a fresh one
+        uids = list(self._raptor_uids)
+        self._raptor_uids.clear()  # the rest of this raptor ending is no news
+        self._raptor_cores = 0
         for rp_uid, entry in list(self._tasks.items()):
             if entry.raptor == master.uid and self._tasks.pop(rp_uid, None) is not None:
                 entry.reporter.threadsafe(entry.spec.uid, _FAILED, error=err)
-        if self._rp_exec is not None:
-            self._rp_exec.submit(_quiet, self._tmgr.cancel_tasks, list(self._raptor_uids))
+        if self._rp_exec is not None and uids:
+            try:  # never an empty list: cancel_tasks([]) cancels EVERY task
+                self._rp_exec.submit(_quiet, self._tmgr.cancel_tasks, uids)
+            except RuntimeError:
+                pass
+            self._kick()
 
     # ================================================================ callbacks (RP threads)
     def _task_cb(self, task: Any, state: str) -> None:
@@ -627,11 +801,16 @@ class RadicalPilotBackend(ExecutionBackend):
             return
         if state == "AGENT_EXECUTING":
             entry.reporter.threadsafe(entry.spec.uid, _RUNNING)
+            entry.started = True
+            if uid in self._exe_waiting:  # it has its cores: held function tasks may go
+                self._kick()
             return
         if state not in _PILOT_FINAL:
             return
         if self._tasks.pop(uid, None) is None:  # someone else (cancel, pilot watch) won
             return
+        if (self._held_exe and entry.raptor is not None) or uid in self._exe_waiting:
+            self._kick()
         spec = entry.spec
         rep = entry.reporter
         try:
@@ -723,6 +902,9 @@ class RadicalPilotBackend(ExecutionBackend):
                     self._restarts, self._max_restarts)
         self._raptor = None
         self._raptor_uids.clear()
+        self._raptor_cores = 0
+        self._held_exe, self._held_fn = [], []  # their entries are resubmitted below
+        self._exe_waiting.clear()
         _quiet(self._tmgr.remove_pilots, old_uid)
         self._active_evt = concurrent.futures.Future()
         try:
@@ -846,6 +1028,18 @@ def _url_path(url: Any) -> str:
     if "://" in text:
         text = "/" + text.split("://", 1)[1].split("/", 1)[-1]
     return text
+
+
+def _cores_of(td: Any) -> int:
+    """Cores a task description asks for: ranks x cores_per_rank (RP's defaults are 1)."""
+    try:
+        return max(1, int(td.get("ranks") or 1)) * max(1, int(td.get("cores_per_rank") or 1))
+    except (TypeError, ValueError, AttributeError):
+        return 1
+
+
+def _ranks_text(td: Any) -> str:
+    return f"ranks={td.get('ranks') or 1} x cores_per_rank={td.get('cores_per_rank') or 1}"
 
 
 def _node_of(task: Any) -> str | None:
