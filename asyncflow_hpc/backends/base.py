@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import re
 from collections.abc import Generator, Sequence
 from typing import Any
 
@@ -136,3 +137,15 @@ class ExecutionBackend(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"
+
+
+_NODE_FAILURE = re.compile(r"srun: error: Node failure on (\S+)")
+
+
+def launcher_node_failure(stderr: str | None) -> str | None:
+    """The node srun says it lost, if it did: SLURM's srun prints "Node failure on <node>" and
+    may still exit 0, so a task killed with its node would otherwise count as a success."""
+    if not stderr or "Node failure" not in stderr:
+        return None
+    m = _NODE_FAILURE.search(stderr)
+    return m.group(1) if m else None

@@ -37,7 +37,7 @@ from ..errors import (
     TaskTimeoutError,
 )
 from ..tasks import TaskKind, TaskSpec, TaskState
-from .base import ExecutionBackend
+from .base import ExecutionBackend, launcher_node_failure
 
 __all__ = ["LocalExecutionBackend"]
 
@@ -262,6 +262,13 @@ class LocalExecutionBackend(ExecutionBackend):
             if returncode != 0:
                 raise TaskExecutionError(spec.command_line, returncode,
                                          _read_text(err_f, tail=STDERR_TAIL_BYTES), task=spec.name)
+            if os.fstat(err_f.fileno()).st_size:
+                stderr = _read_text(err_f, tail=STDERR_TAIL_BYTES)
+                lost = launcher_node_failure(stderr)
+                if lost:
+                    raise TaskExecutionError(
+                        spec.command_line, returncode, stderr, task=spec.name,
+                        details=f"srun lost node {lost} and exited 0; the output is incomplete")
             return _read_text(out_f)
         finally:
             self._spools.put(out_f)

@@ -41,7 +41,7 @@ from ..errors import (
 )
 from ..tasks import TaskKind, TaskSpec, TaskState
 from . import _radical_translate as tr
-from .base import ExecutionBackend, Reporter
+from .base import ExecutionBackend, Reporter, launcher_node_failure
 
 __all__ = ["RadicalPilotBackend", "leftover_processes"]
 
@@ -823,6 +823,12 @@ class RadicalPilotBackend(ExecutionBackend):
                         rep.threadsafe(spec.uid, _DONE, value)
                     else:
                         rep.threadsafe(spec.uid, _FAILED, error=value)
+                elif lost := launcher_node_failure(task.stderr):
+                    sandbox = _url_path(task.sandbox) if task.sandbox else None
+                    rep.threadsafe(spec.uid, _FAILED, error=TaskExecutionError(
+                        spec.command_line, task.exit_code, task.stderr or "", task=spec.name,
+                        details=f"srun lost node {lost} and exited 0, so RADICAL-Pilot reported "
+                                f"DONE; the output is incomplete; sandbox: {sandbox}"), node=node)
                 else:
                     rep.threadsafe(spec.uid, _DONE, _full_stdout(task), node=node)
             elif state == "FAILED":
@@ -987,6 +993,10 @@ class _rp_environment:
             "RADICAL_BASE": str(w),
             "TMPDIR": str(w / "tmp"),
         }
+        # SLURM requeues a batch job whose node failed (JobRequeue=1): RP would then see no
+        # failure and wait until the walltime. Pilot jobs are submitted without requeue.
+        if "SBATCH_NO_REQUEUE" not in env and "SBATCH_REQUEUE" not in env:
+            values["SBATCH_NO_REQUEUE"] = "1"
         # a user's explicit choice wins for these two (see docs/radical-pilot.md)
         for key, default in (("RADICAL_PROFILE", "FALSE"), ("RADICAL_DEFAULT_IFACE", "lo")):
             if key not in env:

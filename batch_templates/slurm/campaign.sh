@@ -61,7 +61,13 @@ if command -v setsid >/dev/null 2>&1 && [ "$(ps -o pgid= -p $$ 2>/dev/null | tr 
     sleep 3; kill -KILL -- "-$1" 2>/dev/null; exit 0' afhpc-reaper "$$" </dev/null >/dev/null 2>&1 & )
 fi
 
-{{ python_q }} -m asyncflow_hpc run {{ script_q }} --in-allocation --backend {{ backend_q }} {{ site_args_q }} -- {{ script_args_q }} &
+# a job SLURM requeued (its node failed) continues from the journal instead of starting over
+resume=()
+if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then
+  resume=(--resume)
+  echo "asyncflow-hpc: restart ${SLURM_RESTART_COUNT} of this job: resuming from the journal"
+fi
+{{ python_q }} -m asyncflow_hpc run {{ script_q }} --in-allocation "${resume[@]}" --backend {{ backend_q }} {{ site_args_q }} -- {{ script_args_q }} &
 client=$!
 status=0
 while :; do

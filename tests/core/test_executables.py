@@ -196,3 +196,23 @@ def test_mpi_ranks_take_process_slots(tmp_path):
     solo_start, solo_end = times["solo"]["start"][0], times["solo"]["end"][0]
     assert len(times["mpi"]["start"]) == 2  # both ranks ran
     assert solo_start >= mpi_end or solo_end <= mpi_start
+
+
+def test_srun_node_failure_with_exit_0_is_a_failure(tmp_path):
+    """SLURM 22.05's srun prints "Node failure on <node>" and may exit 0: not a success."""
+    async def main():
+        async with WorkflowEngine.create(LocalExecutionBackend(), install_signal_handlers=False) as flow:
+            @flow.executable_task
+            def fake_srun():
+                return ["sh", "-c", "echo partial; echo 'srun: error: Node failure on afnode2' >&2"]
+
+            @flow.executable_task
+            def noisy_ok():
+                return ["sh", "-c", "echo fine; echo 'warning: something' >&2"]
+
+            ok = await noisy_ok()
+            with pytest.raises(TaskExecutionError, match="lost node afnode2"):
+                await fake_srun()
+            return ok
+
+    assert run(main()).strip() == "fine"
