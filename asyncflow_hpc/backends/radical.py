@@ -415,6 +415,12 @@ class RadicalPilotBackend(ExecutionBackend):
         folder = base / self._session_uid
         if folder.is_dir() and folder.name.startswith("rp.session."):
             shutil.rmtree(folder, ignore_errors=True)
+        # an agent in a batch job gets no TMPDIR from us and makes $TMPDIR/<sid> or /tmp/<sid>
+        # on its node; where that node's /tmp is ours too (local and test clusters), remove it
+        for tmp in {os.environ.get("TMPDIR") or "/tmp", "/tmp"}:
+            folder = Path(tmp) / self._session_uid
+            if folder.is_dir() and folder.name.startswith("rp.session."):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _stop_raptor(self) -> None:
         master = self._raptor

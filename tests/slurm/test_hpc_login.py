@@ -143,6 +143,10 @@ def test_login_node_pilot_is_a_slurm_job(slurm_jobs: SlurmJobs) -> None:
                                "resource_afhpc_local_slurm.json"))
     assert len(configs) == 1 and "slurm://localhost/" in configs[0].read_text(), configs
     settle(folder, slurm_jobs)
+    # the agent in the batch job made /tmp/<session id> on its node (this machine): gone again
+    sessions = [p.name for p in folder.glob("asyncflow-work/*/sandbox/radical.pilot.sandbox/rp.session.*")]
+    assert sessions, "no RP session sandbox found"
+    assert not [s for s in sessions if (Path("/tmp") / s).exists()], sessions
     print(f"login-node campaign, pilot job {pilots}: {time.monotonic() - t0:.1f} s")
 
 
