@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib.util
 import json
 import logging
 import os
@@ -121,6 +122,11 @@ class RadicalPilotBackend(ExecutionBackend):
                 raise ConfigurationError(f"pilot keyword {key!r} given twice")
             merged[key] = value
         pd = tr.validate_pilot_keywords(merged)  # raises before RP is ever loaded
+        if importlib.util.find_spec("radical") is None or \
+                importlib.util.find_spec("radical.pilot") is None:
+            raise ConfigurationError(
+                "the RADICAL-Pilot backend needs radical.pilot, which is not installed; "
+                "pip install 'asyncflow-hpc[radical]'")
         if not pd.get("resource"):
             pd["resource"] = os.environ.get(ENV_RESOURCE, "").strip() or DEFAULT_RESOURCE
         if "." not in pd["resource"]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from ..backends import BACKENDS
+from ..errors import BackendError, ConfigurationError
 from .submit import with_hpc_options
 
 
@@ -82,6 +83,10 @@ def run_command(script: str, script_args: tuple[str, ...], backend: str | None,
         sys.path.insert(0, script_dir)
     try:
         runpy.run_path(script, run_name="__main__")
+    except (ConfigurationError, BackendError) as exc:
+        # bad input or an unusable backend: the message says what; a traceback adds nothing
+        click.echo(f"asyncflow-hpc: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("asyncflow-hpc: interrupted; finished tasks are in the journal, "
                    "continue with --resume", err=True)

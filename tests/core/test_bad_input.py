@@ -158,3 +158,20 @@ def test_fuzzed_descriptions_and_arguments_end_in_time(make_flow, td, args):
 
     run(main(), timeout=60)
     assert threading.active_count() < 50
+
+
+def test_cli_run_reports_configuration_errors_without_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "campaign.py"
+    script.write_text(
+        "import asyncio\nfrom asyncflow_hpc import WorkflowEngine\n\n"
+        "async def main():\n    async with WorkflowEngine.create():\n        pass\n\n"
+        "asyncio.run(main())\n")
+    env = {**__import__("os").environ, "ASYNCFLOW_HPC_BACKEND": "slurmish"}
+    out = subprocess.run([sys.executable, "-m", "asyncflow_hpc", "run", "--quiet", str(script)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out
+    assert "ConfigurationError" in out.stderr and "slurmish" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
