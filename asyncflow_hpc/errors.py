@@ -22,7 +22,17 @@ __all__ = [
 
 
 class AsyncFlowError(Exception):
-    """Base class of every error raised by asyncflow-hpc."""
+    """Base class of every error raised by asyncflow-hpc.
+
+    Errors cross process boundaries (RADICAL-Pilot's client runs in a child process, the
+    local backend's process pools): pickle's default rebuilds an exception by calling
+    ``cls(*args)`` with the formatted message, which breaks every subclass whose
+    ``__init__`` takes other parameters. ``__reduce__`` rebuilds without ``__init__`` instead:
+    the same class, message, attributes, notes and (when it pickles) ``__cause__``.
+    """
+
+    def __reduce__(self) -> tuple:
+        return (_rebuild, (type(self), self.args, dict(self.__dict__), self.__cause__))
 
 
 class ConfigurationError(AsyncFlowError, ValueError):
@@ -139,6 +149,17 @@ class PilotFailedError(AsyncFlowError):
         if log_dir:
             msg += f" (logs: {log_dir})"
         super().__init__(msg)
+
+
+def _rebuild(cls: type, args: tuple, state: dict,
+             cause: BaseException | None = None) -> BaseException:
+    """Unpickle an :class:`AsyncFlowError` without calling its ``__init__``."""
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    if cause is not None:
+        exc.__cause__ = cause
+    return exc
 
 
 def _tail(text: str, lines: int = 20, chars: int = 4000) -> str:

@@ -1,6 +1,15 @@
 """RADICAL-Pilot backend: tasks run in a pilot job (local fork, SLURM, PBS, ...).
 
-Threading model (why it looks like this):
+Where RP's client runs (``client=``, or ``$ASYNCFLOW_HPC_RP_CLIENT``):
+
+* ``"process"`` (default): in a child process (``_radical_host``), talking to this one over
+  a socket (``_radical_client``). RP's client threads decode every state update (msgpack,
+  string conversions) while holding the GIL; in the engine's process a burst of updates
+  stalls the event loop for 40-100 ms. In a child process they stall nobody.
+* ``"thread"``: in this process, as described below. The child process runs exactly this
+  code too, on a loop of its own.
+
+Threading model of the in-process client (why it looks like this):
 
 * Every call into RP (import, Session, managers, submit, cancel, close) runs on ONE dedicated
   worker thread (``self._rp``, a single-thread executor). RP calls take from milliseconds to
@@ -30,7 +39,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     BackendError,
@@ -44,6 +53,9 @@ from ..tasks import TaskKind, TaskSpec, TaskState
 from . import _radical_translate as tr
 from .base import ExecutionBackend, Reporter, launcher_node_failure
 
+if TYPE_CHECKING:
+    from ._radical_client import ProcessClient
+
 __all__ = ["RadicalPilotBackend", "leftover_processes"]
 
 log = logging.getLogger(__name__)
@@ -52,6 +64,10 @@ DEFAULT_RESOURCE = "local.localhost"
 ENV_RESOURCE = "ASYNCFLOW_HPC_RESOURCE"
 #: pilot runtime (minutes) when none is given: RP's own default (10) ends most campaigns early
 DEFAULT_RUNTIME = 60
+ENV_CLIENT = "ASYNCFLOW_HPC_RP_CLIENT"
+CLIENT_MODES = ("process", "thread")
+#: where RP's client runs unless ``client=`` or $ASYNCFLOW_HPC_RP_CLIENT says otherwise
+DEFAULT_CLIENT = "thread"
 _PILOT_FINAL = ("DONE", "FAILED", "CANCELED")
 _RUNNING, _DONE, _FAILED, _CANCELLED = (TaskState.RUNNING, TaskState.DONE, TaskState.FAILED,
                                         TaskState.CANCELLED)
@@ -96,6 +112,12 @@ class RadicalPilotBackend(ExecutionBackend):
     :class:`PilotFailedError` when the pilot ends; ``"resubmit"`` starts a new pilot (at most
     ``max_pilot_restarts`` times) and requeues them. ``site_config`` adds or overrides RP
     resource configs: ``{"mysite.cluster": {...resource entry...}}``.
+
+    ``client="process"`` (default; or ``$ASYNCFLOW_HPC_RP_CLIENT``) runs RP's client
+    (session, managers, their threads) in a child process, so that RP's GIL-heavy threads
+    never hold up the event loop; ``client="thread"`` runs it in this process. Both behave
+    the same to the engine. Everything that can be checked without RP is checked here, at
+    construction, before any process or thread starts.
     """
 
     name = "radical"
@@ -111,6 +133,7 @@ class RadicalPilotBackend(ExecutionBackend):
         site_config: Mapping[str, Mapping[str, Any]] | None = None,
         name: str | None = None,
         nice: int = 10,
+        client: str | None = None,
         **pilot_keywords: Any,
     ) -> None:
         super().__init__()
@@ -150,6 +173,7 @@ class RadicalPilotBackend(ExecutionBackend):
                 "site_config must map '<site>.<entry>' names to resource config dicts")
         if isinstance(nice, bool) or not isinstance(nice, int) or not 0 <= nice <= 19:
             raise ConfigurationError(f"nice must be an integer 0..19, got {nice!r}")
+        self.client = _client_mode(client)
         self._nice = nice
         self._pd = pd
         self._raptor_cfg = tr.validate_raptor(raptor)
@@ -200,9 +224,21 @@ class RadicalPilotBackend(ExecutionBackend):
         self._pilot_sandbox: str | None = None
         self.timings: dict[str, float] = {}
         self._own_pids: set[int] = set()  # processes RP forked from this one (proxy worker)
+        self._proc: ProcessClient | None = None
+        if self.client == "process":
+            from ._radical_client import ProcessClient
+
+            self._proc = ProcessClient(self, {
+                "resources": dict(self._pd), "raptor": dict(self._raptor_cfg) or None,
+                "work_dir": str(self.work_dir), "on_pilot_failure": on_pilot_failure,
+                "max_pilot_restarts": max_pilot_restarts, "site_config": self._site_config,
+                "name": self.name, "nice": nice, "client": "thread"})
 
     # ================================================================ life cycle
     async def _start(self) -> None:
+        if self._proc is not None:
+            await self._proc.start()
+            return
         self._rp_exec = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="asyncflow-rp")
         loop = asyncio.get_running_loop()
@@ -212,6 +248,7 @@ class RadicalPilotBackend(ExecutionBackend):
             # half-started RP (a session without pilot, ...) must not outlive the error
             await asyncio.shield(loop.run_in_executor(self._rp_exec, self._close_sync))
             self._rp_exec.shutdown(wait=False)
+            self._rp_exec = None  # a later shutdown() has nothing left to do
             raise
 
     def _start_sync(self) -> None:
@@ -323,12 +360,37 @@ class RadicalPilotBackend(ExecutionBackend):
 
     async def wait_active(self, timeout: float | None = None) -> str:
         """Wait until the pilot runs (returns its state); raises PilotFailedError if it ended."""
+        if self._proc is not None:
+            return await asyncio.wait_for(self._proc.request("wait"), timeout)
         state = await asyncio.wait_for(asyncio.wrap_future(self._active_evt), timeout)
         if state != "PMGR_ACTIVE":
             raise self._dead or PilotFailedError(self._pilot.uid, state, self._pilot_sandbox)
         return state
 
+    async def run_in_client(self, fn: Any, *args: Any) -> Any:
+        """``fn(backend, *args)`` where RP's client lives, on a thread of its own; its result.
+
+        For tests, benchmarks and diagnosis that need RP's own objects (``_tmgr``,
+        ``_pmgr``, ``_pilot``): in process mode ``fn`` runs in the child process on the
+        backend there, so ``fn``, the arguments and the result must pickle (cloudpickle:
+        lambdas and functions of ``__main__`` travel by value). Blocking is fine.
+        """
+        if self._proc is not None:
+            return await self._proc.call(fn, args)
+        if self._rp_exec is None:
+            raise BackendError(f"backend {self.name!r} is not running")
+        return await asyncio.get_running_loop().run_in_executor(None, fn, self, *args)
+
+    @property
+    def client_pid(self) -> int | None:
+        """Pid of the RP client process (process mode, once started), else None."""
+        proc = self._proc.proc if self._proc is not None else None
+        return proc.pid if proc is not None else None
+
     async def _shutdown(self) -> None:
+        if self._proc is not None:
+            await self._proc.shutdown()
+            return
         self._closing = True
         if self._flush_handle is not None:
             self._flush_handle.cancel()
@@ -475,6 +537,10 @@ class RadicalPilotBackend(ExecutionBackend):
 
     # ================================================================ submit / cancel
     def bind(self, reporter: Reporter) -> None:
+        if self._proc is not None:
+            super().bind(reporter)
+            self._proc.bind(reporter)
+            return
         # one backend may serve several engines in turn (each with its own loop): a flush
         # scheduled on a previous loop would never run, so hand its batch over now
         if self._flush_handle is not None:
@@ -486,6 +552,9 @@ class RadicalPilotBackend(ExecutionBackend):
         super().bind(reporter)
 
     def submit(self, specs: Sequence[TaskSpec]) -> None:
+        if self._proc is not None:
+            self._proc.submit(specs)
+            return
         reporter = self.reporter
         if self._closed or self._closing or self._rp_exec is None:
             err = BackendError(f"backend {self.name!r} is not running (started: "
@@ -504,6 +573,9 @@ class RadicalPilotBackend(ExecutionBackend):
             self._rp_exec.submit(self._submit_sync, batch, self.reporter)
 
     def cancel(self, uid: str) -> None:
+        if self._proc is not None:
+            self._proc.cancel(uid)
+            return
         for i, spec in enumerate(self._pending):
             if spec.uid == uid:
                 del self._pending[i]
@@ -599,7 +671,7 @@ class RadicalPilotBackend(ExecutionBackend):
         elif spec.kind is _FUNCTION:
             raptor = self._ensure_raptor()
             fields.update(mode=rp.TASK_FUNCTION, raptor_id=raptor,
-                          function=rp.PythonTask(tr.REMOTE_CALL, (tr.pack_call(spec),), {}))
+                          function=rp.PythonTask(tr.REMOTE_CALL, (self._pack_call(spec),), {}))
         else:
             raise ConfigurationError(f"task {spec.name!r}: the radical backend runs function "
                                      f"and executable tasks, not {spec.kind.value!r}")
@@ -608,6 +680,15 @@ class RadicalPilotBackend(ExecutionBackend):
         except Exception as exc:  # RP's own type checks (typeguard)
             raise ConfigurationError(
                 f"task_description of task {spec.name!r} rejected by RADICAL-Pilot: {exc}") from exc
+
+    def _pack_call(self, spec: TaskSpec) -> str:
+        """A function task's call, pickled for the raptor worker (the client process
+        overrides this: the parent pickles it, where the user's objects live)."""
+        return tr.pack_call(spec)
+
+    def _unpack_result(self, value: Any) -> tuple[bool, Any]:
+        """(ok, value or exception) of a raptor result (the client process passes it on)."""
+        return tr.unpack_result(value)
 
     # ================================================================ raptor
     def _exe_fit(self, spec: TaskSpec, td: Any) -> tuple[bool, bool]:
@@ -830,7 +911,7 @@ class RadicalPilotBackend(ExecutionBackend):
             node = _node_of(task) if spec.kind is _EXECUTABLE else None
             if state == "DONE":
                 if spec.kind is _FUNCTION:
-                    ok, value = tr.unpack_result(task.return_value)
+                    ok, value = self._unpack_result(task.return_value)
                     if ok:
                         rep.threadsafe(spec.uid, _DONE, value)
                     else:
@@ -949,17 +1030,31 @@ class RadicalPilotBackend(ExecutionBackend):
     # ================================================================ introspection
     @property
     def pilot_uid(self) -> str | None:
+        """The current pilot's uid (a replacement pilot's after a restart)."""
+        if self._proc is not None:
+            return self.describe().get("pilot_uid")
         return self._pilot.uid if self._pilot is not None else None
 
     @property
     def session_uid(self) -> str | None:
+        if self._proc is not None:
+            return self._proc.info.get("session")
         return self._session_uid
 
     def describe(self) -> dict[str, Any]:
+        if self._proc is not None:
+            if not self._proc.info:  # not started: what the constructor knows
+                return {"name": self.name, "type": type(self).__name__, "client": "process",
+                        "resource": self._pd["resource"], "work_dir": str(self.work_dir)}
+            info = self._proc.describe()
+            info.update(name=self.name, type=type(self).__name__, client="process",
+                        client_pid=self.client_pid)
+            return info
         pilot = self._pilot
         return {
             "name": self.name,
             "type": type(self).__name__,
+            "client": self.client,
             "resource": self._pd["resource"],
             "pilot": {k: v for k, v in self._pd.items() if k != "exit_on_error"},
             "pilot_uid": pilot.uid if pilot is not None else None,
@@ -982,6 +1077,19 @@ class RadicalPilotBackend(ExecutionBackend):
 
 
 # ==================================================================== helpers
+
+def _client_mode(client: str | None) -> str:
+    """``client=``, else $ASYNCFLOW_HPC_RP_CLIENT, else the default; checked."""
+    where = "client="
+    if client is None:
+        client = os.environ.get(ENV_CLIENT, "").strip() or DEFAULT_CLIENT
+        where = f"${ENV_CLIENT}"
+    if not isinstance(client, str) or client.strip().lower() not in CLIENT_MODES:
+        raise ConfigurationError(
+            f"{where} must be 'process' (RP's client in a child process) or 'thread' (in this "
+            f"process), got {client!r}")
+    return client.strip().lower()
+
 
 class _rp_environment:
     """RP's environment for the duration of start-up, restored afterwards.

@@ -1,0 +1,441 @@
+"""Parent side of the RADICAL-Pilot client process (see ``_radical_host``).
+
+The engine's loop never blocks on the child: messages go out through a non-blocking socket
+(whatever does not fit waits for ``add_writer``), reports come in through ``add_reader`` (no
+polling) and are handed to the engine's reporter right there, on the loop. The reader is
+registered on whichever loop is using the backend: one backend may serve several engines in
+turn, each ``asyncio.run`` with a loop of its own (the tests share one pilot that way).
+
+Only ``describe()`` and the ``pilot_uid`` property are synchronous in the backend's API, so
+they make a blocking round trip (bounded; a cached answer when the child is gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import pickle
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BackendError
+from ..tasks import TaskKind, TaskSpec, TaskState
+from . import _radical_translate as tr
+from . import _radical_wire as wire
+from .base import Reporter
+
+if TYPE_CHECKING:
+    from .radical import RadicalPilotBackend
+
+__all__ = ["ProcessClient"]
+
+log = logging.getLogger("asyncflow_hpc.backends.radical")
+
+#: longest stretch of pickling on the loop per flush (function tasks are dill-pickled here);
+#: the rest of a big batch goes in the next loop iteration
+_FLUSH_SLICE = 0.010
+#: how long shutdown waits for the child to exit after RP closed, before killing it
+EXIT_TIMEOUT = 30.0
+#: how long shutdown waits for RP's own close in the child
+CLOSE_TIMEOUT = 300.0
+_SYNC_TIMEOUT = 30.0
+
+
+class ProcessClient:
+    """Runs ``owner``'s RP client in a child process and relays everything to the loop."""
+
+    def __init__(self, owner: RadicalPilotBackend, kwargs: dict[str, Any]) -> None:
+        self.owner = owner
+        self.kwargs = kwargs
+        self.proc: subprocess.Popen | None = None
+        self.sock: socket.socket | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # where our reader is registered
+        self.frames = wire.FrameReader()
+        self.out = bytearray()
+        self.writing = False
+        self.ids = itertools.count(1)
+        self.calls: dict[int, asyncio.Future] = {}
+        self.sync_replies: dict[int, tuple] = {}
+        self.backlog: list[tuple] = []  # messages read during a blocking round trip
+        self.reporters: dict[str, Reporter] = {}  # spec uid -> reporter, unfinished tasks
+        self.pending: list[TaskSpec] = []
+        self.flush_handle: asyncio.Handle | None = None
+        self.info: dict[str, Any] = {}  # the child's last describe()
+        self.dead: BaseException | None = None  # the child is gone (or going)
+        self.closing = False
+
+    # ================================================================ life cycle
+    async def start(self) -> None:
+        parent, child = socket.socketpair()
+        for s in (parent, child):  # a burst of reports should not wait for the reader
+            for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+                except OSError:
+                    pass
+        cfg = {"kwargs": self.kwargs, "sys_path": list(sys.path),
+               "log_level": logging.getLogger("asyncflow_hpc").getEffectiveLevel()}
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "asyncflow_hpc.backends._radical_host",
+                 str(child.fileno())], pass_fds=[child.fileno()], stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            parent.close()
+            raise BackendError(f"cannot start the RADICAL-Pilot client process: {exc}") from exc
+        finally:
+            child.close()
+        parent.setblocking(False)
+        self.sock = parent
+        self._attach(asyncio.get_running_loop())
+        self._send(cfg)
+        try:
+            self.info = await self.request("start")
+        except BaseException:
+            await self.shutdown()
+            raise
+        self._update(self.info)
+
+    def bind(self, reporter: Reporter) -> None:
+        # a flush scheduled on a previous engine's loop would never run: send its batch now
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+            self._flush_all()
+        self._attach(reporter.loop)
+
+    async def shutdown(self) -> None:
+        self.closing = True
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+        self.pending.clear()
+        proc = self.proc
+        if proc is None:
+            return
+        if self.dead is None and self.sock is not None:
+            self._attach(asyncio.get_running_loop())
+            try:
+                info = await asyncio.wait_for(self.request("shutdown"), CLOSE_TIMEOUT)
+                self._update(info)
+            except (asyncio.TimeoutError, BackendError) as exc:
+                log.warning("RADICAL-Pilot client process did not shut down cleanly: %s", exc)
+        self._close_socket()  # EOF tells the child to finish, if it has not yet
+        deadline = time.monotonic() + EXIT_TIMEOUT
+        while proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if proc.poll() is None:
+            log.warning("RADICAL-Pilot client process %d did not exit; killing it", proc.pid)
+            proc.kill()  # by pid, through our own Popen
+            await asyncio.get_running_loop().run_in_executor(None, proc.wait)
+            self._kill_session_leftovers()
+        self._fail_unfinished(None)
+
+    def _kill_session_leftovers(self) -> None:
+        """The child died before closing RP: end its session's processes (by session id)."""
+        sid = self.info.get("session")
+        if not sid:
+            return
+        import psutil
+
+        from .radical import leftover_processes
+
+        procs = leftover_processes(sid, self.owner.work_dir)
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=3)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+
+    # ================================================================ requests
+    async def request(self, op: str, *args: Any) -> Any:
+        """Send ``op`` and await the child's reply (its value, or its exception raised here)."""
+        if self.dead is not None:
+            raise self.dead
+        loop = asyncio.get_running_loop()
+        self._attach(loop)
+        rid = next(self.ids)
+        fut = loop.create_future()
+        self.calls[rid] = fut
+        self._send((op, rid, *args))
+        try:
+            return await fut
+        finally:
+            self.calls.pop(rid, None)
+
+    def request_sync(self, op: str, timeout: float = _SYNC_TIMEOUT) -> Any:
+        """A blocking round trip, for the synchronous parts of the backend's API."""
+        if self.dead is not None or self.sock is None:
+            raise self.dead or BackendError("the RADICAL-Pilot client process is not running")
+        rid = next(self.ids)
+        self.sync_replies[rid] = ()
+        self._send((op, rid))
+        deadline = time.monotonic() + timeout
+        fd = self.sock.fileno()
+        try:
+            while not self.sync_replies[rid]:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BackendError(f"RADICAL-Pilot client process: no answer to {op!r} "
+                                       f"within {timeout:.0f} s")
+                want_w = [fd] if self.out else []
+                readable, writable, _ = select.select([fd], want_w, [], left)
+                if writable:
+                    self._write_some()
+                if readable:
+                    self._read_some(sync=True)
+                if self.dead is not None:
+                    raise self.dead
+        finally:
+            got = self.sync_replies.pop(rid)
+        if self.backlog and self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._drain_backlog)
+        _, _, ok, value = got
+        if not ok:
+            raise wire.load_error(value)
+        return value
+
+    async def call(self, fn: Any, args: tuple) -> Any:
+        import cloudpickle
+
+        blob = await self.request("call", cloudpickle.dumps((fn, args)))
+        return pickle.loads(blob)
+
+    def describe(self) -> dict[str, Any]:
+        if self.dead is None and self.sock is not None and not self.closing:
+            try:
+                self._update(self.request_sync("describe"))
+            except BackendError as exc:
+                log.debug("describe() from the RP client process failed: %s", exc)
+        return dict(self.info)
+
+    def _update(self, info: dict[str, Any]) -> None:
+        self.info = info
+        self.owner.timings.update(info.get("timings") or {})
+
+    # ================================================================ submit / cancel
+    def submit(self, specs: Sequence[TaskSpec]) -> None:
+        reporter = self.owner.reporter
+        if self.dead is not None or self.closing or self.sock is None:
+            err = self.dead or BackendError(f"backend {self.owner.name!r} is not running")
+            for spec in specs:
+                reporter.failed(spec.uid, err)
+            return
+        for spec in specs:
+            self.reporters[spec.uid] = reporter
+        self.pending.extend(specs)
+        if self.flush_handle is None:
+            self.flush_handle = reporter.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """One ``submit`` message per loop iteration: the child makes it one submit_tasks."""
+        self.flush_handle = None
+        if self.closing or self.dead is not None:
+            self.pending.clear()
+            return
+        batch: list[tuple] = []
+        stop = time.perf_counter() + _FLUSH_SLICE
+        taken = 0
+        for spec in self.pending:
+            taken += 1
+            packed = None
+            if spec.kind is TaskKind.FUNCTION:
+                try:
+                    packed = tr.pack_call(spec)
+                except Exception as exc:  # unpicklable function or argument: that task only
+                    self._report(spec.uid, TaskState.FAILED, None, exc, None)
+                    continue
+            batch.append(wire.spec_to_wire(spec, packed))
+            if packed is not None and time.perf_counter() > stop:
+                break  # dill is slow on big arguments: the rest goes next iteration
+        del self.pending[:taken]
+        if self.pending:
+            self.flush_handle = self.owner.reporter.loop.call_soon(self._flush)
+        if batch:
+            self._send(("submit", batch))
+
+    def _flush_all(self) -> None:
+        while self.pending and not self.closing and self.dead is None:
+            self._flush()
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+
+    def cancel(self, uid: str) -> None:
+        for i, spec in enumerate(self.pending):
+            if spec.uid == uid:
+                del self.pending[i]
+                self.reporters.pop(uid, None)
+                return
+        if self.reporters.pop(uid, None) is not None and self.dead is None \
+                and not self.closing:
+            self._send(("cancel", uid))
+
+    # ================================================================ socket
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve the socket from ``loop`` (the one now using the backend)."""
+        if loop is self.loop or self.sock is None:
+            return
+        fd = self.sock.fileno()
+        old = self.loop
+        if old is not None and not old.is_closed():
+            old.remove_reader(fd)
+            old.remove_writer(fd)
+        self.loop = loop
+        self.writing = False
+        loop.add_reader(fd, self._on_readable)
+        if self.out:
+            self._want_write()
+        if self.backlog:
+            loop.call_soon(self._drain_backlog)
+
+    def _send(self, msg: Any) -> None:
+        if self.sock is None:
+            return
+        self.out += wire.frame(msg)
+        if not self.writing:
+            self._write_some()
+            if self.out:
+                self._want_write()
+
+    def _want_write(self) -> None:
+        if self.loop is not None and not self.loop.is_closed() and not self.writing:
+            self.writing = True
+            self.loop.add_writer(self.sock.fileno(), self._on_writable)
+
+    def _on_writable(self) -> None:
+        self._write_some()
+        if not self.out and self.writing:
+            self.writing = False
+            if self.loop is not None and self.sock is not None:
+                self.loop.remove_writer(self.sock.fileno())
+
+    def _write_some(self) -> None:
+        try:
+            while self.out:
+                sent = self.sock.send(self.out)
+                del self.out[:sent]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            self.out.clear()
+            self._child_gone(f"the socket to it failed: {exc}")
+
+    def _on_readable(self) -> None:
+        if self.backlog:
+            self._drain_backlog()
+        self._read_some(sync=False)
+
+    def _read_some(self, sync: bool) -> None:
+        msgs: list[tuple] = []
+        eof = False
+        while self.sock is not None:
+            try:
+                data = self.sock.recv(1 << 20)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                data = b""
+            if not data:
+                eof = True
+                break
+            for batch in self.frames.feed(data):
+                msgs.extend(batch)  # the child sends lists of messages
+        for msg in msgs:
+            if msg[0] == "reply" and msg[1] in self.sync_replies:
+                self.sync_replies[msg[1]] = msg
+            elif sync:
+                self.backlog.append(msg)
+            else:
+                self._handle(msg)
+        if eof:
+            self._child_gone("its socket was closed")
+
+    def _drain_backlog(self) -> None:
+        backlog, self.backlog = self.backlog, []
+        for msg in backlog:
+            self._handle(msg)
+
+    def _handle(self, msg: tuple) -> None:
+        op = msg[0]
+        if op == "r":
+            _, uid, code, value, err, node = msg
+            if code == wire.PACKED:
+                ok, value = tr.unpack_result(value)
+                state, error = (TaskState.DONE, None) if ok else (TaskState.FAILED, value)
+                value = value if ok else None
+            else:
+                state = wire.CODE_STATES[code]
+                error = wire.load_error(err) if err is not None else None
+            self._report(uid, state, value, error, node)
+        elif op == "reply":
+            _, rid, ok, value = msg
+            fut = self.calls.get(rid)
+            if fut is None or fut.done() or fut.get_loop().is_closed():
+                return
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(wire.load_error(value))
+        elif op == "log":
+            _, name, level, text = msg
+            logging.getLogger(name).log(level, "%s", text)
+
+    def _report(self, uid: str, state: TaskState, value: Any, error: BaseException | None,
+                node: str | None) -> None:
+        rep = self.reporters.get(uid) if state is TaskState.RUNNING else \
+            self.reporters.pop(uid, None)
+        if rep is None:
+            return  # cancelled meanwhile: the engine settled it already
+        if rep.loop is self.loop:
+            rep._sink(uid, state, value, error, node)
+        else:
+            rep.threadsafe(uid, state, value, error, node)
+
+    # ================================================================ the child ending
+    def _child_gone(self, why: str) -> None:
+        if self.dead is not None:
+            return
+        code = self.proc.poll() if self.proc is not None else None
+        self.dead = BackendError(
+            f"the RADICAL-Pilot client process (pid {self.proc.pid if self.proc else '?'}) "
+            f"ended ({why}; exit code {code})")
+        if not self.closing:
+            log.error("%s", self.dead)
+        self._close_socket()
+        for fut in list(self.calls.values()):
+            if not fut.done() and not fut.get_loop().is_closed():
+                fut.set_exception(self.dead)
+        self._fail_unfinished(None if self.closing else self.dead)
+
+    def _close_socket(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.remove_reader(sock.fileno())
+            self.loop.remove_writer(sock.fileno())
+        self.writing = False
+        self.loop = None
+        sock.close()
+
+    def _fail_unfinished(self, err: BaseException | None) -> None:
+        """Tasks the child can no longer report: failed (child died) or cancelled (shutdown)."""
+        reporters, self.reporters = self.reporters, {}
+        for uid, rep in reporters.items():
+            if err is None:
+                rep.threadsafe(uid, TaskState.CANCELLED)
+            else:
+                rep.threadsafe(uid, TaskState.FAILED, error=err)
+
