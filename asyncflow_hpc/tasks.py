@@ -121,7 +121,8 @@ class TaskRecord:
         "uid", "name", "kind", "function", "options", "args", "kwargs", "task_description",
         "workflow_id", "backend", "state", "future", "dependencies", "dependents",
         "waiting", "parent", "children", "attempts", "spec", "runner", "error_history",
-        "created", "started", "finished", "node", "journal_key", "__weakref__",
+        "created", "resolved", "queued", "submitted", "started", "finished", "node",
+        "command", "journal_key", "__weakref__",
     )
 
     def __init__(self, uid: str, name: str, kind: TaskKind, function: Callable, options: Any):
@@ -147,9 +148,14 @@ class TaskRecord:
         self.runner: asyncio.Task | None = None  # blocks: the task running the body
         self.error_history: list[str] | None = None
         self.created = 0.0
+        # stamped only while a tape is attached (telemetry): see WorkflowEngine.attach_tape
+        self.resolved = 0.0
+        self.queued = 0.0
+        self.submitted = 0.0
         self.started = 0.0
         self.finished = 0.0
         self.node: str | None = None
+        self.command: Any = None  # executables: the command line, kept after the spec is dropped
         self.journal_key: str | None = None
 
     @property

@@ -1,31 +1,35 @@
-"""Compact event batches and their translation into RHAPSODY JSONL lines.
+"""Compact batches of the engine's tape and their translation into RHAPSODY JSONL lines.
 
-The engine's observer only appends ``type, time, record, error`` to a flat list. :func:`pack`
-turns such a list into a *batch* of plain values (strings, floats, lists, tuples, dicts:
-what :mod:`marshal` can carry), column by column and mostly in C (slices, ``map``,
-``attrgetter``, ``compress``), so it is cheap on the event loop. A :class:`BatchTranslator`
-turns batches into lines; it runs in the telemetry worker process (:mod:`.worker`) on another
-core, so the loop only pays for the observer and :func:`pack`.
+The engine appends a task's record to its *tape* whenever the task reaches another step,
+stamping the step's time on the record (``WorkflowEngine.attach_tape``): no call and no
+tuple per event. :func:`pack_rows` turns the tape into a *batch* of plain values (strings,
+floats, lists: what :mod:`marshal` can carry), column by column in C (``map``,
+``attrgetter``, ``array``), one *row* per distinct record, so it is cheap on the event loop.
+Events that carry an exception (TaskFailed, TaskRetried) are packed when they happen
+(:func:`rare_item`). A :class:`BatchTranslator` turns batches into lines; it runs in the
+telemetry worker process (:mod:`.worker`) on another core, so the loop only pays for the
+appends and :func:`pack_rows`.
 
 This module imports nothing from the package (the worker loads it by file, without importing
 ``asyncflow_hpc``), only the standard library and its sibling modules ``spans`` and ``metrics``.
 
-A batch is a tuple ``("B", emit, types, times, uids, names, workflow_ids, backends,
-dependencies, kinds, parents, commands, nodes, attempts, errors)``:
+A batch is a tuple ``("B", emit, names, workflow_ids, backends, dependencies, kinds, parents,
+n_new, uids, created, resolved, queued, submitted, started, finished, states, nodes,
+attempts, commands)``:
 
-* ``types``, ``times``, ``uids``: one entry per event;
-* ``times``: an ``array("d")`` as bytes; ``uids``: joined by newlines;
-* ``names``, ``workflow_ids``, ``backends``, ``dependencies``, ``kinds`` (``function``,
-  ``executable``, ``block``): one per ``TaskCreated``;
-  ``parents``: the enclosing block's uid per ``TaskCreated``, or None when no task has one;
-* ``commands``: executables' command lines noted by the observer, by uid;
-* ``nodes``, ``attempts``: per event other than created/resolved/queued/submitted;
-* ``errors``: ``(index, error fields)`` for the events that carry an exception.
+* ``names`` .. ``parents``: one entry per record created since the last batch (``parents``:
+  the enclosing block's uid, or None when no new record has one); these records are the
+  first ``n_new`` rows;
+* ``uids`` .. ``commands``: one entry per row; the six step times are ``array("d")`` bytes
+  (0.0: not reached); ``states`` one letter (P R D F C); ``commands`` None unless a row is
+  an executable.
 
-Lines are the ones :mod:`.translate` writes (same keys, order, values): per task the constant
-parts of its lines (session, backend, task id, attributes, span ids) are encoded once with
-:mod:`json` (so user strings are escaped correctly) and every event fills in its type, times,
-node and event id.
+The translator remembers which steps it has written per task and writes the new ones, so a
+step reached again (a retried task's queued, submitted, started) is written again. Lines are
+the ones :mod:`.translate` writes (same keys, order, values): per task the constant parts of
+its lines (session, backend, task id, attributes, span ids) are encoded once with :mod:`json`
+(so user strings are escaped correctly) and every event fills in its type, times, node and
+event id.
 """
 
 from __future__ import annotations
@@ -33,9 +37,9 @@ from __future__ import annotations
 import json
 import os
 import random
-from array import array
-from itertools import compress, repeat
-from operator import attrgetter, floordiv, mod
+from collections import deque
+from itertools import compress
+from operator import attrgetter
 from typing import Any
 
 try:
@@ -45,7 +49,7 @@ except ImportError:  # loaded as a top-level module by the worker process
     from metrics import Metrics  # type: ignore[no-redef]
     from spans import SPAN_LINE  # type: ignore[no-redef]
 
-__all__ = ["BatchTranslator", "pack", "error_fields", "MAX_MESSAGE"]
+__all__ = ["BatchTranslator", "pack_rows", "rare_item", "error_fields", "MAX_MESSAGE"]
 
 CREATED, RESOLVED, QUEUED, SUBMITTED, STARTED = (
     "TaskCreated", "TaskResolved", "TaskQueued", "TaskSubmitted", "TaskStarted")
@@ -74,78 +78,89 @@ def error_fields(error: BaseException | None) -> dict:
 
 
 # ---------------------------------------------------------------------- packing (event loop)
-_uid = attrgetter("uid")
-_name = attrgetter("name")
-_wid = attrgetter("workflow_id")
-_backend = attrgetter("backend")
-_deps = attrgetter("dependencies")
+# a row: what the translator needs of a record, read in one pass in C (one visit per record,
+# which matters once the records no longer fit in the CPU's cache); ``_value_`` is the plain
+# string of a str enum member (enum's ``.value`` is a slower Python-level property)
+_ROW = attrgetter("uid", "created", "resolved", "queued", "submitted", "started", "finished",
+                  "node", "attempts", "command", "state._value_", "name", "workflow_id",
+                  "backend", "dependencies", "kind._value_")
 _parent = attrgetter("parent")
-_node = attrgetter("node")
-_attempts = attrgetter("attempts")
-_kind = attrgetter("kind")
-# TaskKind is a str enum: its members hash and compare like their values, and enum's
-# ``.value`` is a Python-level property (slow); this maps a member to its plain string
-_KINDS = {"function": "function", "executable": "executable", "block": "block"}
-_is_created = frozenset({CREATED}).__contains__  # faster in map() than str.__eq__
-_LIGHT = {CREATED: False, RESOLVED: False, QUEUED: False, SUBMITTED: False}
+_finished = attrgetter("finished")
 
 
-def pack(buf: list, emit: float, commands: dict) -> tuple:
-    """A batch of the flat event list ``buf`` (type, time, record, error, ...).
+def select(tape: list, inflight: dict, everything: bool = False) -> list:
+    """The records to write now, from the engine's tape (emptied in place).
 
-    Column by column, in C where it can be: no tuple per event or task (they would also
-    feed the garbage collector)."""
-    types = buf[0::4]
-    recs = buf[2::4]
-    created = list(compress(recs, map(_is_created, types)))
-    kinds = list(map(_KINDS.get, map(_kind, created)))
-    if None in kinds:  # a kind this module does not know yet
-        kinds = [k if k is not None else str(getattr(r.kind, "value", r.kind))
-                 for k, r in zip(kinds, created, strict=True)]
-    parents: Any = list(map(_parent, created))
+    ``inflight`` (an ordered set) holds the records seen created and not yet finished. A
+    record is written when it has finished (then once, with all its steps); with
+    ``everything`` (at least once a second, and at the end) the unfinished ones are written
+    too, so that their steps so far reach the log. So a burst of short tasks costs one row
+    per task, and a long task's steps still reach the log within a second."""
+    fresh = dict.fromkeys(tape)
+    tape.clear()
+    done = list(compress(fresh, map(_finished, fresh)))
+    inflight.update(fresh)
+    if done:
+        deque(map(inflight.pop, done), maxlen=0)  # in C: no Python loop over the records
+    if everything and inflight:
+        done += inflight
+    return done
+
+
+def pack_rows(records: list, emit: float) -> tuple:
+    """A batch ``("B", emit, rows, parents)``: one row per record (see :data:`_ROW`), and the
+    enclosing block's uid per row (None when no record has one)."""
+    parents: Any = list(map(_parent, records))
     if parents.count(None) == len(parents):
         parents = None
     else:
         parents = [p.uid if p is not None else None for p in parents]
-    errs = buf[3::4]
-    errors: Any = ()
-    if errs.count(None) != len(errs):
-        errors = [(i, error_fields(e)) for i, e in enumerate(errs) if e is not None]
-    cmds = None
-    if commands:
-        cmds = {k: v if isinstance(v, str) else " ".join(map(str, v))
-                for k, v in commands.items()}
-        commands.clear()
-    heavy = list(compress(recs, map(_LIGHT.get, types, repeat(True))))
-    return ("B", emit, types, array("d", buf[1::4]).tobytes(), "\n".join(map(_uid, recs)),
-            list(map(_name, created)), list(map(_wid, created)), list(map(_backend, created)),
-            list(map(_deps, created)), kinds, parents, cmds, list(map(_node, heavy)),
-            list(map(_attempts, heavy)), errors)
+    return ("B", emit, list(map(_ROW, records)), parents)
 
 
-def sanitize(batch: tuple) -> tuple:
-    """The batch with every value :mod:`marshal` cannot carry replaced by its ``str``."""
+def rare_item(etype: str, rec: Any, error: BaseException | None, now: float) -> tuple:
+    """A failure, cancellation or retry, packed when it happens (before the record changes):
+    the record's row as it is, then the event."""
+    parent = rec.parent
+    return ("R", str(etype), now, _ROW(rec), parent.uid if parent is not None else None,
+            error_fields(error) if etype != CANCELED else None)
+
+
+def sanitize(item: tuple) -> tuple:
+    """The item with every value :mod:`marshal` cannot carry replaced by its ``str``."""
 
     def s(v: Any) -> Any:
         return v if v is None or isinstance(v, (str, int, float)) else str(v)
 
-    (tag, emit, types, times, uids, names, wids, backends, deps, kinds, parents, cmds, nodes,
-     attempts, errors) = batch
-    return (tag, emit, [s(t) for t in types], times, uids, [s(n) for n in names],
-            [s(w) for w in wids], [s(b) for b in backends], [[s(d) for d in ds] for ds in deps],
-            [s(k) for k in kinds], parents and [s(p) for p in parents],
-            cmds and {s(k): s(v) for k, v in cmds.items()}, [s(n) for n in nodes],
-            [a if isinstance(a, int) else 0 for a in attempts],
-            [(i, {k: s(v) for k, v in e.items()}) for i, e in errors])
+    def cmd(v: Any) -> Any:
+        if v is None or isinstance(v, str):
+            return v
+        try:
+            return [s(a) for a in v]
+        except TypeError:
+            return str(v)
+
+    def row(r: tuple) -> tuple:
+        (uid, c, rs, q, sb, st, f, node, attempts, command, state, name, wid, backend, deps,
+         kind) = r
+        return (s(uid), c, rs, q, sb, st, f, s(node),
+                attempts if isinstance(attempts, int) else 0, cmd(command), s(state), s(name),
+                s(wid), s(backend), [s(d) for d in deps], s(kind))
+
+    if item[0] == "R":
+        tag, et, t, r, parent, ef = item
+        return (tag, s(et), t, row(r), s(parent), ef and {s(k): s(v) for k, v in ef.items()})
+    tag, emit, rows, parents = item
+    return (tag, emit, [row(r) for r in rows], parents and [s(p) for p in parents])
 
 
 # ---------------------------------------------------------------------- translation (worker)
 class _Task:
-    """What one unfinished task needs between its events."""
+    """What one unfinished task needs between its rows."""
 
-    __slots__ = ("uid", "name", "kind", "wid", "deps", "parent", "command", "backend", "head",
-                 "attrs", "pre", "post", "mid", "span_hex", "parent_json", "start", "start_s",
-                 "started", "node", "block", "wf")
+    __slots__ = ("uid", "uidj", "name", "kind", "wid", "deps", "parent", "command", "bhead",
+                 "attrs", "shape", "span_hex", "parent_json", "start", "started", "node",
+                 "block", "wf", "seen", "resolved", "queued", "submitted", "run")
 
 
 class _Workflow:
@@ -159,35 +174,32 @@ class _Workflow:
 
 
 _STATUS = {COMPLETED: "completed", FAILED: "failed", CANCELED: "canceled"}
-_US = 1_000_000
-_to_us = (1e6).__mul__
+_EMIT = "\x00"  # where a batch's emit time goes in a cached template
+# the steps a row can show, in life-cycle order: the bits of a template's key
+_C, _R, _Q, _S, _ST, _D, _RAN = 1, 2, 4, 8, 16, 32, 64
+MAX_SHAPES = 4096  # shared shapes kept (templates per shape and set of steps); beyond: per task
 
 
-class _Pieces(dict):
-    """Constant pieces of event lines by event type, made on first use."""
-
-    def __init__(self, fmt: str) -> None:
-        super().__init__()
-        self.fmt = fmt
-
-    def __missing__(self, etype: str) -> str:
-        if not isinstance(etype, str) or '"' in etype or "\\" in etype:
-            etype = str(etype).replace("\\", "").replace('"', "")
-        piece = self[etype] = self.fmt % etype
-        return piece
+def _fmt(text: str) -> str:
+    """``text`` inside a % template."""
+    return text.replace("%", "%%") if "%" in text else text
 
 
-_TYPE_HEAD = _Pieces('","event_type":"%s","event_time":')
-_TYPE_TAIL = _Pieces('%s","section":"event"}\n')
+def _clean(etype: Any) -> str:
+    etype = str(etype)
+    return etype.replace("\\", "").replace('"', "") if '"' in etype or "\\" in etype else etype
 
 
 class BatchTranslator:
-    """Stateful: feed batches in the order they were packed; lines are appended to ``out``.
+    """Stateful: feed the worker's items in the order they were packed, then take the lines.
 
-    The loop over a batch's events only picks, per event, the task's constant middle part
-    (session, backend, task id, node, attributes, span ids) and, after a final event, the
-    task's span line; the batch's lines are then joined at once from their pieces (event
-    ids and times formatted by one ``%`` each, in C)."""
+    A row says which steps a task has reached and when; the translator remembers what it has
+    written per task and writes the steps that are new, in life-cycle order (so a task's
+    lines are always in order; lines of different tasks in one batch are grouped by task).
+    A task's new lines, span line included, are made by one ``%`` (in C) with a template per
+    *shape* (backend, attributes, kind) and set of steps, made on first use: tasks of one
+    function in one workflow share their templates, so the per-task work is picking the
+    values."""
 
     def __init__(self, session_id: str, trace_hex: str, session_span_hex: str,
                  metrics: Metrics | None = None, prefix: str | None = None) -> None:
@@ -196,19 +208,25 @@ class BatchTranslator:
         self.session_span_hex = session_span_hex
         self.metrics = metrics if metrics is not None else Metrics(session_id)
         self.prefix = prefix or os.urandom(12).hex()
-        self._P = '{"event_id":"' + self.prefix
         self._sid = _dumps(session_id)
         self._count = 0
         self._live: dict[str, _Task] = {}
         self._workflows: dict[Any, _Workflow] = {}
-        self._commands: dict[str, str] = {}
-        self._heads: dict[Any, str] = {}
-        self._attr_heads: dict[tuple, str] = {}
+        self._bheads: dict[Any, str] = {}
+        self._attr_cache: dict[tuple, str] = {}
         self._nodes: dict[Any, str] = {None: "null"}
+        self._shapes: dict[tuple, int] = {}
+        self._shape_of: list[tuple] = []
+        self._templates: dict[int, str] = {}  # shape * 128 + steps -> template
+        self._batch: dict[int, str] = {}  # the same with this batch's emit time filled in
+        self._emit_s = ""
         self._bits = _rand.getrandbits
+        self._out: list[str] = []
+        self._span_ids: dict[str, str] = {}  # blocks' span ids, for children seen apart
 
     # ------------------------------------------------------------------ per task
     def _attrs(self, t: _Task) -> str:
+        """The task's attributes as JSON; the same string object for tasks that share them."""
         if t.command is not None:
             d = {"executable": t.command, "task_type": t.kind, "task_name": t.name,
                  "workflow_id": t.wid, "depends_on": list(t.deps)}
@@ -216,154 +234,283 @@ class BatchTranslator:
                 d["block_id"] = t.parent
             return _dumps(d)
         key = (t.name, t.kind, t.wid)
-        head = self._attr_heads.get(key)
-        if head is None:
-            if len(self._attr_heads) > 10_000:
-                self._attr_heads.clear()
-            full = _dumps({"executable": t.name, "task_type": t.kind, "task_name": t.name,
-                           "workflow_id": t.wid, "depends_on": []})
-            head = self._attr_heads[key] = full[:-3]  # up to '"depends_on":'
-        deps = t.deps
-        tail = "]" if not deps else _dumps(deps)[1:]
+        base = self._attr_cache.get(key)
+        if base is None:
+            if len(self._attr_cache) > 10_000:
+                self._attr_cache.clear()
+            base = self._attr_cache[key] = _dumps(
+                {"executable": t.name, "task_type": t.kind, "task_name": t.name,
+                 "workflow_id": t.wid, "depends_on": []})
+        if not t.deps and t.parent is None:
+            return base
+        head = base[:-3]  # up to '"depends_on":'
+        tail = "]" if not t.deps else _dumps(t.deps)[1:]
         if t.parent is not None:
             return f'{head}[{tail},"block_id":{_dumps(t.parent)}}}'
         return f"{head}[{tail}}}"
 
     def _set_attrs(self, t: _Task) -> None:
-        t.attrs = self._attrs(t)
-        t.post = f',"attributes":{t.attrs},"trace_id":"{self.trace_hex}","span_id":"'
-        t.mid = f'{t.pre}null{t.post}{t.span_hex}","name":"'
+        t.attrs = attrs = self._attrs(t)
+        if t.deps or t.parent is not None or t.command is not None:
+            t.shape = -1  # attributes of its own: templates made for this task only
+            return
+        key = (t.bhead, attrs, t.block)
+        shape = self._shapes.get(key)
+        if shape is None:
+            if len(self._shape_of) >= MAX_SHAPES:
+                t.shape = -1
+                return
+            shape = self._shapes[key] = len(self._shape_of)
+            self._shape_of.append(key)
+        t.shape = shape
 
     def _open(self, uid: str, static: tuple | None, kind: str, parent: str | None,
-              time: float, time_s: str) -> _Task:
+              time: float) -> _Task:
         t = _Task()
         if static is None:  # first seen after its creation (should not happen)
             static = (uid, None, None, ())
         t.uid = uid
+        t.uidj = _dumps_str(uid)
         t.name, wid, backend, t.deps = static
         t.wid = wid
-        t.backend = backend
         t.kind = kind
         t.parent = parent
-        commands = self._commands
-        t.command = commands.pop(uid, None) if commands else None
+        t.command = None
         t.block = kind == "block"
         wf = None
         if wid is not None:
             wf = self._workflows.get(wid)
             if wf is None:
                 wf = self._workflows[wid] = _Workflow(hex(self._bits(64) or 1), time)
+            elif time < wf.start:  # rows come when tasks finish, not in creation order
+                wf.start = time
         t.wf = wf
-        pspan = None
+        span_ids = self._span_ids
         if parent is not None:
             pt = self._live.get(parent)
             if pt is not None:
                 pspan = pt.span_hex
-        if pspan is None:
+            else:  # a block not written yet (or ended): the id it will have (or had)
+                pspan = span_ids.get(parent)
+                if pspan is None:
+                    pspan = span_ids[parent] = hex(self._bits(64) or 1)
+        else:
             pspan = wf.span_hex if wf is not None else self.session_span_hex
         t.parent_json = pspan
-        t.span_hex = hex(self._bits(64) or 1)
-        bhead = self._heads.get(backend)
+        t.span_hex = (span_ids.pop(uid, None) if span_ids else None) or hex(self._bits(64) or 1)
+        bhead = self._bheads.get(backend)
         if bhead is None:
-            bhead = self._heads[backend] = (
-                f',"session_id":{self._sid},"backend":{_dumps(backend)},"task_id":')
-        t.head = head = f"{bhead}{_dumps_str(uid)}"
-        t.pre = f'{head},"node_id":'
+            bhead = self._bheads[backend] = (
+                f'"session_id":{self._sid},"backend":{_dumps(backend)},"task_id":')
+        t.bhead = bhead
         self._set_attrs(t)
         t.start = time
-        t.start_s = time_s
         t.started = 0.0
         t.node = "null"
+        t.seen = False
+        t.resolved = t.queued = t.submitted = t.run = 0.0
         self._live[uid] = t
         return t
 
-    # ------------------------------------------------------------------ the hot loop
-    def feed(self, batch: tuple, out: list[str]) -> None:
-        (_, emit, types, times, uids, names, wids, backends, deps, kinds, parents, cmds, nodes_,
-         attempts_, errors) = batch
-        n = len(types)
-        if not n:
-            return
-        if cmds:
-            self._commands.update(cmds)
-        times = array("d", times).tolist()
-        uids = uids.split("\n")
-        # event ids and times for all of the batch's lines, each made by one % (in C)
-        c0 = self._count
-        self._count = c0 + n
-        ids = (("%08x\n" * n) % tuple(range(c0 + 1, c0 + n + 1))).split("\n")
-        ids.pop()
-        us = list(map(round, map(_to_us, times)))
-        parts: list = [None] * (2 * n)
-        parts[0::2] = map(floordiv, us, repeat(_US))
-        parts[1::2] = map(mod, us, repeat(_US))
-        ts = (("%d.%06d\n" * n) % tuple(parts)).split("\n")
-        ts.pop()
-        live = self._live
-        get = live.get
-        nodes = self._nodes
-        metrics = self.metrics
-        commands = self._commands
-        errs = dict(errors) if errors else None
-        mids: list[str] = []
-        mid = mids.append
-        after = [""] * n
-        si = ni = 0
-        for i, et in enumerate(types):
-            if et == CREATED:
-                tr = self._open(uids[i], (names[si], wids[si], backends[si], deps[si]),
-                                kinds[si], parents[si] if parents else None, times[i], ts[i])
-                si += 1
-                mid(tr.mid)
-                continue
-            tr = get(uids[i])
-            if tr is None:
-                tr = self._open(uids[i], None, "function", None, times[i], ts[i])
-            if et == RESOLVED or et == SUBMITTED:
-                if et == SUBMITTED and not tr.block:
-                    metrics.submitted += 1
-                mid(tr.mid)
-                continue
-            if et == QUEUED:
-                if commands and tr.uid in commands:
-                    tr.command = commands.pop(tr.uid)
-                    self._set_attrs(tr)
-                mid(tr.mid)
-                continue
-            node = nodes_[ni]
-            attempts = attempts_[ni]
-            ni += 1
-            nj = nodes.get(node)
-            if nj is None:
-                nj = nodes[node] = _dumps(node)
-            if et == COMPLETED or et == FAILED or et == CANCELED:
-                m, after[i] = self._final(et, times[i], ts[i], tr, nj, attempts,
-                                          errs.get(i) if errs else None)
-                mid(m)
-            elif et == STARTED:
-                tr.started = times[i]
-                if not tr.block:
-                    metrics.started += 1
-                    metrics.running += 1
-                tr.node = nj
-                mid(f'{tr.pre}{nj}{tr.post}{tr.span_hex}","name":"')
-            else:  # TaskRetried, and whatever types a newer engine adds
-                mid(self._other(et, tr, node, attempts, errs.get(i) if errs else None))
-        # the lines, joined from their pieces
-        pieces: list = [None] * (8 * n)
-        pieces[0::8] = repeat(self._P, n)
-        pieces[1::8] = ids
-        pieces[2::8] = map(_TYPE_HEAD.__getitem__, types)
-        pieces[3::8] = ts
-        pieces[4::8] = repeat(',"emit_time":' + ("%.6f" % emit), n)  # noqa: UP031
-        pieces[5::8] = mids
-        pieces[6::8] = map(_TYPE_TAIL.__getitem__, types)
-        pieces[7::8] = after
-        out.append("".join(pieces))
+    def _node_json(self, node: Any) -> str:
+        nj = self._nodes.get(node)
+        if nj is None:
+            if len(self._nodes) > 100_000:
+                self._nodes = {None: "null"}
+            nj = self._nodes[node] = _dumps(node)
+        return nj
 
-    def _final(self, et: str, t: float, t_s: str, tr: _Task, nj: str, attempts: int,
+    # ------------------------------------------------------------------ templates
+    def _template(self, key: int) -> str:
+        """The template of a shared shape (``key``: shape * 128 + steps) for this batch."""
+        base = self._templates.get(key)
+        if base is None:
+            base = self._templates[key] = self._build(*self._shape_of[key >> 7], key & 127)
+        tpl = self._batch[key] = base.replace(_EMIT, self._emit_s)
+        return tpl
+
+    def _tpl(self, tr: _Task, steps: int) -> str:
+        if tr.shape < 0:
+            return self._build(tr.bhead, tr.attrs, tr.block, steps).replace(_EMIT, self._emit_s)
+        key = (tr.shape << 7) | steps
+        return self._batch.get(key) or self._template(key)
+
+    def _build(self, bhead: str, attrs: str, block: bool, steps: int) -> str:
+        """The lines of one task's new steps (bits ``steps``), to fill in with one %."""
+        B, A = _fmt(bhead), _fmt(attrs)
+        head = f'{{"event_id":"{self.prefix}%08x","event_type":"'
+        tail = f',"trace_id":"{self.trace_hex}","span_id":"%s","name":"'
+        parts = []
+        for bit, et in ((_C, CREATED), (_R, RESOLVED), (_Q, QUEUED), (_S, SUBMITTED)):
+            if steps & bit:  # args: id, time, uid, span
+                parts.append(f'{head}{et}","event_time":%.6f,"emit_time":{_EMIT},{B}%s,'
+                             f'"node_id":null,"attributes":{A}{tail}{et}","section":"event"}}\n')
+        if steps & _ST:  # args: id, time, uid, node, span
+            parts.append(f'{head}{STARTED}","event_time":%.6f,"emit_time":{_EMIT},{B}%s,'
+                         f'"node_id":%s,"attributes":{A}{tail}{STARTED}","section":"event"}}\n')
+        if steps & _D:
+            # args: id, time, uid, node, duration, span; then the span line's: span,
+            # parent span, start ns, end ns, start, end, ms, uid, node, duration, attempts
+            fa = A if steps & _RAN else f'{A[:-1]},"incomplete_lifecycle":true}}'
+            parts.append(f'{head}{COMPLETED}","event_time":%.6f,"emit_time":{_EMIT},{B}%s,'
+                         f'"node_id":%s,"attributes":{fa},"duration_seconds":%.6f{tail}'
+                         f'{COMPLETED}","section":"event"}}\n')
+            parts.append(
+                f'{{"name":"{"block" if block else "task"}","span_id":"%s",'
+                f'"trace_id":"{self.trace_hex}","parent_span_id":"%s","start_ns":%d,'
+                f'"end_ns":%d,"start_time_s":%.6f,"end_time_s":%.6f,"duration_ms":%.3f,'
+                f'"status_code":"OK","status_description":null,"attributes":{{{B}%s,'
+                f'{_fmt(attrs[1:-1])},"status":"completed","node_id":%s,'
+                f'"duration_seconds":%.6f,"attempts":%d}},"section":"span"}}\n')
+        return "".join(parts)
+
+    def _begin(self, emit: float) -> None:
+        emit_s = "%.6f" % emit  # noqa: UP031
+        if emit_s != self._emit_s:
+            self._emit_s = emit_s
+            self._batch = {}
+
+    # ------------------------------------------------------------------ the hot loop
+    def feed(self, item: tuple, emit: float) -> None:
+        """Take one item handed over at ``emit``: a batch of rows (``"B"``) or an event that
+        needs more than a row (``"R"``: a failure, cancellation or retry)."""
+        self._begin(emit)
+        if item[0] == "R":
+            self._rare(item)
+            return
+        _, _emit, rows, parents = item
+        row = self._row
+        if parents is None:
+            for r in rows:
+                row(r, None)
+        else:
+            for r, parent in zip(rows, parents, strict=True):
+                row(r, parent)
+
+    def _row(self, r: tuple, parent: str | None) -> None:
+        """Write the steps of one row that are new."""
+        (uid, created, resolved, queued, submitted, started, finished, node, attempts, command,
+         state, name, wid, backend, deps, kind) = r
+        tr = self._live.get(uid)
+        if tr is None:
+            if state == "FAILED" or state == "CANCELLED":
+                return  # its end came as an item of its own, which wrote its lines
+            tr = self._open(uid, (name, wid, backend, deps), kind, parent, created)
+        if command is not None and tr.command is None:  # an executable's command is known
+            tr.command = command if isinstance(command, str) else " ".join(map(str, command))
+            self._set_attrs(tr)
+        metrics = self.metrics
+        uidj = tr.uidj
+        span = tr.span_hex
+        steps = 0
+        args: list = []
+        c = self._count
+        if not tr.seen:
+            tr.seen = True
+            steps = _C
+            c += 1
+            args += (c, tr.start, uidj, span)
+        if resolved and resolved != tr.resolved:
+            tr.resolved = resolved
+            steps |= _R
+            c += 1
+            args += (c, resolved, uidj, span)
+        if queued and queued != tr.queued:
+            tr.queued = queued
+            steps |= _Q
+            c += 1
+            args += (c, queued, uidj, span)
+        if submitted and submitted != tr.submitted:
+            tr.submitted = submitted
+            if not tr.block:
+                metrics.submitted += 1
+            steps |= _S
+            c += 1
+            args += (c, submitted, uidj, span)
+        if started and started != tr.run:
+            tr.run = tr.started = started
+            if not tr.block:
+                metrics.started += 1
+                metrics.running += 1
+            tr.node = nj = self._node_json(node)
+            steps |= _ST
+            c += 1
+            args += (c, started, uidj, nj, span)
+        if finished and state == "DONE":  # failures and cancellations come as items
+            ran = tr.started
+            duration = finished - ran if ran else 0.0
+            if duration < 0.0:
+                duration = 0.0
+            nj = tr.node
+            if nj == "null":
+                nj = self._node_json(node)
+            steps |= (_D | _RAN) if ran else _D
+            c += 1
+            start_ns, end_ns = int(tr.start * 1e9), int(finished * 1e9)
+            args += (c, finished, uidj, nj, duration, span, span, tr.parent_json, start_ns,
+                     end_ns, tr.start, finished, (end_ns - start_ns) / 1e6, uidj, nj, duration,
+                     attempts)
+            self._ended(tr)
+            if not tr.block:
+                if ran:
+                    metrics.running -= 1
+                metrics.duration_count += 1
+                metrics.duration_sum += duration
+                metrics.completed += 1
+            wf = tr.wf
+            if wf is not None:
+                wf.counts["completed"] += 1
+                if finished > wf.end:
+                    wf.end = finished
+        self._count = c
+        if steps:
+            shape = tr.shape
+            if shape < 0:
+                self._out.append(self._tpl(tr, steps) % tuple(args))
+            else:
+                key = (shape << 7) | steps
+                self._out.append((self._batch.get(key) or self._template(key)) % tuple(args))
+
+    def _ended(self, tr: _Task) -> None:
+        del self._live[tr.uid]
+        if tr.block:  # children written after their block still find its span
+            if len(self._span_ids) > 100_000:
+                self._span_ids.clear()
+            self._span_ids[tr.uid] = tr.span_hex
+
+    def _line(self, et: str, t: float, mid: str) -> str:
+        """One event line from its middle part (the general way, for rare events)."""
+        self._count += 1
+        et = _clean(et)
+        return (f'{{"event_id":"{self.prefix}{self._count:08x}","event_type":"{et}",'
+                f'"event_time":{t:.6f},"emit_time":{self._emit_s}{mid}{et}","section":"event"}}\n')
+
+    def _rare(self, item: tuple) -> None:
+        _, et, t, row, parent, ef = item
+        self._row(row, parent)  # the steps before this event
+        tr = self._live.get(row[0])
+        if tr is None:  # ended already (should not happen)
+            return
+        node = row[7]
+        if et == FAILED or et == COMPLETED or et == CANCELED:
+            m, span = self._final(et, t, tr, self._node_json(node), row[8], ef)
+            self._out.append(self._line(et, t, m) + span)
+        else:
+            self._out.append(self._line(et, t, self._other(et, tr, node, row[8], ef)))
+
+    def lines(self, out: list[str]) -> None:
+        """Append the lines of everything fed since the last call (as one string)."""
+        if self._out:
+            out.append("".join(self._out))
+            self._out = []
+
+    def _pre(self, tr: _Task) -> str:
+        return f',{tr.bhead}{tr.uidj},"node_id":'
+
+    def _final(self, et: str, t: float, tr: _Task, nj: str, attempts: int,
                ef: dict | None) -> tuple[str, str]:
-        """The middle of a final event's line, and the task's span line."""
+        """The middle of a final event's line, and the task's span line (the general way:
+        failures and cancellations)."""
         started = tr.started
         duration = t - started if started else 0.0
         if duration < 0.0:
@@ -385,35 +532,32 @@ class BatchTranslator:
             code = "ERROR"
             desc = "null"
             ef = None
+        pre = self._pre(tr)
+        ids = f',"trace_id":"{self.trace_hex}","span_id":"{tr.span_hex}","name":"'
+        head = f"{tr.bhead}{tr.uidj}"
         if ef is None:
-            if started:
-                m = f'{tr.pre}{node},"attributes":{tr.attrs},"duration_seconds":{dur}' \
-                    f',"trace_id":"{self.trace_hex}","span_id":"{tr.span_hex}","name":"'
-            else:
-                m = f'{tr.pre}{node},"attributes":{tr.attrs[:-1]},"incomplete_lifecycle":true}}' \
-                    f',"duration_seconds":{dur},"trace_id":"{self.trace_hex}",' \
-                    f'"span_id":"{tr.span_hex}","name":"'
-            span_attrs = (f'{{{tr.head[1:]},{tr.attrs[1:-1]},"status":"{status}","node_id":{node},'
+            attrs = tr.attrs if started else f'{tr.attrs[:-1]},"incomplete_lifecycle":true}}'
+            m = f'{pre}{node},"attributes":{attrs},"duration_seconds":{dur}{ids}'
+            span_attrs = (f'{{{head},{tr.attrs[1:-1]},"status":"{status}","node_id":{node},'
                           f'"duration_seconds":{dur},"attempts":{attempts}}}')
         else:
             d = json.loads(tr.attrs)
             d.update(ef)
             if not started:
                 d["incomplete_lifecycle"] = True
-            m = f'{tr.pre}{node},"attributes":{_dumps(d)},"duration_seconds":{dur},' \
-                f'"error_type":{desc},"trace_id":"{self.trace_hex}","span_id":"{tr.span_hex}",' \
-                '"name":"'
-            span_attrs = (f'{{{tr.head[1:]},{tr.attrs[1:-1]},"status":"{status}","node_id":{node},'
+            m = f'{pre}{node},"attributes":{_dumps(d)},"duration_seconds":{dur},' \
+                f'"error_type":{desc}{ids}'
+            span_attrs = (f'{{{head},{tr.attrs[1:-1]},"status":"{status}","node_id":{node},'
                           f'"duration_seconds":{dur},"attempts":{attempts},{_dumps(ef)[1:-1]}}}')
         start = tr.start
         start_ns, end_ns = int(start * 1e9), int(t * 1e9)
         span = (f'{{"name":"{"block" if tr.block else "task"}","span_id":"{tr.span_hex}",'
                 f'"trace_id":"{self.trace_hex}","parent_span_id":"{tr.parent_json}",'
-                f'"start_ns":{start_ns},"end_ns":{end_ns},"start_time_s":{tr.start_s},'
-                f'"end_time_s":{t_s},"duration_ms":{(end_ns - start_ns) / 1e6:.3f},'
+                f'"start_ns":{start_ns},"end_ns":{end_ns},"start_time_s":{start:.6f},'
+                f'"end_time_s":{t:.6f},"duration_ms":{(end_ns - start_ns) / 1e6:.3f},'
                 f'"status_code":"{code}","status_description":{desc},"attributes":{span_attrs},'
                 f'"section":"span"}}\n')
-        del self._live[tr.uid]
+        self._ended(tr)
         if not tr.block:
             metrics = self.metrics
             if started:
@@ -447,7 +591,7 @@ class BatchTranslator:
             extra = f',"error_type":{_dumps(ef["error_type"])}'
         elif ef is not None:
             attrs.update(ef)
-        return (f'{tr.pre}{_dumps(node)},"attributes":{_dumps(attrs)}{extra},'
+        return (f'{self._pre(tr)}{_dumps(node)},"attributes":{_dumps(attrs)}{extra},'
                 f'"trace_id":"{self.trace_hex}","span_id":"{tr.span_hex}","name":"')
 
     def event_line(self, etype: str, t: float, emit: float, *, backend: Any,
@@ -471,7 +615,8 @@ class BatchTranslator:
             out.append(SPAN_LINE % (
                 "block" if tr.block else "task", tr.span_hex, self.trace_hex, f'"{tr.parent_json}"',
                 int(tr.start * 1e9), int(now * 1e9), tr.start, now, (now - tr.start) * 1e3,
-                "UNSET", "null", f'{{{tr.head[1:]},{tr.attrs[1:-1]},"status":"unfinished"}}'))
+                "UNSET", "null",
+                f'{{{tr.bhead}{tr.uidj},{tr.attrs[1:-1]},"status":"unfinished"}}'))
         self._live.clear()
         for wid, wf in self._workflows.items():
             failed = wf.counts["failed"]

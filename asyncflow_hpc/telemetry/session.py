@@ -1,21 +1,19 @@
-"""The telemetry attachment of one engine: observer, flush timer, start and close.
+"""The telemetry attachment of one engine: what it records, flush timer, start and close.
 
-Hot path: the observer, called by the engine on the loop for every event, appends four
-references to a list and nothing else (executables also note their command line, which the
-engine drops once the task ends). When the engine offers ``subscribe(..., raw=True)`` the
-observer is called as ``observer(type, record, error, value)`` and no Event object is built.
+Two ways to record and write:
 
-Two ways to turn the buffer into lines:
-
-* worker process (the default): every ``BUSY_INTERVAL`` while events come in (at least once
-  a second otherwise) a timer packs the buffer into a compact batch (:func:`.fastlog.pack`,
-  column by column, mostly in C) and queues it for a thread that writes it to the pipe of
-  the telemetry worker process (:mod:`.worker`). The worker translates and writes on another
-  core, concurrently with the engine, and samples the node's resources.
+* worker process (the default): the engine's *tape* (``WorkflowEngine.attach_tape``): the
+  engine appends a task's record to a list whenever the task reaches another step and stamps
+  the step's time on the record; no call per event. Every ``BUSY_INTERVAL`` while tasks
+  change (and whenever ``SHIP_RECORDS`` records wait, in a burst that does not give the loop
+  back) the tape is packed into a compact batch (:func:`.fastlog.pack_rows`, column by
+  column in C) and written to the pipe of the telemetry worker process (:mod:`.worker`),
+  which translates and writes on another core, concurrently with the engine.
 * in process (with an OpenTelemetry bridge, whose spans must be made here; with
-  ``ASYNCFLOW_HPC_TELEMETRY_WRITER=thread``; or when no worker can be started): a timer
-  translates the buffer into lines at least once a second, in slices so that a burst of
-  events does not hold the loop for long, and hands the text to the writer thread.
+  ``ASYNCFLOW_HPC_TELEMETRY_WRITER=thread``; or when no worker can be started): a raw
+  observer appends ``type, time, record, error`` for every event to a list; a timer
+  translates it into lines at least once a second, in slices so that a burst of events does
+  not hold the loop for long, and hands the text to the writer thread.
 
 ``close()`` (awaited by the engine at shutdown) writes the rest, the workflow and session
 spans, a last metric snapshot and ``SessionEnded``, and waits until the log is complete on
@@ -36,7 +34,7 @@ from typing import Any
 from .._version import __version__
 from ..events import EventType
 from ..tasks import TaskKind
-from .fastlog import pack
+from .fastlog import pack_rows, rare_item, select
 from .metrics import Metrics
 from .otel import find_bridge
 from .resources import ResourceSampler, interval_from_env
@@ -50,7 +48,10 @@ log = logging.getLogger("asyncflow_hpc.telemetry")
 
 FLUSH_INTERVAL = 1.0
 BUSY_INTERVAL = 0.01  # worker process: hand over this often while events come in
-SHIP_EVENTS = 2048  # worker process: ... and whenever this many events are waiting
+SHIP_RECORDS = 2048  # worker process: ... and whenever the tape holds this many records
+# (small batches: the records are packed while they are still in the CPU's cache)
+PROGRESS_INTERVAL = 1.0  # worker process: unfinished tasks' steps are written this often,
+PROGRESS_RECORDS = 50_000  # ... or once per this many unfinished tasks a second if more
 SLICE = 4 * 5_000  # events translated per loop turn (4 list slots per event): ~15 ms
 
 
@@ -82,7 +83,11 @@ class TelemetrySession:
         self.started = time.time()
         self._engine = engine
         self._loop = asyncio.get_running_loop()
-        self._buffer: list = []
+        self._buffer: list = []  # in process: type, time, record, error, type, ...
+        self._tape: list = []  # worker process: the engine's tape
+        self._inflight: dict = {}  # records created and not finished (an ordered set)
+        self._items: list = []  # packed, not yet handed over
+        self._last_progress = time.time()
         self._timer: asyncio.TimerHandle | None = None
         self._draining = False
         self._closed = False
@@ -159,34 +164,29 @@ class TelemetrySession:
 
     # ------------------------------------------------------------------ hot path
     def _subscribe(self, engine: Any) -> Any:
-        """Subscribe as a raw observer when the engine offers it (no Event object per
-        event), else as an ordinary one."""
+        """Worker process: attach to the engine's tape. In process: subscribe as a raw
+        observer when the engine offers it (no Event object per event), else as an
+        ordinary one."""
+        if self.worker is not None:
+            # a burst (thousands of tasks submitted or finishing in one loop turn) is handed
+            # over while it lasts, so that the worker keeps pace
+            self._tape, detach = engine.attach_tape(self._on_rare, self._ship_now, SHIP_RECORDS)
+            return detach
         buf = self._buffer
         add = buf.extend  # one flat list: type, time, record, error, type, ...
         commands = self.translator.commands
         queued, executable = EventType.QUEUED, TaskKind.EXECUTABLE
-        completed = EventType.COMPLETED
         now = time.time
-        # worker process: a burst of events (thousands of tasks submitted or finishing in one
-        # loop turn) is handed over while it lasts, so that the worker keeps pace; checked
-        # once per task (when queued, when completed), not on every event
-        limit = 4 * SHIP_EVENTS if self.worker is not None else 1 << 62
-        ship = self._ship_now
 
         def observe_raw(etype: str, rec: Any, error: Any = None, value: Any = None) -> None:
             # called by the engine without a guard: must not raise
             add((etype, now(), rec, error))
-            if etype is queued:
-                if rec.kind is executable:
-                    try:
-                        if rec.spec is not None:
-                            commands[rec.uid] = rec.spec.command
-                    except Exception:
-                        pass
-                if len(buf) >= limit:
-                    ship()
-            elif etype is completed and len(buf) >= limit:
-                ship()
+            if etype is queued and rec.kind is executable:
+                try:
+                    if rec.spec is not None:
+                        commands[rec.uid] = rec.spec.command
+                except Exception:
+                    pass
 
         def observe(ev: Any) -> None:
             rec = ev.task
@@ -218,34 +218,60 @@ class TelemetrySession:
             self._drain_step()
 
     def _ship(self) -> None:
-        """Worker process: hand the buffer over as one batch; come back soon while busy."""
+        """Worker process: hand the tape over as one batch; come back soon while busy."""
         if self._closed:
             return
-        busy = bool(self._buffer)
-        if busy:
+        busy = bool(self._tape or self._items)
+        if busy or (self._inflight and self._progress_due(time.time())):
             self._send_batch()
         self._schedule(BUSY_INTERVAL if busy else 0.25)
 
+    def _progress_due(self, now: float) -> bool:
+        """Time to write the unfinished tasks' steps: once a second, less often when very
+        many are unfinished (every record is read each time)."""
+        every = max(PROGRESS_INTERVAL, len(self._inflight) / PROGRESS_RECORDS)
+        return now - self._last_progress >= every
+
     def _ship_now(self) -> None:
-        """Hand a burst over from inside the observer (must not raise)."""
+        """Hand a burst over, called by the engine (must not raise)."""
         try:
             if not self._closed:
                 self._send_batch()
         except Exception:
             log.debug("telemetry: handing events over failed", exc_info=True)
 
-    def _send_batch(self) -> None:
-        buf = self._buffer
-        if not buf and not self.translator.commands:
-            return
+    def _snapshot(self, everything: bool = False) -> None:
+        """Pack the records to write now (see :func:`.fastlog.select`) as they are now."""
+        now = time.time()
+        if not everything and self._inflight and self._progress_due(now):
+            everything = True
+        if everything:
+            self._last_progress = now
         try:
-            batch = pack(buf, time.time(), self.translator.commands)
+            records = select(self._tape, self._inflight, everything)
+            if records:
+                self._items.append(pack_rows(records, now))
         except Exception:
             log.exception("telemetry: packing events failed")
-            buf.clear()
+            self._tape.clear()
+
+    def _on_rare(self, etype: str, rec: Any, error: BaseException | None) -> None:
+        """A failure, cancellation or retry, from the engine, before the record changes: the
+        record as it is (the steps before the event), then the event."""
+        try:
+            if etype != EventType.RETRIED:
+                self._inflight.pop(rec, None)  # ended: no row of it is written after this
+            self._items.append(rare_item(etype, rec, error, time.time()))
+        except Exception:
+            log.debug("telemetry: recording %s failed", etype, exc_info=True)
+
+    def _send_batch(self, everything: bool = False) -> None:
+        self._snapshot(everything)
+        items = self._items
+        if not items:
             return
-        buf.clear()
-        self.worker.send(batch)  # type: ignore[union-attr]
+        self._items = []
+        self.worker.send(("L", time.time(), items))  # type: ignore[union-attr]
 
     def _drain_step(self) -> None:
         """Translate one slice; come back next loop turn for more, else re-arm the timer."""
@@ -294,7 +320,7 @@ class TelemetrySession:
     def _finish_worker(self) -> None:
         """Worker process: the rest of the events and the end (the worker adds its spans
         and last metric snapshot before the closing lines)."""
-        self._send_batch()
+        self._send_batch(everything=True)
         now = time.time()
         self.worker.send(("F", now, self._closing_lines(now)))  # type: ignore[union-attr]
 

@@ -14,7 +14,8 @@ first item says what it is:
 * ``("I", options)``: the first frame (session id, trace and span ids, sampling interval);
 * ``("T", text)``: lines written as they are (the session's own events);
 * ``("S", text, sample)``: a ResourceUpdate line, and its figures for the metric lines;
-* ``("B", ...)``: a batch of task events (see :mod:`fastlog`);
+* ``("L", emit, items)``: what the engine's tape held at ``emit``: batches of rows and
+  events with an error, in order (see :mod:`fastlog`);
 * ``("F", now, text)``: the end: unfinished spans, workflow spans, a last metric snapshot,
   then ``text`` (SessionEnded and the session span).
 
@@ -69,9 +70,12 @@ class Worker:
     # ------------------------------------------------------------------ frames
     def handle(self, msg: tuple, out: list[str]) -> None:
         kind = msg[0]
-        if kind == "B":
+        if kind == "L":
             if self.translator is not None:
-                self.translator.feed(msg, out)
+                feed, emit = self.translator.feed, msg[1]
+                for item in msg[2]:
+                    feed(item, emit)
+                self.translator.lines(out)
                 now = time.time()
                 if now - self.last_metric >= self.metric_interval:
                     self.last_metric = now

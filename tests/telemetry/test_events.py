@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import time
 
 import pytest
 from telemetry_testlib import (
@@ -314,9 +315,12 @@ def test_directory_path_and_two_engines_share_a_file(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_raw_observer_protocol_is_used_when_offered(tmp_path):
-    """An engine with subscribe(..., raw=True) gets called without Event objects."""
+def test_raw_observer_protocol_is_used_when_offered(tmp_path, monkeypatch):
+    """Written in process, an engine with subscribe(..., raw=True) gets called without Event
+    objects."""
     from asyncflow_hpc.telemetry import attach
+
+    monkeypatch.setenv("ASYNCFLOW_HPC_TELEMETRY_WRITER", "thread")
 
     async def main():
         flow = await make_engine()
@@ -359,3 +363,74 @@ def test_an_unwritable_path_fails_at_the_start(tmp_path):
             await make_engine(blocker / "sub" / "ev.jsonl")
 
     run(main())
+
+
+def test_worker_writer_uses_the_engine_tape_not_an_observer(tmp_path, monkeypatch):
+    """With the worker process the engine is not called back per event: telemetry attaches
+    to the engine's tape, and the lines are the same events in the same order per task."""
+    from asyncflow_hpc.telemetry import attach
+
+    monkeypatch.setenv("ASYNCFLOW_HPC_TELEMETRY_WRITER", "process")
+
+    async def main():
+        flow = await make_engine()
+        subscribed = []
+        original = flow.subscribe
+        flow.subscribe = lambda *a, **k: subscribed.append(a) or original(*a, **k)
+        att = attach(flow, tmp_path / "tape.jsonl")
+        assert flow._tape is not None and not subscribed
+
+        @flow.function_task
+        def square(x):
+            return x * x
+
+        assert await asyncio.gather(*[square(i) for i in range(50)]) == \
+            [i * i for i in range(50)]
+        await att.close()
+        assert flow._tape is None  # detached at close
+        await flow.shutdown()
+
+    run(main())
+    lines = read_lines(tmp_path / "tape.jsonl")
+    for k in range(1, 51):
+        task = events(lines, f"task.{k:06d}")
+        assert types(task) == ["TaskCreated", "TaskResolved", "TaskQueued", "TaskSubmitted",
+                               "TaskStarted", "TaskCompleted"]
+        times = [e["event_time"] for e in task]
+        assert times == sorted(times)
+
+
+def test_running_tasks_reach_the_log_within_a_second_or_two(tmp_path, monkeypatch):
+    """A long task's steps so far are in the file while it still runs (the worker process
+    writes finished tasks at once and unfinished ones at least once a second)."""
+    monkeypatch.setenv("ASYNCFLOW_HPC_TELEMETRY_WRITER", "process")
+    path = tmp_path / "live.jsonl"
+
+    async def main():
+        flow = await make_engine(path)
+
+        @flow.function_task
+        def slow():
+            time.sleep(4)
+            return 1
+
+        @flow.function_task
+        def quick():
+            return 2
+
+        fut = slow()
+        assert await quick() == 2
+        await asyncio.sleep(2.5)
+        seen = read_lines(path)
+        assert not fut.done()
+        await fut
+        await flow.shutdown()
+        return seen
+
+    seen = run(main())
+    assert types(events(seen, "task.000002"))[-1] == "TaskCompleted"
+    assert types(events(seen, "task.000001")) == ["TaskCreated", "TaskResolved", "TaskQueued",
+                                                  "TaskSubmitted", "TaskStarted"]
+    final = read_lines(path)
+    assert types(events(final, "task.000001"))[-1] == "TaskCompleted"
+    assert len(events(final, "task.000001")) == 6  # nothing written twice

@@ -131,52 +131,82 @@ def test_in_process_writing_on_request(tmp_path, clean_env):
                            "TaskStarted", "TaskCompleted"]
 
 
-def test_pack_and_translate_match_the_in_process_translator():
-    """The worker's lines carry the same keys and values as the in-process translator's."""
+def test_rows_and_translate_match_the_in_process_translator():
+    """The worker's lines (from the engine's tape: rows of stamped records, and the failure
+    as an item of its own) carry the same keys and values as the in-process translator's
+    (from one observer call per event), for awkward names too."""
+    import marshal
+
     from asyncflow_hpc.events import EventType
-    from asyncflow_hpc.tasks import TaskKind, TaskRecord
+    from asyncflow_hpc.tasks import TaskKind, TaskRecord, TaskState
     from asyncflow_hpc.telemetry.metrics import Metrics
     from asyncflow_hpc.telemetry.spans import SpanFactory
     from asyncflow_hpc.telemetry.translate import Translator
 
+    t = 1_700_000_000.0
+    steps = (EventType.CREATED, EventType.RESOLVED, EventType.QUEUED, EventType.SUBMITTED,
+             EventType.STARTED)
     recs = []
     for i, name in enumerate(WEIRD):
         r = TaskRecord(f"task.{i:06d}", name, TaskKind.FUNCTION, None, None)
         r.workflow_id, r.backend, r.attempts = f"wf-{i % 2}", "local", 1
         r.dependencies = [recs[-1].uid] if recs else []
+        r.created, r.resolved, r.queued, r.submitted, r.started = (
+            t + k + 0.25 for k in range(len(steps)))
+        r.node = "node-1"
+        r.state = TaskState.RUNNING
         recs.append(r)
+    err = RuntimeError('bad "value"\n')
+
+    # in process: one event at a time
     buf: list = []
-    t = 1_700_000_000.0
-    for k, et in enumerate((EventType.CREATED, EventType.RESOLVED, EventType.QUEUED,
-                            EventType.SUBMITTED, EventType.STARTED)):
+    for k, et in enumerate(steps):
         for r in recs:
             buf += [et, t + k + 0.25, r, None]
-    for r in recs:
-        r.node = "node-1"
-    err = RuntimeError('bad "value"\n')
     for j, r in enumerate(recs):
         buf += [EventType.FAILED if j == 0 else EventType.COMPLETED, t + 9.5, r,
                 err if j == 0 else None]
     emit = t + 10
-
     factory = SpanFactory(None)
     session = factory.open("session", None, t, {})
     old: list[str] = []
     Translator("engine.x", factory, session, Metrics("engine.x")).feed(buf, emit, old)
-    new: list[str] = []
-    batch = fastlog.pack(buf, emit, {})
-    import marshal
 
-    fastlog.BatchTranslator("engine.x", session.trace_hex, session.span_hex).feed(
-        marshal.loads(marshal.dumps(batch)), new)
-    old_lines = [json.loads(x) for x in "".join(old).splitlines()]
-    new_lines = [json.loads(x) for x in "".join(new).splitlines()]
-    assert len(old_lines) == len(new_lines)
-    ids = ("event_id", "span_id", "parent_span_id")
+    # worker: the failure is packed before the record changes, the rest as rows when done
+    items = [fastlog.rare_item(EventType.FAILED, recs[0], err, t + 9.5)]
+    for r in recs[1:]:
+        r.finished, r.state = t + 9.5, TaskState.DONE
+    tape, inflight = list(recs[1:]), {}
+    items.append(fastlog.pack_rows(fastlog.select(tape, inflight), emit))
+    assert not tape and not inflight
+    tr = fastlog.BatchTranslator("engine.x", session.trace_hex, session.span_hex)
+    for item in marshal.loads(marshal.dumps(items, 2)):
+        tr.feed(item, emit)
+    new: list[str] = []
+    tr.lines(new)
+
+    def by_task(text: str) -> list[tuple]:
+        out = []
+        for line in text.splitlines():
+            d = json.loads(line)
+            task = d.get("task_id") or d["attributes"].get("task_id")
+            kind = d.get("event_type") or d["name"]
+            for k in ("event_id", "span_id", "parent_span_id"):
+                d.pop(k, None)
+            out.append((task, kind, json.dumps(d, sort_keys=True)))
+        return sorted(out)
+
+    old_lines, new_lines = by_task("".join(old)), by_task("".join(new))
+    assert len(old_lines) == len(new_lines) == len(WEIRD) * 7
     for a, b in zip(old_lines, new_lines, strict=True):
-        assert list(a) == list(b)
-        assert {k: v for k, v in a.items() if k not in ids} == \
-            {k: v for k, v in b.items() if k not in ids}
+        assert a == b
+    # same keys in the same order, line by line
+    first = {json.loads(x)["event_type"]: list(json.loads(x)) for x in "".join(new).splitlines()
+             if '"section":"event"' in x}
+    for x in "".join(old).splitlines():
+        d = json.loads(x)
+        if d["section"] == "event":
+            assert list(d) == first[d["event_type"]]
 
 
 KILLED = textwrap.dedent("""
