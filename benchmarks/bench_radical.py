@@ -3,6 +3,7 @@
     python benchmarks/bench_radical.py                  # 500 tasks, one round (~3 min, 2 cores)
     python benchmarks/bench_radical.py --tasks 100      # quicker
     python benchmarks/bench_radical.py --rounds 2 --json out.json
+    python benchmarks/bench_radical.py --client thread  # RP's client in this process
 
 One pilot on ``local.localhost`` (``--resource`` for another) runs, in turn:
 
@@ -12,11 +13,15 @@ One pilot on ``local.localhost`` (``--resource`` for another) runs, in turn:
   ``asyncio.gather`` on the engine's event loop.
 
 Both go through the backend's own task manager, so the pilot, the agent and the
-client-side components are the same. Reported:
+client-side components are the same. ``--client process`` (the backend's default) runs RP's
+client in a child process; raw RP then runs there too (``backend.run_in_client``), so both
+sides always share one task manager. Reported:
 
 * throughput of each and the ratio asyncflow-hpc / raw (target >= 0.95);
-* the delay from RP's final-state callback (on RP's listener thread) to the awaiting
-  coroutine running again (target: median < 5 ms; radical.asyncflow lags up to ~1 s);
+* the delay from RP's final-state callback (on RP's listener thread, in whichever process
+  runs RP's client; ``perf_counter`` is the system's monotonic clock, the same in both) to
+  the awaiting coroutine running again (target: median < 5 ms; radical.asyncflow lags up to
+  ~1 s);
 * the longest event-loop stall, i.e. the longest overshoot of a 1 ms ``asyncio.sleep``,
   during start-up (session, pilot until active) and during the asyncflow-hpc run
   (target < 50 ms).
@@ -50,17 +55,24 @@ from asyncflow_hpc.backends.radical import RadicalPilotBackend  # noqa: E402
 FINAL = ("DONE", "FAILED", "CANCELED")
 
 
-class StampedBackend(RadicalPilotBackend):
-    """The real backend, with the moment RP delivers each task's final state recorded."""
+def install_stamps(backend: RadicalPilotBackend) -> None:
+    """Record when RP delivers each task's final state (runs where RP's client runs)."""
+    backend.bench_final_at = final_at = {}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.final_at: dict[str, float] = {}
+    def stamp(task: Any, state: str) -> None:
+        if state in ("DONE", "FAILED", "CANCELED"):
+            final_at[task.uid] = time.perf_counter()
 
-    def _task_cb(self, task: Any, state: str) -> None:
-        if state in FINAL:
-            self.final_at[task.uid] = time.perf_counter()
-        super()._task_cb(task, state)
+    backend._tmgr.register_callback(stamp)
+
+
+def final_times(backend: RadicalPilotBackend, spec_uids: list[str]) -> list[float | None]:
+    """The recorded final-state moments of the RP tasks behind ``spec_uids``."""
+    out = []
+    for uid in spec_uids:
+        rp_uid = backend._by_spec.get(uid)
+        out.append(backend.bench_final_at.get(rp_uid) if rp_uid else None)
+    return out
 
 
 class LoopStall:
@@ -123,24 +135,7 @@ def raw_rp(backend: RadicalPilotBackend, n: int, tag: str) -> float:
     return took
 
 
-async def in_thread(fn: Any, *args: Any) -> Any:
-    """Run ``fn`` on a thread of its own (the raw RP baseline blocks)."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future = loop.create_future()
-
-    def work() -> None:
-        try:
-            value = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-            loop.call_soon_threadsafe(fut.set_exception, exc)
-        else:
-            loop.call_soon_threadsafe(fut.set_result, value)
-
-    threading.Thread(target=work, name="raw-rp", daemon=True).start()
-    return await fut
-
-
-async def asyncflow_run(flow: WorkflowEngine, backend: StampedBackend, n: int) -> dict:
+async def asyncflow_run(flow: WorkflowEngine, backend: RadicalPilotBackend, n: int) -> dict:
     @flow.executable_task
     def true() -> str:
         return "/bin/true"
@@ -155,12 +150,9 @@ async def asyncflow_run(flow: WorkflowEngine, backend: StampedBackend, n: int) -
         t0 = time.perf_counter()
         resumed = await asyncio.gather(*(one() for _ in range(n)))
         took = time.perf_counter() - t0
-    delays = []
-    for spec_uid, t_resumed in resumed:
-        rp_uid = backend._by_spec.get(spec_uid)
-        t_final = backend.final_at.get(rp_uid) if rp_uid else None
-        if t_final is not None:
-            delays.append(t_resumed - t_final)
+    finals = await backend.run_in_client(final_times, [uid for uid, _ in resumed])
+    pairs = zip(resumed, finals, strict=True)
+    delays = [t_res - t_fin for (_, t_res), t_fin in pairs if t_fin is not None]
     return {"seconds": took, "stall_s": stall.max, "stall_own_s": stall.max_own,
             "delays": delays}
 
@@ -168,10 +160,12 @@ async def asyncflow_run(flow: WorkflowEngine, backend: StampedBackend, n: int) -
 async def main(args: argparse.Namespace) -> dict:
     pilot = {"resource": args.resource, "cores": args.cores, "runtime": args.runtime}
     work_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-radical-")).absolute()
+    backend = RadicalPilotBackend(pilot, work_dir=work_dir, nice=args.nice, client=args.client)
     result: dict[str, Any] = {"tasks": args.tasks, "pilot": pilot, "rounds": [],
-                              "cpu_count": os.cpu_count()}
+                              "cpu_count": os.cpu_count(), "client": backend.client}
     print(f"pilot {pilot} on a {os.cpu_count()}-core machine (load average "
-          f"{os.getloadavg()[0]:.1f}); work dir {work_dir}", flush=True)
+          f"{os.getloadavg()[0]:.1f}); RP client: {backend.client}; work dir {work_dir}",
+          flush=True)
     if args.noise:
         with LoopStall() as idle:
             await asyncio.sleep(args.noise)
@@ -181,7 +175,7 @@ async def main(args: argparse.Namespace) -> dict:
               "the machine's own noise", flush=True)
     with LoopStall() as stall:
         t0 = time.perf_counter()
-        backend = await StampedBackend(pilot, work_dir=work_dir, nice=args.nice)
+        await backend.start()
         t_started = time.perf_counter() - t0
         await backend.wait_active(600)
         t_active = time.perf_counter() - t0
@@ -190,13 +184,14 @@ async def main(args: argparse.Namespace) -> dict:
     print(f"start-up: backend started in {t_started:.1f}s, pilot active after {t_active:.1f}s; "
           f"longest loop stall {stall.max * 1e3:.1f} ms ({stall.max_own * 1e3:.1f} ms net of "
           f"CPU wait; {stall.samples} probes)", flush=True)
+    await backend.run_in_client(install_stamps)
     flow = await WorkflowEngine.create(backend=backend, install_signal_handlers=False)
     try:
         # warm-up: first tasks pay for the agent's launch scripts and caches
-        await in_thread(raw_rp, backend, 20, "warm")
+        await backend.run_in_client(raw_rp, 20, "warm")
         await asyncflow_run(flow, backend, 20)
         for r in range(args.rounds):
-            raw_s = await in_thread(raw_rp, backend, args.tasks, f"r{r}")
+            raw_s = await backend.run_in_client(raw_rp, args.tasks, f"r{r}")
             af = await asyncflow_run(flow, backend, args.tasks)
             d = sorted(af["delays"])
             row = {
@@ -243,7 +238,8 @@ def summary(res: dict) -> None:
         return "ok" if ok else "MISSED"
 
     print(f"\n== {res['tasks']} x /bin/true, same pilot ({res['pilot']['cores']} cores, "
-          f"{res['pilot']['resource']}), {len(res['rounds'])} round(s)")
+          f"{res['pilot']['resource']}), {len(res['rounds'])} round(s), RP client: "
+          f"{res['client']}, load average {os.getloadavg()[0]:.1f}")
     print(f"throughput ratio asyncflow-hpc / raw RP : {pooled:.3f} "
           f"(all rounds pooled; target >= 0.95: {mark(pooled >= 0.95)}); per round: "
           + ", ".join(f"{r['ratio']:.3f}" for r in rounds))
@@ -272,6 +268,9 @@ def cli() -> None:
     ap.add_argument("--runtime", type=int, default=30, help="pilot runtime, minutes")
     ap.add_argument("--nice", type=int, default=10,
                     help="the backend's nice= (CPU priority of RP's thread and processes)")
+    ap.add_argument("--client", choices=("process", "thread"),
+                    help="where RP's client runs (default: the backend's default, or "
+                         "$ASYNCFLOW_HPC_RP_CLIENT)")
     ap.add_argument("--work-dir", help="keep RP's session and sandbox here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary work dir")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")

@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendError
+from ..errors import BackendError, ConfigurationError
 from ..tasks import TaskKind, TaskSpec, TaskState
 from . import _radical_translate as tr
 from . import _radical_wire as wire
@@ -213,12 +213,27 @@ class ProcessClient:
         return pickle.loads(blob)
 
     def describe(self) -> dict[str, Any]:
-        if self.dead is None and self.sock is not None and not self.closing:
+        if self.dead is None and self.sock is not None and not self.closing \
+                and self._may_block_here():
             try:
                 self._update(self.request_sync("describe"))
             except BackendError as exc:
                 log.debug("describe() from the RP client process failed: %s", exc)
         return dict(self.info)
+
+    def _may_block_here(self) -> bool:
+        """A round trip reads the socket: only from the loop that serves it (or none runs).
+
+        From another thread while that loop runs, the two readers would split frames:
+        such callers get the last known answer instead.
+        """
+        loop = self.loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            return True
+        try:
+            return asyncio.get_running_loop() is loop
+        except RuntimeError:
+            return False
 
     def _update(self, info: dict[str, Any]) -> None:
         self.info = info
@@ -263,7 +278,27 @@ class ProcessClient:
         if self.pending:
             self.flush_handle = self.owner.reporter.loop.call_soon(self._flush)
         if batch:
-            self._send(("submit", batch))
+            try:
+                msg = wire.frame(("submit", batch))
+            except Exception:  # something in a task_description does not pickle
+                batch = self._picklable(batch)
+                msg = wire.frame(("submit", batch)) if batch else b""
+            if msg:
+                self._send_bytes(msg)
+
+    def _picklable(self, batch: list[tuple]) -> list[tuple]:
+        """The specs of ``batch`` that pickle; the others fail with a clear error."""
+        out = []
+        for t in batch:
+            try:
+                pickle.dumps(t)
+            except Exception as exc:
+                self._report(t[0], TaskState.FAILED, None, ConfigurationError(
+                    f"task {t[1]!r} cannot be sent to the RADICAL-Pilot client process: "
+                    f"its task_description or command does not pickle ({exc})"), None)
+            else:
+                out.append(t)
+        return out
 
     def _flush_all(self) -> None:
         while self.pending and not self.closing and self.dead is None:
@@ -301,9 +336,12 @@ class ProcessClient:
             loop.call_soon(self._drain_backlog)
 
     def _send(self, msg: Any) -> None:
+        self._send_bytes(wire.frame(msg))
+
+    def _send_bytes(self, data: bytes) -> None:
         if self.sock is None:
             return
-        self.out += wire.frame(msg)
+        self.out += data
         if not self.writing:
             self._write_some()
             if self.out:
@@ -398,10 +436,16 @@ class ProcessClient:
             self.reporters.pop(uid, None)
         if rep is None:
             return  # cancelled meanwhile: the engine settled it already
-        if rep.loop is self.loop:
-            rep._sink(uid, state, value, error, node)
-        else:
+        if rep.loop is not self.loop:  # an earlier engine's loop (likely closed by now)
             rep.threadsafe(uid, state, value, error, node)
+        elif state is TaskState.RUNNING:
+            rep.running(uid, node)
+        elif state is TaskState.DONE:
+            rep.done(uid, value, node)
+        elif state is TaskState.FAILED:
+            rep.failed(uid, error, node)
+        else:
+            rep.cancelled(uid)
 
     # ================================================================ the child ending
     def _child_gone(self, why: str) -> None:

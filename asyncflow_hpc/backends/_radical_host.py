@@ -184,7 +184,10 @@ class _ForwardLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            msg = ("log", record.name, record.levelno, record.getMessage())
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            msg = ("log", record.name, record.levelno, text)
             self.host.loop.call_soon_threadsafe(self.host.post, msg)
         except Exception:  # loop closed: we are exiting
             pass

@@ -67,7 +67,7 @@ DEFAULT_RUNTIME = 60
 ENV_CLIENT = "ASYNCFLOW_HPC_RP_CLIENT"
 CLIENT_MODES = ("process", "thread")
 #: where RP's client runs unless ``client=`` or $ASYNCFLOW_HPC_RP_CLIENT says otherwise
-DEFAULT_CLIENT = "thread"
+DEFAULT_CLIENT = "process"
 _PILOT_FINAL = ("DONE", "FAILED", "CANCELED")
 _RUNNING, _DONE, _FAILED, _CANCELLED = (TaskState.RUNNING, TaskState.DONE, TaskState.FAILED,
                                         TaskState.CANCELLED)

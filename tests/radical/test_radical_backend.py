@@ -273,22 +273,30 @@ def test_describe_and_many_tasks(make_flow, rp_backend):
         def true():
             return "/bin/true"
 
-        # a spy on the real task manager: tasks ready in one loop iteration -> ONE call
-        tmgr = rp_backend._tmgr
-        calls = []
-        real_submit = tmgr.submit_tasks
+        # a spy on the real task manager (in the RP client process, or this one): tasks
+        # ready in one loop iteration -> ONE call
+        def install(backend):
+            tmgr = backend._tmgr
+            backend.spy_calls = calls = []
+            real_submit = tmgr.submit_tasks
 
-        def spy(descriptions):
-            calls.append(len(descriptions))
-            return real_submit(descriptions)
+            def spy(descriptions):
+                calls.append(len(descriptions))
+                return real_submit(descriptions)
 
-        tmgr.submit_tasks = spy
+            tmgr.submit_tasks = spy
+
+        def remove(backend):
+            del backend._tmgr.submit_tasks
+            return backend.spy_calls
+
+        await rp_backend.run_in_client(install)
         try:
             with LoopLag() as lag:
                 futs = [true() for _ in range(60)]
                 assert await asyncio.gather(*futs) == [""] * 60
         finally:
-            del tmgr.submit_tasks
+            calls = await rp_backend.run_in_client(remove)
         assert calls == [60], calls
         # generous: the machine's own load stalls an idle loop for tens of ms at times
         assert lag.max < 0.5, f"event loop stalled {lag.max * 1e3:.0f} ms"

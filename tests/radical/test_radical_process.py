@@ -1,7 +1,9 @@
 """Whole programs on RADICAL-Pilot, each in its own process with its own pilot.
 
-* the seed example, unchanged, selected with ``ASYNCFLOW_HPC_BACKEND=radical``;
-* SIGTERM / SIGINT while tasks run: the program ends, the pilot and its tasks with it.
+* the seed example, unchanged, selected with ``ASYNCFLOW_HPC_BACKEND=radical`` (RP's client
+  in the program's process: ``ASYNCFLOW_HPC_RP_CLIENT=thread``);
+* SIGTERM / SIGINT while tasks run: the program ends, the pilot and its tasks with it (RP's
+  client in a child process, the default).
 
 Both check afterwards that nothing of the run's RP session is left on the machine and that
 the test process has no new children.
@@ -91,7 +93,9 @@ def test_seed_example_runs_on_a_pilot_selected_by_env(tmp_path):
     before = live_children()
     t0 = time.monotonic()
     try:
-        proc = subprocess.run([sys.executable, str(SEED)], cwd=tmp_path, env=_env(),
+        # RP's client in the program's own process, chosen by environment like the backend
+        proc = subprocess.run([sys.executable, str(SEED)], cwd=tmp_path,
+                              env=_env(ASYNCFLOW_HPC_RP_CLIENT="thread"),
                               capture_output=True, text=True, timeout=280)
     except subprocess.TimeoutExpired:
         _reap(tmp_path)

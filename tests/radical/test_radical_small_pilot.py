@@ -39,12 +39,13 @@ def _two_core_node() -> dict:
 def small_backend(tmp_path_factory):
     refuse_network_tools()
     before = live_children()
-    backend = RadicalPilotBackend(SMALL_PILOT, site_config=_two_core_node(),
+    # RP's client in this process (client="thread"): this module covers that mode too
+    backend = RadicalPilotBackend(SMALL_PILOT, site_config=_two_core_node(), client="thread",
                                   work_dir=tmp_path_factory.mktemp("rp-small"))
     try:
         run(backend.start(), 180)
         run(backend.wait_active(), 240)
-        rm = backend._pilot.resource_details or {}
+        rm = run(backend.run_in_client(lambda b: b._pilot.resource_details or {}), 60)
         assert len(rm["node_list"]) * rm["cores_per_node"] == 2, rm  # really 2 cores
         yield backend
     finally:
