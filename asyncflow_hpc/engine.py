@@ -448,21 +448,19 @@ class WorkflowEngine:
         return unsubscribe
 
     def attach_tape(self, on_rare: Callable[[str, TaskRecord, BaseException | None], None],
-                    on_full: Callable[[], None], limit: int = 8192,
+                    on_full: Callable[[], None], limit: int = 2048,
                     ) -> tuple[list[TaskRecord], Callable[[], None]]:
         """A cheaper feed than an observer, for one high-rate consumer (telemetry).
 
         Returns ``(tape, detach)``. While attached, the engine appends a record to ``tape``
-        when it is created and when it completes, and stamps the time of every step between
-        on the record (``resolved``, ``queued``, ``submitted``; ``created``, ``started`` and
-        ``finished`` are always kept): two appends per task instead of a call per event. The
-        consumer reads the records when it drains the list (clearing it in place), and reads
-        the records it knows are unfinished as often as it wants their progress; a drained
-        record with ``finished`` set and state DONE has completed. The other ends, and
-        retries, go to
-        ``on_rare(type, record, error)`` synchronously, before the record changes
-        (TaskFailed, TaskCanceled: before ``finished`` is stamped; TaskRetried: before the
-        next attempt's stamps overwrite this one's). ``on_full()`` is called when the tape
+        when its task completes, and stamps the time of every step on the record
+        (``resolved``, ``queued``, ``submitted``; ``created``, ``started`` and ``finished``
+        are always kept): one append per task instead of a call per event. The consumer
+        drains the list (clearing it in place) and reads the unfinished records
+        (:meth:`active_records`) as often as it wants their progress. The other ends, and
+        retries, go to ``on_rare(type, record, error)`` synchronously, before the record
+        changes (TaskFailed, TaskCanceled: before ``finished`` is stamped; TaskRetried: before
+        the next attempt's stamps overwrite this one's). ``on_full()`` is called when the tape
         holds ``limit`` records during a burst that does not give the loop back. Callbacks
         must not raise.
         """
@@ -477,6 +475,10 @@ class WorkflowEngine:
                 self._tape = self._tape_rare = self._tape_full = None
 
         return tape, detach
+
+    def active_records(self) -> list[TaskRecord]:
+        """The records of the tasks and blocks not finished yet, oldest first."""
+        return list(self._active.values())
 
     def _wire_emit(self) -> None:
         """A single raw observer is called in place of :meth:`_emit` (no loop, no guard)."""
@@ -565,11 +567,6 @@ class WorkflowEngine:
         else:
             rec.backend = bname
             bad_td = UnknownBackendError(bname, list(self.backends))
-        tape = self._tape
-        if tape is not None:
-            tape.append(rec)
-            if len(tape) >= self._tape_limit:
-                self._tape_full()
         if self._observers:
             self._emit(EventType.CREATED, rec)
         if bad_td is not None:

@@ -37,8 +37,6 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections import deque
-from itertools import compress
 from operator import attrgetter
 from typing import Any
 
@@ -82,29 +80,9 @@ def error_fields(error: BaseException | None) -> dict:
 # which matters once the records no longer fit in the CPU's cache); ``_value_`` is the plain
 # string of a str enum member (enum's ``.value`` is a slower Python-level property)
 _ROW = attrgetter("uid", "created", "resolved", "queued", "submitted", "started", "finished",
-                  "node", "attempts", "command", "state._value_", "name", "workflow_id",
+                  "node", "attempts", "command", "name", "workflow_id",
                   "backend", "dependencies", "kind._value_")
 _parent = attrgetter("parent")
-_finished = attrgetter("finished")
-
-
-def select(tape: list, inflight: dict, everything: bool = False) -> list:
-    """The records to write now, from the engine's tape (emptied in place).
-
-    ``inflight`` (an ordered set) holds the records seen created and not yet finished. A
-    record is written when it has finished (then once, with all its steps); with
-    ``everything`` (at least once a second, and at the end) the unfinished ones are written
-    too, so that their steps so far reach the log. So a burst of short tasks costs one row
-    per task, and a long task's steps still reach the log within a second."""
-    fresh = dict.fromkeys(tape)
-    tape.clear()
-    done = list(compress(fresh, map(_finished, fresh)))
-    inflight.update(fresh)
-    if done:
-        deque(map(inflight.pop, done), maxlen=0)  # in C: no Python loop over the records
-    if everything and inflight:
-        done += inflight
-    return done
 
 
 def pack_rows(records: list, emit: float) -> tuple:
@@ -141,10 +119,10 @@ def sanitize(item: tuple) -> tuple:
             return str(v)
 
     def row(r: tuple) -> tuple:
-        (uid, c, rs, q, sb, st, f, node, attempts, command, state, name, wid, backend, deps,
+        (uid, c, rs, q, sb, st, f, node, attempts, command, name, wid, backend, deps,
          kind) = r
         return (s(uid), c, rs, q, sb, st, f, s(node),
-                attempts if isinstance(attempts, int) else 0, cmd(command), s(state), s(name),
+                attempts if isinstance(attempts, int) else 0, cmd(command), s(name),
                 s(wid), s(backend), [s(d) for d in deps], s(kind))
 
     if item[0] == "R":
@@ -223,6 +201,7 @@ class BatchTranslator:
         self._bits = _rand.getrandbits
         self._out: list[str] = []
         self._span_ids: dict[str, str] = {}  # blocks' span ids, for children seen apart
+        self._common: dict[tuple, tuple] = {}  # (name, kind, wid, backend) -> shape, workflow
 
     # ------------------------------------------------------------------ per task
     def _attrs(self, t: _Task) -> str:
@@ -390,11 +369,13 @@ class BatchTranslator:
     def _row(self, r: tuple, parent: str | None) -> None:
         """Write the steps of one row that are new."""
         (uid, created, resolved, queued, submitted, started, finished, node, attempts, command,
-         state, name, wid, backend, deps, kind) = r
+         name, wid, backend, deps, kind) = r
         tr = self._live.get(uid)
         if tr is None:
-            if state == "FAILED" or state == "CANCELLED":
-                return  # its end came as an item of its own, which wrote its lines
+            if finished and not deps and parent is None and command is None \
+                    and kind != "block":
+                self._whole(r)  # the common case of a burst: first seen, and done
+                return
             tr = self._open(uid, (name, wid, backend, deps), kind, parent, created)
         if command is not None and tr.command is None:  # an executable's command is known
             tr.command = command if isinstance(command, str) else " ".join(map(str, command))
@@ -436,7 +417,7 @@ class BatchTranslator:
             steps |= _ST
             c += 1
             args += (c, started, uidj, nj, span)
-        if finished and state == "DONE":  # failures and cancellations come as items
+        if finished:  # only completed tasks are written finished; other ends come as items
             ran = tr.started
             duration = finished - ran if ran else 0.0
             if duration < 0.0:
@@ -470,6 +451,92 @@ class BatchTranslator:
             else:
                 key = (shape << 7) | steps
                 self._out.append((self._batch.get(key) or self._template(key)) % tuple(args))
+
+    def _whole(self, r: tuple) -> None:
+        """All the lines of a task seen for the first time and done, without keeping it."""
+        (uid, created, resolved, queued, submitted, started, finished, node, attempts, _,
+         name, wid, backend, _, kind) = r
+        key = (name, kind, wid, backend)
+        known = self._common.get(key)
+        if known is None:
+            t = _Task()
+            t.name, t.kind, t.wid, t.deps, t.parent, t.command = name, kind, wid, (), None, None
+            t.block = kind == "block"
+            bhead = self._bheads.get(backend)
+            if bhead is None:
+                bhead = self._bheads[backend] = (
+                    f'"session_id":{self._sid},"backend":{_dumps(backend)},"task_id":')
+            t.bhead = bhead
+            self._set_attrs(t)
+            wf = None
+            if wid is not None:
+                wf = self._workflows.get(wid)
+                if wf is None:
+                    wf = self._workflows[wid] = _Workflow(hex(self._bits(64) or 1), created)
+            if t.shape < 0:  # too many shapes: the general way
+                self._row_slow(r)
+                return
+            if len(self._common) > 10_000:
+                self._common.clear()
+            known = self._common[key] = (t.shape << 7, wf, t.block)
+        base, wf, block = known
+        uidj = _dumps_str(uid)
+        span = hex(self._bits(64) or 1)
+        c = self._count + 1
+        args: list = [c, created, uidj, span]
+        steps = _C | _D
+        if resolved:
+            c += 1
+            args += (c, resolved, uidj, span)
+            steps |= _R
+        if queued:
+            c += 1
+            args += (c, queued, uidj, span)
+            steps |= _Q
+        metrics = self.metrics
+        if submitted:
+            c += 1
+            args += (c, submitted, uidj, span)
+            steps |= _S
+            if not block:
+                metrics.submitted += 1
+        nj = self._nodes.get(node) or self._node_json(node)
+        if started:
+            c += 1
+            args += (c, started, uidj, nj, span)
+            steps |= _ST | _RAN
+            if not block:
+                metrics.started += 1
+            duration = finished - started
+            if duration < 0.0:
+                duration = 0.0
+        else:
+            duration = 0.0
+        c += 1
+        start_ns, end_ns = int(created * 1e9), int(finished * 1e9)
+        if wf is not None:
+            pspan = wf.span_hex
+            if created < wf.start:
+                wf.start = created
+            wf.counts["completed"] += 1
+            if finished > wf.end:
+                wf.end = finished
+        else:
+            pspan = self.session_span_hex
+        args += (c, finished, uidj, nj, duration, span, span, pspan, start_ns, end_ns, created,
+                 finished, (end_ns - start_ns) / 1e6, uidj, nj, duration, attempts)
+        self._count = c
+        if not block:
+            metrics.duration_count += 1
+            metrics.duration_sum += duration
+            metrics.completed += 1
+        key = base | steps
+        self._out.append((self._batch.get(key) or self._template(key)) % tuple(args))
+
+    def _row_slow(self, r: tuple) -> None:
+        uid, created, name, wid, backend, deps, kind = r[0], r[1], r[10], r[11], r[12], r[13], r[14]
+        self._open(uid, (name, wid, backend, deps), kind, None, created)
+        self._row(r, None)
 
     def _ended(self, tr: _Task) -> None:
         del self._live[tr.uid]

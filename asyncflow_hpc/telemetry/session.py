@@ -34,7 +34,7 @@ from typing import Any
 from .._version import __version__
 from ..events import EventType
 from ..tasks import TaskKind
-from .fastlog import pack_rows, rare_item, select
+from .fastlog import pack_rows, rare_item
 from .metrics import Metrics
 from .otel import find_bridge
 from .resources import ResourceSampler, interval_from_env
@@ -85,9 +85,10 @@ class TelemetrySession:
         self._loop = asyncio.get_running_loop()
         self._buffer: list = []  # in process: type, time, record, error, type, ...
         self._tape: list = []  # worker process: the engine's tape
-        self._inflight: dict = {}  # records created and not finished (an ordered set)
         self._items: list = []  # packed, not yet handed over
         self._last_progress = time.time()
+        self._active_count = 0  # unfinished tasks at the last progress write
+        self._active: Any = list
         self._timer: asyncio.TimerHandle | None = None
         self._draining = False
         self._closed = False
@@ -171,6 +172,7 @@ class TelemetrySession:
             # a burst (thousands of tasks submitted or finishing in one loop turn) is handed
             # over while it lasts, so that the worker keeps pace
             self._tape, detach = engine.attach_tape(self._on_rare, self._ship_now, SHIP_RECORDS)
+            self._active = engine.active_records
             return detach
         buf = self._buffer
         add = buf.extend  # one flat list: type, time, record, error, type, ...
@@ -222,15 +224,17 @@ class TelemetrySession:
         if self._closed:
             return
         busy = bool(self._tape or self._items)
-        if busy or (self._inflight and self._progress_due(time.time())):
+        if busy or self._progress_due(time.time()):
             self._send_batch()
         self._schedule(BUSY_INTERVAL if busy else 0.25)
 
     def _progress_due(self, now: float) -> bool:
         """Time to write the unfinished tasks' steps: once a second, less often when very
         many are unfinished (every record is read each time)."""
-        every = max(PROGRESS_INTERVAL, len(self._inflight) / PROGRESS_RECORDS)
-        return now - self._last_progress >= every
+        since = now - self._last_progress
+        if since < PROGRESS_INTERVAL:
+            return False
+        return since >= self._active_count / PROGRESS_RECORDS
 
     def _ship_now(self) -> None:
         """Hand a burst over, called by the engine (must not raise)."""
@@ -241,26 +245,28 @@ class TelemetrySession:
             log.debug("telemetry: handing events over failed", exc_info=True)
 
     def _snapshot(self, everything: bool = False) -> None:
-        """Pack the records to write now (see :func:`.fastlog.select`) as they are now."""
+        """Pack the records to write now, as they are now: the tasks finished since the last
+        time (each written once, with all its steps), and, at least once a second (less
+        often when very many run) and at the end, the unfinished ones, so that their steps
+        so far reach the log. A burst of short tasks costs one row per task."""
         now = time.time()
-        if not everything and self._inflight and self._progress_due(now):
-            everything = True
-        if everything:
+        if everything or self._progress_due(now):
             self._last_progress = now
-        try:
-            records = select(self._tape, self._inflight, everything)
-            if records:
+            records = self._tape + self._active()
+            self._active_count = len(records) - len(self._tape)
+        else:
+            records = list(self._tape)
+        self._tape.clear()
+        if records:
+            try:
                 self._items.append(pack_rows(records, now))
-        except Exception:
-            log.exception("telemetry: packing events failed")
-            self._tape.clear()
+            except Exception:
+                log.exception("telemetry: packing events failed")
 
     def _on_rare(self, etype: str, rec: Any, error: BaseException | None) -> None:
         """A failure, cancellation or retry, from the engine, before the record changes: the
         record as it is (the steps before the event), then the event."""
         try:
-            if etype != EventType.RETRIED:
-                self._inflight.pop(rec, None)  # ended: no row of it is written after this
             self._items.append(rare_item(etype, rec, error, time.time()))
         except Exception:
             log.debug("telemetry: recording %s failed", etype, exc_info=True)

@@ -176,9 +176,7 @@ def test_rows_and_translate_match_the_in_process_translator():
     items = [fastlog.rare_item(EventType.FAILED, recs[0], err, t + 9.5)]
     for r in recs[1:]:
         r.finished, r.state = t + 9.5, TaskState.DONE
-    tape, inflight = list(recs[1:]), {}
-    items.append(fastlog.pack_rows(fastlog.select(tape, inflight), emit))
-    assert not tape and not inflight
+    items.append(fastlog.pack_rows(recs[1:], emit))
     tr = fastlog.BatchTranslator("engine.x", session.trace_hex, session.span_hex)
     for item in marshal.loads(marshal.dumps(items, 2)):
         tr.feed(item, emit)
@@ -263,3 +261,41 @@ def test_after_a_sigkill_the_worker_writes_what_it_has_and_exits(tmp_path):
     assert sum(1 for e in events(lines) if e["event_type"] == "TaskCompleted") >= 2000
     assert lines[-1]["section"] == "metric"  # the worker's last snapshot
     assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_values_marshal_cannot_carry_are_written_as_text():
+    """A backend's node as an object, a command with a Path in it: the frame falls back to
+    their str() instead of losing the batch."""
+    import marshal
+    import pathlib
+
+    from asyncflow_hpc.events import EventType
+    from asyncflow_hpc.tasks import TaskKind, TaskRecord, TaskState
+    from asyncflow_hpc.telemetry.writer import _frame
+
+    class Node:
+        def __str__(self) -> str:
+            return "node-7"
+
+    r = TaskRecord("task.000001", "cp", TaskKind.EXECUTABLE, None, None)
+    r.backend, r.attempts, r.node = "local", 1, Node()
+    r.command = ["cp", pathlib.Path("/tmp/a b"), "/tmp/c"]
+    r.created = r.resolved = r.queued = r.submitted = r.started = 1_700_000_000.0
+    r.finished, r.state = 1_700_000_001.0, TaskState.DONE
+    f = TaskRecord("task.000002", "bad", TaskKind.FUNCTION, None, None)
+    f.backend, f.attempts, f.node, f.created = "local", 1, Node(), 1_700_000_000.0
+    items = [fastlog.pack_rows([r], 1_700_000_002.0),
+             fastlog.rare_item(EventType.FAILED, f, ValueError("x"), 1_700_000_001.5)]
+    frame = _frame(("L", 1_700_000_002.0, items))
+    _, emit, got = marshal.loads(frame[4:])
+    tr = fastlog.BatchTranslator("engine.x", "0x1", "0x2")
+    for item in got:
+        tr.feed(item, emit)
+    out: list[str] = []
+    tr.lines(out)
+    lines = [json.loads(x) for x in "".join(out).splitlines()]
+    done = [d for d in lines if d.get("event_type") == "TaskCompleted"][0]
+    assert done["node_id"] == "node-7"
+    assert done["attributes"]["executable"] == "cp /tmp/a b /tmp/c"
+    failed = [d for d in lines if d.get("event_type") == "TaskFailed"][0]
+    assert failed["node_id"] == "node-7" and failed["error_type"] == "ValueError"
