@@ -152,6 +152,9 @@ def main(argv: list[str]) -> None:
     log_fd, parent_pid = int(argv[1]), int(argv[2])
     Worker(log_fd, parent_pid).run(sys.stdin.fileno())
     os.close(log_fd)
+    # everything is written (os.write, unbuffered): skip the interpreter's teardown, which
+    # frees every object one by one and would keep the engine's shutdown waiting
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import logging
 import marshal
 import os
 import queue
+import select
 import subprocess
 import sys
 import threading
@@ -217,7 +218,8 @@ class WorkerProcess:
                 # -I -S: no site, a faster start (the worker needs the standard library only)
                 self.proc = subprocess.Popen(
                     [sys.executable, "-I", "-S", WORKER, str(fd), str(os.getpid())], stdin=rfd,
-                    stdout=subprocess.DEVNULL, pass_fds=(fd,), close_fds=True,
+                    # stdout: never written; its end (EOF) says the worker has exited
+                    stdout=subprocess.PIPE, pass_fds=(fd,), close_fds=True,
                     start_new_session=True, env={**_MALLOC, **os.environ})
             except BaseException as exc:
                 os.close(wfd)
@@ -368,12 +370,18 @@ class WorkerProcess:
                 self._pending.clear()
                 os.close(fd)  # the pipe's end: the worker writes the rest and exits
         try:
-            code = self.proc.wait(timeout)
+            # Popen.wait(timeout) polls with growing sleeps (up to 50 ms late); the pipe's
+            # end wakes this thread the moment the worker exits
+            deadline = time.monotonic() + timeout
+            select.select([self.proc.stdout], [], [], timeout)
+            code = self.proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             log.warning("asyncflow-hpc: the telemetry worker did not finish within %.0f s",
                         timeout)
             self.proc.kill()
             code = self.proc.wait()
+        finally:
+            self.proc.stdout.close()
         if code:
             log.warning("asyncflow-hpc: the telemetry worker writing %s exited with status %s",
                         self.path, code)
