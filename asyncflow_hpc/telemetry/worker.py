@@ -55,10 +55,12 @@ class Worker:
         self.failed = False
 
     # ------------------------------------------------------------------ output
-    def write(self, text: str) -> None:
+    def write(self, text: str | bytes) -> None:
         if not text or self.failed:
             return
-        view = memoryview(text.encode("utf-8", "backslashreplace"))
+        if isinstance(text, str):
+            text = text.encode("utf-8", "backslashreplace")
+        view = memoryview(text)
         try:
             while view:
                 n = os.write(self.fd, view)
@@ -68,7 +70,7 @@ class Worker:
             os.write(2, f"asyncflow-hpc: cannot write telemetry: {exc}\n".encode())
 
     # ------------------------------------------------------------------ frames
-    def handle(self, msg: tuple, out: list[str]) -> None:
+    def handle(self, msg: tuple, out: list) -> None:
         kind = msg[0]
         if kind == "L":
             if self.translator is not None:
@@ -125,7 +127,7 @@ class Worker:
                 except OSError:
                     pass
                 eof = True
-            out: list[str] = []
+            out: list = []
             pos = 0
             while len(buf) - pos >= _HEADER:
                 size = int.from_bytes(buf[pos:pos + _HEADER], "big")
@@ -139,7 +141,9 @@ class Worker:
             if pos:
                 del buf[:pos]
             if out:
-                self.write("".join(out))
+                # the translator's lines are bytes already; the rest is text
+                self.write(b"".join(x if isinstance(x, bytes)
+                                    else x.encode("utf-8", "backslashreplace") for x in out))
         if not self.finished and self.metrics is not None:
             # the parent died without a shutdown: a last snapshot of what was seen
             self.write(self.metrics.line(time.time()))

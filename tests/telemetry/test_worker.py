@@ -182,6 +182,7 @@ def test_rows_and_translate_match_the_in_process_translator():
         tr.feed(item, emit)
     new: list[str] = []
     tr.lines(new)
+    new = [x.decode() for x in new]
 
     def by_task(text: str) -> list[tuple]:
         out = []
@@ -291,9 +292,9 @@ def test_values_marshal_cannot_carry_are_written_as_text():
     tr = fastlog.BatchTranslator("engine.x", "0x1", "0x2")
     for item in got:
         tr.feed(item, emit)
-    out: list[str] = []
+    out: list[bytes] = []
     tr.lines(out)
-    lines = [json.loads(x) for x in "".join(out).splitlines()]
+    lines = [json.loads(x) for x in b"".join(out).splitlines()]
     done = [d for d in lines if d.get("event_type") == "TaskCompleted"][0]
     assert done["node_id"] == "node-7"
     assert done["attributes"]["executable"] == "cp /tmp/a b /tmp/c"
