@@ -264,14 +264,7 @@ class BatchTranslator:
         t.parent = parent
         t.command = None
         t.block = kind == "block"
-        wf = None
-        if wid is not None:
-            wf = self._workflows.get(wid)
-            if wf is None:
-                wf = self._workflows[wid] = _Workflow(hex(self._bits(64) or 1), time)
-            elif time < wf.start:  # rows come when tasks finish, not in creation order
-                wf.start = time
-        t.wf = wf
+        t.wf = wf = self._workflow(wid, time)
         span_ids = self._span_ids
         if parent is not None:
             pt = self._live.get(parent)
@@ -285,11 +278,7 @@ class BatchTranslator:
             pspan = wf.span_hex if wf is not None else self.session_span_hex
         t.parent_json = pspan
         t.span_hex = (span_ids.pop(uid, None) if span_ids else None) or hex(self._bits(64) or 1)
-        bhead = self._bheads.get(backend)
-        if bhead is None:
-            bhead = self._bheads[backend] = (
-                f'"session_id":{self._sid},"backend":{_dumps(backend)},"task_id":')
-        t.bhead = bhead
+        t.bhead = self._bhead(backend)
         self._set_attrs(t)
         t.start = time
         t.started = 0.0
@@ -298,6 +287,26 @@ class BatchTranslator:
         t.resolved = t.queued = t.submitted = t.run = 0.0
         self._live[uid] = t
         return t
+
+    def _bhead(self, backend: Any) -> str:
+        """The constant start of a task's identity in its lines, per backend."""
+        bhead = self._bheads.get(backend)
+        if bhead is None:
+            bhead = self._bheads[backend] = (
+                f'"session_id":{self._sid},"backend":{_dumps(backend)},"task_id":')
+        return bhead
+
+    def _workflow(self, wid: Any, created: float) -> _Workflow | None:
+        """The workflow's span (made on first sight; it starts with its earliest task: rows
+        come when tasks finish, not in the order they were created)."""
+        if wid is None:
+            return None
+        wf = self._workflows.get(wid)
+        if wf is None:
+            wf = self._workflows[wid] = _Workflow(hex(self._bits(64) or 1), created)
+        elif created < wf.start:
+            wf.start = created
+        return wf
 
     def _node_json(self, node: Any) -> str:
         nj = self._nodes.get(node)
@@ -473,17 +482,9 @@ class BatchTranslator:
             t = _Task()
             t.name, t.kind, t.wid, t.deps, t.parent, t.command = name, kind, wid, (), None, None
             t.block = kind == "block"
-            bhead = self._bheads.get(backend)
-            if bhead is None:
-                bhead = self._bheads[backend] = (
-                    f'"session_id":{self._sid},"backend":{_dumps(backend)},"task_id":')
-            t.bhead = bhead
+            t.bhead = self._bhead(backend)
             self._set_attrs(t)
-            wf = None
-            if wid is not None:
-                wf = self._workflows.get(wid)
-                if wf is None:
-                    wf = self._workflows[wid] = _Workflow(hex(self._bits(64) or 1), created)
+            wf = self._workflow(wid, created)
             if t.shape < 0:  # too many shapes: the general way
                 self._row_slow(r)
                 return
