@@ -69,6 +69,7 @@ class ProcessClient:
         self.info: dict[str, Any] = {}  # the child's last describe()
         self.dead: BaseException | None = None  # the child is gone (or going)
         self.closing = False
+        self.finished = False  # shutdown() ran to its end
 
     # ================================================================ life cycle
     async def start(self) -> None:
@@ -116,13 +117,16 @@ class ProcessClient:
             self.flush_handle = None
         self.pending.clear()
         proc = self.proc
-        if proc is None:
+        if proc is None or self.finished:
             return
+        self.finished = True
+        clean = False  # RP closed in the child (else its processes are ended from here)
         if self.dead is None and self.sock is not None:
             self._attach(asyncio.get_running_loop())
             try:
                 info = await asyncio.wait_for(self.request("shutdown"), CLOSE_TIMEOUT)
                 self._update(info)
+                clean = True
             except (asyncio.TimeoutError, BackendError) as exc:
                 log.warning("RADICAL-Pilot client process did not shut down cleanly: %s", exc)
         self._close_socket()  # EOF tells the child to finish, if it has not yet
@@ -133,7 +137,8 @@ class ProcessClient:
             log.warning("RADICAL-Pilot client process %d did not exit; killing it", proc.pid)
             proc.kill()  # by pid, through our own Popen
             await asyncio.get_running_loop().run_in_executor(None, proc.wait)
-            self._kill_session_leftovers()
+        if not clean:
+            await asyncio.get_running_loop().run_in_executor(None, self._kill_session_leftovers)
         self._fail_unfinished(None)
 
     def _kill_session_leftovers(self) -> None:

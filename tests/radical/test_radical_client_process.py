@@ -7,6 +7,7 @@ process boundary as themselves, and the child never outliving its parent (SIGKIL
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import signal
@@ -26,7 +27,9 @@ from asyncflow_hpc import (
     ExecutableNotFoundError,
     PilotFailedError,
     TaskExecutionError,
+    TaskState,
     TaskTimeoutError,
+    WorkflowEngine,
 )
 from asyncflow_hpc.backends import _radical_wire as wire
 from asyncflow_hpc.backends.radical import RadicalPilotBackend, leftover_processes
@@ -255,3 +258,40 @@ def test_parent_killed_the_client_process_ends_rp_and_itself(tmp_path):
                     pass
     assert not (live_children() - before)
 
+
+
+@pytest.mark.timeout(300)
+def test_client_process_killed_fails_tasks_and_shutdown_cleans_up(tmp_path):
+    refuse_network_tools()
+    before = live_children()
+
+    async def main():
+        backend = await RadicalPilotBackend(cores=2, runtime=20, work_dir=tmp_path / "rp",
+                                            client="process")
+        flow = await WorkflowEngine.create(backend=backend, install_signal_handlers=False,
+                                           work_dir=tmp_path)
+
+        @flow.executable_task
+        def nap():
+            return "/bin/sleep 922"
+
+        try:
+            fut = nap()
+            while fut.state is not TaskState.RUNNING:
+                await asyncio.sleep(0.1)
+            os.kill(backend.client_pid, signal.SIGKILL)  # the child only, not this process
+            with pytest.raises(BackendError, match="client process .* ended"):
+                await asyncio.wait_for(fut, 30)
+            with pytest.raises(BackendError):  # later tasks fail at once
+                await asyncio.wait_for(nap(), 5)
+            assert backend.describe()["session"] == backend.session_uid  # last known
+            return backend.session_uid
+        finally:
+            await flow.shutdown()  # ends the session's RP processes by session id
+
+    session = run(main(), 240)
+    time.sleep(0.5)
+    left = leftover_processes(session, tmp_path / "rp")
+    assert not left, f"processes of {session} left: {[p.cmdline() for p in left]}"
+    assert not _sleepers("922")
+    assert not (live_children() - before)
