@@ -403,15 +403,18 @@ def test_worker_writer_uses_the_engine_tape_not_an_observer(tmp_path, monkeypatc
 def test_running_tasks_reach_the_log_within_a_second_or_two(tmp_path, monkeypatch):
     """A long task's steps so far are in the file while it still runs (the worker process
     writes finished tasks at once and unfinished ones at least once a second)."""
+    import threading
+
     monkeypatch.setenv("ASYNCFLOW_HPC_TELEMETRY_WRITER", "process")
     path = tmp_path / "live.jsonl"
+    release = threading.Event()
 
     async def main():
         flow = await make_engine(path)
 
         @flow.function_task
         def slow():
-            time.sleep(4)
+            release.wait(60)
             return 1
 
         @flow.function_task
@@ -420,14 +423,22 @@ def test_running_tasks_reach_the_log_within_a_second_or_two(tmp_path, monkeypatc
 
         fut = slow()
         assert await quick() == 2
-        await asyncio.sleep(2.5)
-        seen = read_lines(path)
+        t0 = time.monotonic()
+        seen: list = []
+        while time.monotonic() - t0 < 30:  # the steps come within about a second
+            await asyncio.sleep(0.2)
+            seen = read_lines(path)
+            if "TaskStarted" in types(events(seen, "task.000001")):
+                break
+        waited = time.monotonic() - t0
         assert not fut.done()
+        release.set()
         await fut
         await flow.shutdown()
-        return seen
+        return seen, waited
 
-    seen = run(main())
+    seen, waited = run(main())
+    assert waited < 5
     assert types(events(seen, "task.000002"))[-1] == "TaskCompleted"
     assert types(events(seen, "task.000001")) == ["TaskCreated", "TaskResolved", "TaskQueued",
                                                   "TaskSubmitted", "TaskStarted"]
