@@ -546,6 +546,7 @@ class WorkflowEngine:
         parent = self._block_var.get()
         if parent is not None:
             rec.parent = parent
+            rec.parent_uid = parent.uid
             if parent.children is None:
                 parent.children = []
             parent.children.append(rec)

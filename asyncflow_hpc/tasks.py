@@ -120,7 +120,7 @@ class TaskRecord:
     __slots__ = (
         "uid", "name", "kind", "function", "options", "args", "kwargs", "task_description",
         "workflow_id", "backend", "state", "future", "dependencies", "dependents",
-        "waiting", "parent", "children", "attempts", "spec", "runner", "error_history",
+        "waiting", "parent", "parent_uid", "children", "attempts", "spec", "runner", "error_history",
         "created", "resolved", "queued", "submitted", "started", "finished", "node",
         "command", "journal_key", "__weakref__",
     )
@@ -142,6 +142,7 @@ class TaskRecord:
         self.dependents: list[TaskRecord] | None = None
         self.waiting = 0
         self.parent: TaskRecord | None = None
+        self.parent_uid: str | None = None  # the enclosing block's uid (for telemetry rows)
         self.children: list[TaskRecord] | None = None
         self.attempts = 0
         self.spec: TaskSpec | None = None

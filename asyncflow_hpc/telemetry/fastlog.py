@@ -1,28 +1,23 @@
 """Compact batches of the engine's tape and their translation into RHAPSODY JSONL lines.
 
-The engine appends a task's record to its *tape* whenever the task reaches another step,
-stamping the step's time on the record (``WorkflowEngine.attach_tape``): no call and no
-tuple per event. :func:`pack_rows` turns the tape into a *batch* of plain values (strings,
-floats, lists: what :mod:`marshal` can carry), column by column in C (``map``,
-``attrgetter``, ``array``), one *row* per distinct record, so it is cheap on the event loop.
-Events that carry an exception (TaskFailed, TaskRetried) are packed when they happen
-(:func:`rare_item`). A :class:`BatchTranslator` turns batches into lines; it runs in the
-telemetry worker process (:mod:`.worker`) on another core, so the loop only pays for the
-appends and :func:`pack_rows`.
+The engine stamps the time of each step on a task's record and appends the record to its
+*tape* when the task completes (``WorkflowEngine.attach_tape``): no call and no tuple per
+event. :func:`pack_rows` turns records into a *batch* of plain values (strings, floats,
+lists: what :mod:`marshal` can carry), one *row* per record read in one pass in C, so it is
+cheap on the event loop; unfinished records are packed the same way now and then, so that
+their steps so far reach the log. Failures, cancellations and retries are packed when they
+happen (:func:`rare_item`). A :class:`BatchTranslator` turns batches into lines; it runs in
+the telemetry worker process (:mod:`.worker`) on another core, so the loop only pays for the
+stamps, the appends and :func:`pack_rows`.
 
 This module imports nothing from the package (the worker loads it by file, without importing
 ``asyncflow_hpc``), only the standard library and its sibling modules ``spans`` and ``metrics``.
 
-A batch is a tuple ``("B", emit, names, workflow_ids, backends, dependencies, kinds, parents,
-n_new, uids, created, resolved, queued, submitted, started, finished, states, nodes,
-attempts, commands)``:
-
-* ``names`` .. ``parents``: one entry per record created since the last batch (``parents``:
-  the enclosing block's uid, or None when no new record has one); these records are the
-  first ``n_new`` rows;
-* ``uids`` .. ``commands``: one entry per row; the six step times are ``array("d")`` bytes
-  (0.0: not reached); ``states`` one letter (P R D F C); ``commands`` None unless a row is
-  an executable.
+A batch is a tuple ``("B", emit, rows)``, a row per task: ``uid, created, resolved, queued,
+submitted, started, finished`` (the step times, 0.0 for a step not reached), ``node,
+attempts, command`` (None unless an executable), ``name, workflow_id, backend,
+dependencies, kind, parent_uid`` (the enclosing block). An event that needs more than a
+row is ``("R", type, time, row, error fields)``: the row as it was just before the event.
 
 The translator remembers which steps it has written per task and writes the new ones, so a
 step reached again (a retried task's queued, submitted, started) is written again. Lines are
@@ -81,27 +76,18 @@ def error_fields(error: BaseException | None) -> dict:
 # string of a str enum member (enum's ``.value`` is a slower Python-level property)
 _ROW = attrgetter("uid", "created", "resolved", "queued", "submitted", "started", "finished",
                   "node", "attempts", "command", "name", "workflow_id",
-                  "backend", "dependencies", "kind._value_")
-_parent = attrgetter("parent")
+                  "backend", "dependencies", "kind._value_", "parent_uid")
 
 
 def pack_rows(records: list, emit: float) -> tuple:
-    """A batch ``("B", emit, rows, parents)``: one row per record (see :data:`_ROW`), and the
-    enclosing block's uid per row (None when no record has one)."""
-    parents: Any = list(map(_parent, records))
-    if parents.count(None) == len(parents):
-        parents = None
-    else:
-        parents = [p.uid if p is not None else None for p in parents]
-    return ("B", emit, list(map(_ROW, records)), parents)
+    """A batch ``("B", emit, rows)``: one row per record (see :data:`_ROW`)."""
+    return ("B", emit, list(map(_ROW, records)))
 
 
 def rare_item(etype: str, rec: Any, error: BaseException | None, now: float) -> tuple:
     """A failure, cancellation or retry, packed when it happens (before the record changes):
     the record's row as it is, then the event."""
-    parent = rec.parent
-    return ("R", str(etype), now, _ROW(rec), parent.uid if parent is not None else None,
-            error_fields(error) if etype != CANCELED else None)
+    return ("R", str(etype), now, _ROW(rec), error_fields(error) if etype != CANCELED else None)
 
 
 def sanitize(item: tuple) -> tuple:
@@ -119,17 +105,17 @@ def sanitize(item: tuple) -> tuple:
             return str(v)
 
     def row(r: tuple) -> tuple:
-        (uid, c, rs, q, sb, st, f, node, attempts, command, name, wid, backend, deps,
-         kind) = r
+        (uid, c, rs, q, sb, st, f, node, attempts, command, name, wid, backend, deps, kind,
+         parent) = r
         return (s(uid), c, rs, q, sb, st, f, s(node),
-                attempts if isinstance(attempts, int) else 0, cmd(command), s(name),
-                s(wid), s(backend), [s(d) for d in deps], s(kind))
+                attempts if isinstance(attempts, int) else 0, cmd(command), s(name), s(wid),
+                s(backend), [s(d) for d in deps], s(kind), s(parent))
 
     if item[0] == "R":
-        tag, et, t, r, parent, ef = item
-        return (tag, s(et), t, row(r), s(parent), ef and {s(k): s(v) for k, v in ef.items()})
-    tag, emit, rows, parents = item
-    return (tag, emit, [row(r) for r in rows], parents and [s(p) for p in parents])
+        tag, et, t, r, ef = item
+        return (tag, s(et), t, row(r), ef and {s(k): s(v) for k, v in ef.items()})
+    tag, emit, rows = item
+    return (tag, emit, [row(r) for r in rows])
 
 
 # ---------------------------------------------------------------------- translation (worker)
@@ -375,19 +361,14 @@ class BatchTranslator:
         if item[0] == "R":
             self._rare(item)
             return
-        _, _emit, rows, parents = item
         row = self._row
-        if parents is None:
-            for r in rows:
-                row(r, None)
-        else:
-            for r, parent in zip(rows, parents, strict=True):
-                row(r, parent)
+        for r in item[2]:
+            row(r)
 
-    def _row(self, r: tuple, parent: str | None) -> None:
+    def _row(self, r: tuple) -> None:
         """Write the steps of one row that are new."""
         (uid, created, resolved, queued, submitted, started, finished, node, attempts, command,
-         name, wid, backend, deps, kind) = r
+         name, wid, backend, deps, kind, parent) = r
         tr = self._live.get(uid)
         if tr is None:
             if finished and not deps and parent is None and command is None \
@@ -475,7 +456,7 @@ class BatchTranslator:
         common case of a burst. Made as bytes (``bytes %`` is faster than ``str %``, and the
         lines need no encoding afterwards)."""
         (uid, created, resolved, queued, submitted, started, finished, node, attempts, _,
-         name, wid, backend, _, kind) = r
+         name, wid, backend, _, kind, _) = r
         key = (name, kind, wid, backend)
         known = self._common.get(key)
         if known is None:
@@ -559,7 +540,7 @@ class BatchTranslator:
     def _row_slow(self, r: tuple) -> None:
         uid, created, name, wid, backend, deps, kind = r[0], r[1], r[10], r[11], r[12], r[13], r[14]
         self._open(uid, (name, wid, backend, deps), kind, None, created)
-        self._row(r, None)
+        self._row(r)
 
     def _ended(self, tr: _Task) -> None:
         del self._live[tr.uid]
@@ -576,8 +557,8 @@ class BatchTranslator:
                 f'"event_time":{t:.6f},"emit_time":{self._emit_s}{mid}{et}","section":"event"}}\n')
 
     def _rare(self, item: tuple) -> None:
-        _, et, t, row, parent, ef = item
-        self._row(row, parent)  # the steps before this event
+        _, et, t, row, ef = item
+        self._row(row)  # the steps before this event
         tr = self._live.get(row[0])
         if tr is None:  # ended already (should not happen)
             return
