@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import bisect
 import inspect
 import logging
+import operator
 import os
 import socket
 import time
@@ -53,6 +55,9 @@ SHIP_RECORDS = 2048  # worker process: ... and whenever the tape holds this many
 PROGRESS_INTERVAL = 1.0  # worker process: unfinished tasks' steps are written this often,
 PROGRESS_RECORDS = 50_000  # ... or once per this many unfinished tasks a second if more
 SLICE = 4 * 5_000  # events translated per loop turn (4 list slots per event): ~15 ms
+
+
+_created = operator.attrgetter("created")
 
 
 def _use_worker() -> bool:
@@ -246,14 +251,19 @@ class TelemetrySession:
 
     def _snapshot(self, everything: bool = False) -> None:
         """Pack the records to write now, as they are now: the tasks finished since the last
-        time (each written once, with all its steps), and, at least once a second (less
-        often when very many run) and at the end, the unfinished ones, so that their steps
-        so far reach the log. A burst of short tasks costs one row per task."""
+        time (each written once, with all its steps); at least once a second (less often
+        when very many run) the unfinished ones older than a second, so that the steps of a
+        long task reach the log while it runs; and at the end every unfinished one. A burst
+        of short tasks costs one row per task."""
         now = time.time()
         if everything or self._progress_due(now):
             self._last_progress = now
-            records = self._tape + self._active()
-            self._active_count = len(records) - len(self._tape)
+            active = self._active()
+            if not everything:  # the engine lists them oldest first
+                active = active[:bisect.bisect_left(active, now - PROGRESS_INTERVAL,
+                                                    key=_created)]
+            records = self._tape + active
+            self._active_count = len(active)
         else:
             records = list(self._tape)
         self._tape.clear()

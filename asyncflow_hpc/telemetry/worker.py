@@ -149,10 +149,18 @@ class Worker:
             self.write(self.metrics.line(time.time()))
 
 
-def main(argv: list[str]) -> None:
+NICE = 5  # the workflow's own processes come first when the CPUs are all busy
 
+
+def main(argv: list[str]) -> None:
     for sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP):
         _signal.signal(sig, _signal.SIG_IGN)  # the pipe's end is what stops us
+    try:
+        # on a busy node the log may lag (the parent keeps what the pipe cannot take), the
+        # engine and the tasks should not
+        os.nice(NICE)
+    except OSError:
+        pass
     log_fd, parent_pid = int(argv[1]), int(argv[2])
     Worker(log_fd, parent_pid).run(sys.stdin.fileno())
     os.close(log_fd)
