@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import pickle
 import select
 import socket
@@ -45,6 +46,25 @@ EXIT_TIMEOUT = 30.0
 #: how long shutdown waits for RP's own close in the child
 CLOSE_TIMEOUT = 300.0
 _SYNC_TIMEOUT = 30.0
+#: the user's PYTHONPATH ("=value", or "-": unset) while the child's carries this package
+ORIGINAL_PYTHONPATH = "_ASYNCFLOW_HPC_USER_PYTHONPATH"
+
+
+def _child_environment() -> dict[str, str]:
+    """This environment, plus what the child needs to import this very package.
+
+    The package may be importable here only through a path the program added itself; the
+    child finds it through PYTHONPATH and then restores the user's PYTHONPATH, so RP's
+    processes and the tasks see the environment unchanged.
+    """
+    import asyncflow_hpc
+
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(asyncflow_hpc.__file__)))
+    user = env.get("PYTHONPATH")
+    env[ORIGINAL_PYTHONPATH] = "-" if user is None else "=" + user
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    return env
 
 
 class ProcessClient:
@@ -52,7 +72,8 @@ class ProcessClient:
 
     def __init__(self, owner: RadicalPilotBackend, kwargs: dict[str, Any]) -> None:
         self.owner = owner
-        self.kwargs = kwargs
+        self.nice = int(kwargs.get("nice") or 0)
+        self.kwargs = dict(kwargs, nice=0)  # RP's processes inherit the client's priority
         self.proc: subprocess.Popen | None = None
         self.sock: socket.socket | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # where our reader is registered
@@ -67,6 +88,7 @@ class ProcessClient:
         self.pending: list[TaskSpec] = []
         self.flush_handle: asyncio.Handle | None = None
         self.info: dict[str, Any] = {}  # the child's last describe()
+        self.forked: list[tuple[int, float]] = []  # (pid, start time) RP forked in the child
         self.dead: BaseException | None = None  # the child is gone (or going)
         self.closing = False
         self.finished = False  # shutdown() ran to its end
@@ -85,22 +107,40 @@ class ProcessClient:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "asyncflow_hpc.backends._radical_host",
-                 str(child.fileno())], pass_fds=[child.fileno()], stdin=subprocess.DEVNULL)
+                 str(child.fileno())], pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
+                env=_child_environment())
         except OSError as exc:
             parent.close()
             raise BackendError(f"cannot start the RADICAL-Pilot client process: {exc}") from exc
         finally:
             child.close()
+        self._lower_priority()
         parent.setblocking(False)
         self.sock = parent
         self._attach(asyncio.get_running_loop())
         self._send(cfg)
         try:
-            self.info = await self.request("start")
+            started = await self.request("start")
         except BaseException:
             await self.shutdown()
             raise
-        self._update(self.info)
+        self.forked = started["forked"]
+        self._update(started["describe"])
+
+    def _lower_priority(self) -> None:
+        """The whole client process at the backend's ``nice``, at once (before it starts
+        threads or RP's processes, which inherit it; the child's own backend gets
+        ``nice=0``). Its threads then never take a core from the event loop here, and they
+        share one GIL and one priority, so none of them can be stuck behind a lower one.
+        """
+        nice = self.nice
+        if nice <= 0 or not sys.platform.startswith("linux") or self.proc is None:
+            return
+        try:
+            prio = os.getpriority(os.PRIO_PROCESS, 0)
+            os.setpriority(os.PRIO_PROCESS, self.proc.pid, min(19, prio + nice))
+        except OSError as exc:
+            log.debug("cannot renice the RP client process: %s", exc)
 
     def bind(self, reporter: Reporter) -> None:
         # a flush scheduled on a previous engine's loop would never run: send its batch now
@@ -142,7 +182,8 @@ class ProcessClient:
         self._fail_unfinished(None)
 
     def _kill_session_leftovers(self) -> None:
-        """The child died before closing RP: end its session's processes (by session id)."""
+        """The child died before closing RP: end its session's processes (by session id)
+        and the processes RP forked in the child (by pid and start time)."""
         sid = self.info.get("session")
         if not sid:
             return
@@ -151,6 +192,13 @@ class ProcessClient:
         from .radical import leftover_processes
 
         procs = leftover_processes(sid, self.owner.work_dir)
+        for pid, started in self.forked:
+            try:
+                proc = psutil.Process(pid)
+                if proc.create_time() == started and all(p.pid != pid for p in procs):
+                    procs.append(proc)
+            except psutil.Error:
+                pass
         for p in procs:
             try:
                 p.terminate()

@@ -26,6 +26,7 @@ import traceback
 from typing import Any
 
 from . import _radical_wire as wire
+from ._radical_client import ORIGINAL_PYTHONPATH
 from .base import Reporter
 from .radical import RadicalPilotBackend
 
@@ -127,7 +128,7 @@ class Host:
 
     async def _start(self) -> dict[str, Any]:
         await self.backend.start()
-        return self.backend.describe()
+        return {"describe": self.backend.describe(), "forked": _identities(self.backend._own_pids)}
 
     async def _call(self, blob: bytes) -> bytes:
         import cloudpickle
@@ -150,6 +151,20 @@ class Host:
 
             self.closing = self.loop.create_task(close())
         return self.closing
+
+
+def _identities(pids: set[int]) -> list[tuple[int, float]]:
+    """(pid, start time) of processes RP forked from this one: if this process is killed,
+    the parent ends them (they carry this command line and nothing else that names them)."""
+    import psutil
+
+    out = []
+    for pid in pids:
+        try:
+            out.append((pid, psutil.Process(pid).create_time()))
+        except psutil.Error:
+            pass
+    return out
 
 
 def _pickles(msg: tuple) -> bool:
@@ -237,6 +252,11 @@ def main() -> None:
     # Ctrl-C reaches the whole process group: the parent decides when RP shuts down
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     fd = int(sys.argv[1])
+    user_path = os.environ.pop(ORIGINAL_PYTHONPATH, "-")  # see _child_environment()
+    if user_path.startswith("="):
+        os.environ["PYTHONPATH"] = user_path[1:]
+    else:
+        os.environ.pop("PYTHONPATH", None)
     os.set_inheritable(fd, False)  # RP's launched programs must not hold the parent's pipe
     # RP forks helpers without exec (its proxy worker): they must not keep our end open,
     # or the parent would not see EOF if this process died

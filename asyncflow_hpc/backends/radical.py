@@ -117,7 +117,9 @@ class RadicalPilotBackend(ExecutionBackend):
     (session, managers, their threads) in a child process, so that RP's GIL-heavy threads
     never hold up the event loop; ``client="thread"`` runs it in this process. Both behave
     the same to the engine. Everything that can be checked without RP is checked here, at
-    construction, before any process or thread starts.
+    construction, before any process or thread starts. ``nice`` (default 10) lowers the CPU
+    priority of RP's processes (in process mode: of the client process, which they inherit
+    it from), so that the event loop gets a core first on a small machine.
     """
 
     name = "radical"

@@ -225,6 +225,7 @@ def test_parent_killed_the_client_process_ends_rp_and_itself(tmp_path):
         assert line.startswith("RUNNING"), "".join(lines)
         _, pid, session = line.split()
         child = int(pid)
+        forked = psutil.Process(child).children(recursive=True)
         for _ in range(100):
             if _sleepers("921"):
                 break
@@ -235,10 +236,11 @@ def test_parent_killed_the_client_process_ends_rp_and_itself(tmp_path):
         proc.wait(10)
         while time.monotonic() - t0 < 60 and not (
                 _gone(child) and not leftover_processes(session, tmp_path / "rp")
-                and not _sleepers("921")):
+                and not _sleepers("921") and all(_gone(p.pid) for p in forked)):
             time.sleep(0.5)
         took = time.monotonic() - t0
         assert _gone(child), "the RP client process outlived its killed parent"
+        assert not [p for p in forked if not _gone(p.pid)], "a process RP forked outlived"
         left = leftover_processes(session, tmp_path / "rp")
         assert not left, f"processes of {session} left: {[p.cmdline() for p in left]}"
         assert not _sleepers("921"), "the task's process outlived the program"
@@ -264,6 +266,7 @@ def test_parent_killed_the_client_process_ends_rp_and_itself(tmp_path):
 def test_client_process_killed_fails_tasks_and_shutdown_cleans_up(tmp_path):
     refuse_network_tools()
     before = live_children()
+    forked: list[psutil.Process] = []
 
     async def main():
         backend = await RadicalPilotBackend(cores=2, runtime=20, work_dir=tmp_path / "rp",
@@ -279,6 +282,9 @@ def test_client_process_killed_fails_tasks_and_shutdown_cleans_up(tmp_path):
             fut = nap()
             while fut.state is not TaskState.RUNNING:
                 await asyncio.sleep(0.1)
+            # what RP forked in the child (its proxy worker) carries the child's command
+            # line only: shutdown must end it too, by pid
+            forked.extend(psutil.Process(backend.client_pid).children(recursive=True))
             os.kill(backend.client_pid, signal.SIGKILL)  # the child only, not this process
             with pytest.raises(BackendError, match="client process .* ended"):
                 await asyncio.wait_for(fut, 30)
@@ -294,4 +300,5 @@ def test_client_process_killed_fails_tasks_and_shutdown_cleans_up(tmp_path):
     left = leftover_processes(session, tmp_path / "rp")
     assert not left, f"processes of {session} left: {[p.cmdline() for p in left]}"
     assert not _sleepers("922")
+    assert not [p for p in forked if not _gone(p.pid)], "a process RP forked outlived"
     assert not (live_children() - before)
