@@ -72,8 +72,7 @@ class ProcessClient:
 
     def __init__(self, owner: RadicalPilotBackend, kwargs: dict[str, Any]) -> None:
         self.owner = owner
-        self.nice = int(kwargs.get("nice") or 0)
-        self.kwargs = dict(kwargs, nice=0)  # RP's processes inherit the client's priority
+        self.kwargs = kwargs
         self.proc: subprocess.Popen | None = None
         self.sock: socket.socket | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # where our reader is registered
@@ -114,7 +113,6 @@ class ProcessClient:
             raise BackendError(f"cannot start the RADICAL-Pilot client process: {exc}") from exc
         finally:
             child.close()
-        self._lower_priority()
         parent.setblocking(False)
         self.sock = parent
         self._attach(asyncio.get_running_loop())
@@ -126,21 +124,6 @@ class ProcessClient:
             raise
         self.forked = started["forked"]
         self._update(started["describe"])
-
-    def _lower_priority(self) -> None:
-        """The whole client process at the backend's ``nice``, at once (before it starts
-        threads or RP's processes, which inherit it; the child's own backend gets
-        ``nice=0``). Its threads then never take a core from the event loop here, and they
-        share one GIL and one priority, so none of them can be stuck behind a lower one.
-        """
-        nice = self.nice
-        if nice <= 0 or not sys.platform.startswith("linux") or self.proc is None:
-            return
-        try:
-            prio = os.getpriority(os.PRIO_PROCESS, 0)
-            os.setpriority(os.PRIO_PROCESS, self.proc.pid, min(19, prio + nice))
-        except OSError as exc:
-            log.debug("cannot renice the RP client process: %s", exc)
 
     def bind(self, reporter: Reporter) -> None:
         # a flush scheduled on a previous engine's loop would never run: send its batch now
@@ -216,6 +199,9 @@ class ProcessClient:
         """Send ``op`` and await the child's reply (its value, or its exception raised here)."""
         if self.dead is not None:
             raise self.dead
+        if self.sock is None:
+            raise BackendError(f"backend {self.owner.name!r} is not running (not started, or "
+                               "shut down)")
         loop = asyncio.get_running_loop()
         self._attach(loop)
         rid = next(self.ids)

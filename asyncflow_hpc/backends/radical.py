@@ -118,8 +118,8 @@ class RadicalPilotBackend(ExecutionBackend):
     never hold up the event loop; ``client="thread"`` runs it in this process. Both behave
     the same to the engine. Everything that can be checked without RP is checked here, at
     construction, before any process or thread starts. ``nice`` (default 10) lowers the CPU
-    priority of RP's processes (in process mode: of the client process, which they inherit
-    it from), so that the event loop gets a core first on a small machine.
+    priority of RP's processes (not of the client process), so that the event loop gets a
+    core first on a small machine.
     """
 
     name = "radical"

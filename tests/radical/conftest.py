@@ -3,6 +3,9 @@
 A pilot costs 15-50 s to start, so every test that only needs *a* pilot shares one
 (``rp_backend``), each test with its own engine (and event loop) on top of it. Tests that
 kill a pilot start their own backend.
+
+The shared backend runs in the default mode, RP's client in a child process; the small-pilot
+module and the seed example run RP's client in the test's own process (``client="thread"``).
 """
 
 from __future__ import annotations
