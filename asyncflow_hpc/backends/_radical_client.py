@@ -151,7 +151,11 @@ class ProcessClient:
                 self._update(info)
                 clean = True
             except (asyncio.TimeoutError, BackendError) as exc:
-                log.warning("RADICAL-Pilot client process did not shut down cleanly: %s", exc)
+                if proc.poll() is None:
+                    log.warning("RADICAL-Pilot client process did not shut down cleanly: %s",
+                                exc)
+                else:  # it ended before we asked (a signal, a crash): said so already
+                    log.info("RADICAL-Pilot client process had exited (code %s)", proc.poll())
         self._close_socket()  # EOF tells the child to finish, if it has not yet
         deadline = time.monotonic() + EXIT_TIMEOUT
         while proc.poll() is None and time.monotonic() < deadline:

@@ -25,6 +25,8 @@ import sys
 import traceback
 from typing import Any
 
+from ..errors import BackendError
+from ..tasks import TaskState
 from . import _radical_wire as wire
 from ._radical_client import ORIGINAL_PYTHONPATH
 from .base import Reporter
@@ -62,6 +64,7 @@ class Host:
         self.outbox: list[tuple] = []
         self.flush_handle: asyncio.Handle | None = None
         self.closing: asyncio.Task | None = None
+        self.abandoned: str | None = None  # why we shut down without the parent asking
         self.closed = self.loop.create_future()  # set once RP is shut down
         self.tasks: set[asyncio.Task] = set()
         backend.bind(Reporter(self.report, self.loop))
@@ -87,6 +90,11 @@ class Host:
     def report(self, uid: str, state: Any, value: Any, error: BaseException | None,
                node: str | None) -> None:
         """The backend's reporter sink (on this loop): one report, forwarded."""
+        if state is TaskState.CANCELLED and self.abandoned:
+            # the user did not cancel it: a signal ended this process under the engine
+            state, error = TaskState.FAILED, BackendError(
+                f"the RADICAL-Pilot client process shut down ({self.abandoned}) before the "
+                "task finished")
         code = wire.STATE_CODES[state]
         if isinstance(value, _Packed):
             code, value = wire.PACKED, value.payload
@@ -137,6 +145,13 @@ class Host:
         value = await self.loop.run_in_executor(None, fn, self.backend, *args)
         return cloudpickle.dumps(value)
 
+    def abandon(self, why: str) -> None:
+        """Shut down on our own (a signal): unfinished tasks fail instead of 'cancelled'."""
+        if self.closing is None:
+            self.abandoned = why
+            log.warning("RADICAL-Pilot client process: %s; shutting down", why)
+        self.shutdown()
+
     def shutdown(self) -> asyncio.Task:
         """RP down (once, however many ask: the parent, EOF, SIGTERM); describe() after."""
         if self.closing is None:
@@ -177,8 +192,6 @@ def _pickles(msg: tuple) -> bool:
 
 def _unpicklable(msg: tuple) -> tuple:
     if msg[0] == "r":
-        from ..errors import BackendError
-
         err = BackendError(f"the result of task {msg[1]} could not be pickled to send it from "
                            f"the RADICAL-Pilot client process: {type(msg[3]).__name__}")
         return ("r", msg[1], "F", None, pickle.dumps(err), msg[5])
@@ -218,7 +231,7 @@ async def serve(sock: socket.socket, cfg: dict[str, Any]) -> None:
     pkg.addHandler(_ForwardLog(host))
     pkg.propagate = False
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, host.shutdown)
+        loop.add_signal_handler(sig, host.abandon, f"it received {sig.name}")
     frames = wire.FrameReader()
     try:
         while not host.closed.done():
