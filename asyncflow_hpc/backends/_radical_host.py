@@ -195,8 +195,10 @@ def _unpicklable(msg: tuple) -> tuple:
         err = BackendError(f"the result of task {msg[1]} could not be pickled to send it from "
                            f"the RADICAL-Pilot client process: {type(msg[3]).__name__}")
         return ("r", msg[1], "F", None, pickle.dumps(err), msg[5])
-    return ("reply", msg[1], False, wire.dump_error(
-        TypeError(f"the reply could not be pickled: {type(msg[3]).__name__}")))
+    if msg[0] == "reply":
+        return ("reply", msg[1], False, wire.dump_error(
+            TypeError(f"the reply could not be pickled: {type(msg[3]).__name__}")))
+    return ("log", log.name, logging.ERROR, f"a {msg[0]!r} message could not be pickled")
 
 
 async def _now(fn: Any) -> Any:
