@@ -655,7 +655,7 @@ class WorkflowEngine:
                 rec.uid, rec.name, _FUNCTION, function=rec.function, args=args, kwargs=kwargs,
                 is_async=opts.is_async, description=td, workflow_id=rec.workflow_id,
                 timeout=td.get("timeout", opts.timeout) if td else opts.timeout)
-            self._queue(rec)
+            self._queue(rec, rec.resolved)  # queued in the same step: one clock reading
 
     def _build_executable(self, rec: TaskRecord) -> None:
         try:
@@ -749,11 +749,11 @@ class WorkflowEngine:
         self._flush()
 
     # ------------------------------------------------------------------ submission
-    def _queue(self, rec: TaskRecord) -> None:
+    def _queue(self, rec: TaskRecord, now: float = 0.0) -> None:
         backend = self.backends[rec.backend]  # type: ignore[index]
         rec.attempts += 1
         if self._tape is not None:
-            rec.queued = time.time()
+            rec.queued = now or time.time()
         if self._observers:
             self._emit(EventType.QUEUED, rec)
         box = self._outbox.get(backend)
