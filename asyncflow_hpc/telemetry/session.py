@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import bisect
+import gc
 import inspect
 import logging
 import operator
@@ -282,12 +283,20 @@ class TelemetrySession:
             log.debug("telemetry: recording %s failed", etype, exc_info=True)
 
     def _send_batch(self, everything: bool = False) -> None:
-        self._snapshot(everything)
-        items = self._items
-        if not items:
-            return
-        self._items = []
-        self.worker.send(("L", time.time(), items))  # type: ignore[union-attr]
+        # the rows are thousands of short-lived tuples: no point in letting them start
+        # garbage collections of the engine's objects; they are gone again by the end
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._snapshot(everything)
+            items = self._items
+            if not items:
+                return
+            self._items = []
+            self.worker.send(("L", time.time(), items))  # type: ignore[union-attr]
+        finally:
+            if enabled:
+                gc.enable()
 
     def _drain_step(self) -> None:
         """Translate one slice; come back next loop turn for more, else re-arm the timer."""
