@@ -176,7 +176,7 @@ class ProcessClient:
             return
         import psutil
 
-        from .radical import leftover_processes
+        from .radical import end_processes, leftover_processes
 
         procs = leftover_processes(sid, self.owner.work_dir)
         for pid, started in self.forked:
@@ -186,17 +186,7 @@ class ProcessClient:
                     procs.append(proc)
             except psutil.Error:
                 pass
-        for p in procs:
-            try:
-                p.terminate()
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=3)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
+        end_processes(procs)
 
     # ================================================================ requests
     async def request(self, op: str, *args: Any) -> Any:

@@ -524,11 +524,7 @@ class RadicalPilotBackend(ExecutionBackend):
             return
         log.warning("RADICAL-Pilot left %d process(es) of session %s; terminating pids %s",
                     len(procs), self._session_uid, [p.pid for p in procs])
-        for p in procs:
-            _quiet(p.terminate)
-        _, alive = psutil.wait_procs(procs, timeout=3)
-        for p in alive:
-            _quiet(p.kill)
+        end_processes(procs)
 
     def _report_leftovers_cancelled(self) -> None:
         # the engine normally cancelled these already; a standalone user still hears back
@@ -1217,6 +1213,17 @@ def _import_path() -> list[str]:
         if os.path.isdir(path) and path not in seen:
             seen.append(path)
     return seen
+
+
+def end_processes(procs: list[Any], grace: float = 3.0) -> None:
+    """SIGTERM these psutil processes, then SIGKILL whatever is left after ``grace`` s."""
+    import psutil
+
+    for p in procs:
+        _quiet(p.terminate)
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        _quiet(p.kill)
 
 
 def leftover_processes(session_uid: str, work_dir: str | os.PathLike | None = None) -> list[Any]:

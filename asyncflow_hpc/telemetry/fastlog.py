@@ -432,11 +432,7 @@ class BatchTranslator:
                      attempts)
             self._ended(tr)
             if not tr.block:
-                if ran:
-                    metrics.running -= 1
-                metrics.duration_count += 1
-                metrics.duration_sum += duration
-                metrics.completed += 1
+                metrics.ended("completed", bool(ran), duration)
             wf = tr.wf
             if wf is not None:
                 wf.counts["completed"] += 1
@@ -630,17 +626,7 @@ class BatchTranslator:
                 f'"section":"span"}}\n')
         self._ended(tr)
         if not tr.block:
-            metrics = self.metrics
-            if started:
-                metrics.running -= 1
-            metrics.duration_count += 1
-            metrics.duration_sum += duration
-            if et == COMPLETED:
-                metrics.completed += 1
-            elif et == FAILED:
-                metrics.failed += 1
-            else:
-                metrics.canceled += 1
+            self.metrics.ended(status, bool(started), duration)
         wf = tr.wf
         if wf is not None:
             wf.counts[status] += 1

@@ -25,6 +25,20 @@ class Metrics:
         self.duration_sum = 0.0
         self.node: dict = {}  # latest resource sample: cpu_percent, memory_percent, gpu_percent
 
+    def ended(self, status: str, ran: bool, duration: float) -> None:
+        """A task (not a block) ended: ``status`` is completed, failed or canceled; ``ran``:
+        it had reported a start (so it was counted running)."""
+        if ran:
+            self.running -= 1
+        self.duration_count += 1
+        self.duration_sum += duration
+        if status == "completed":
+            self.completed += 1
+        elif status == "failed":
+            self.failed += 1
+        else:
+            self.canceled += 1
+
     def line(self, now: float) -> str:
         node = self.node
         return json.dumps({

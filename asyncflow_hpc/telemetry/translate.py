@@ -299,17 +299,7 @@ class Translator:
                          "null" if desc is None else _dumps(desc), span_attrs))
         del self._live[rec.uid]
         if not tr.block:
-            metrics = self.metrics
-            if started:
-                metrics.running -= 1
-            metrics.duration_count += 1
-            metrics.duration_sum += duration
-            if etype is _COMPLETED:
-                metrics.completed += 1
-            elif etype is _FAILED:
-                metrics.failed += 1
-            else:
-                metrics.canceled += 1
+            self.metrics.ended(status, bool(started), duration)
         wf = tr.workflow
         if wf is not None:
             wf.counts[status] += 1

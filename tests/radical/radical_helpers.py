@@ -69,3 +69,21 @@ class LoopLag:
 async def close(flow) -> None:
     """End one test's engine but keep the shared pilot."""
     await flow.shutdown(skip_execution_backend=True)
+
+
+def sleepers(seconds: str) -> list[psutil.Process]:
+    """Processes running ``sleep <seconds>`` (an argument no other test uses).
+
+    Searched machine-wide: RP's pilot is detached from the test process, so its tasks are
+    not our descendants.
+    """
+    found = []
+    for p in psutil.process_iter():
+        try:
+            cmd = p.cmdline()
+            if len(cmd) == 2 and cmd[0].endswith("sleep") and cmd[1] == seconds \
+                    and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found

@@ -6,9 +6,8 @@ import asyncio
 import sys
 import time
 
-import psutil
 import pytest
-from radical_helpers import MPI_AS_ROOT, LoopLag, close, run
+from radical_helpers import MPI_AS_ROOT, LoopLag, close, run, sleepers
 
 from asyncflow_hpc import (
     ConfigurationError,
@@ -162,24 +161,6 @@ def test_mpi_executable_with_two_ranks(make_flow):
     run(main(), 240)
 
 
-def _sleepers(seconds: str) -> list[psutil.Process]:
-    """Processes running ``sleep <seconds>`` (an argument no other test uses).
-
-    Searched machine-wide: RP's pilot is detached from the test process, so its tasks are
-    not our descendants.
-    """
-    found = []
-    for p in psutil.process_iter():
-        try:
-            cmd = p.cmdline()
-            if len(cmd) == 2 and cmd[0].endswith("sleep") and cmd[1] == seconds \
-                    and p.status() != psutil.STATUS_ZOMBIE:
-                found.append(p)
-        except psutil.Error:
-            pass
-    return found
-
-
 @pytest.mark.timeout(300)
 def test_cancel_running_task_kills_it(make_flow):
     async def main():
@@ -195,15 +176,15 @@ def test_cancel_running_task_kills_it(make_flow):
             assert time.monotonic() < deadline, "task never reported RUNNING"
             await asyncio.sleep(0.1)
         for _ in range(50):  # the launch script may need a moment to exec sleep
-            if _sleepers("913"):
+            if sleepers("913"):
                 break
             await asyncio.sleep(0.1)
-        assert _sleepers("913"), "the sleep process was not found while RUNNING"
+        assert sleepers("913"), "the sleep process was not found while RUNNING"
         fut.cancel()
         with pytest.raises(asyncio.CancelledError):
             await fut
         deadline = time.monotonic() + 30
-        while _sleepers("913"):
+        while sleepers("913"):
             assert time.monotonic() < deadline, "cancelled task's process still runs"
             await asyncio.sleep(0.2)
 

@@ -18,7 +18,7 @@ import time
 
 import psutil
 import pytest
-from radical_helpers import close, live_children, refuse_network_tools, run
+from radical_helpers import close, live_children, refuse_network_tools, run, sleepers
 
 from asyncflow_hpc import (
     BackendError,
@@ -182,19 +182,6 @@ KILLED_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _sleepers(arg: str) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter():
-        try:
-            cmd = p.cmdline()
-            if len(cmd) == 2 and cmd[0].endswith("sleep") and cmd[1] == arg \
-                    and p.status() != psutil.STATUS_ZOMBIE:
-                found.append(p)
-        except psutil.Error:
-            pass
-    return found
-
-
 def _gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -227,23 +214,23 @@ def test_parent_killed_the_client_process_ends_rp_and_itself(tmp_path):
         child = int(pid)
         forked = psutil.Process(child).children(recursive=True)
         for _ in range(100):
-            if _sleepers("921"):
+            if sleepers("921"):
                 break
             time.sleep(0.1)
-        assert _sleepers("921"), "the task's process is not running"
+        assert sleepers("921"), "the task's process is not running"
         t0 = time.monotonic()
         proc.kill()  # SIGKILL: the program cannot clean up; the client process must
         proc.wait(10)
         while time.monotonic() - t0 < 60 and not (
                 _gone(child) and not leftover_processes(session, tmp_path / "rp")
-                and not _sleepers("921") and all(_gone(p.pid) for p in forked)):
+                and not sleepers("921") and all(_gone(p.pid) for p in forked)):
             time.sleep(0.5)
         took = time.monotonic() - t0
         assert _gone(child), "the RP client process outlived its killed parent"
         assert not [p for p in forked if not _gone(p.pid)], "a process RP forked outlived"
         left = leftover_processes(session, tmp_path / "rp")
         assert not left, f"processes of {session} left: {[p.cmdline() for p in left]}"
-        assert not _sleepers("921"), "the task's process outlived the program"
+        assert not sleepers("921"), "the task's process outlived the program"
         assert took < 60
         print(f"client process, pilot and task gone {took:.1f}s after SIGKILL")
     finally:
@@ -301,6 +288,6 @@ def test_client_process_killed_fails_tasks_and_shutdown_cleans_up(tmp_path, sig)
     time.sleep(0.5)
     left = leftover_processes(session, tmp_path / "rp")
     assert not left, f"processes of {session} left: {[p.cmdline() for p in left]}"
-    assert not _sleepers("922")
+    assert not sleepers("922")
     assert not [p for p in forked if not _gone(p.pid)], "a process RP forked outlived"
     assert not (live_children() - before)

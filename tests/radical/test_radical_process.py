@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from radical_helpers import live_children, refuse_network_tools
+from radical_helpers import live_children, refuse_network_tools, sleepers
 
 from asyncflow_hpc.backends.radical import leftover_processes
 
@@ -72,19 +72,6 @@ def _reap(cwd: Path) -> None:
             p.kill()
         except psutil.Error:
             pass
-
-
-def _sleepers(arg: str) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter():
-        try:
-            cmd = p.cmdline()
-            if len(cmd) == 2 and cmd[0].endswith("sleep") and cmd[1] == arg \
-                    and p.status() != psutil.STATUS_ZOMBIE:
-                found.append(p)
-        except psutil.Error:
-            pass
-    return found
 
 
 @pytest.mark.timeout(300)
@@ -160,10 +147,10 @@ def test_signal_during_a_run_stops_pilot_and_tasks(tmp_path, sig, tag):
             assert time.monotonic() < deadline, "".join(lines)
         assert line.strip() == "RUNNING", "".join(lines)
         for _ in range(100):  # AGENT_EXECUTING comes a moment before the launch script execs
-            if _sleepers(tag):
+            if sleepers(tag):
                 break
             time.sleep(0.1)
-        assert _sleepers(tag), "the task's process is not running"
+        assert sleepers(tag), "the task's process is not running"
         t0 = time.monotonic()
         proc.send_signal(sig)
         rest, _ = proc.communicate(timeout=90)
@@ -181,5 +168,5 @@ def test_signal_during_a_run_stops_pilot_and_tasks(tmp_path, sig, tag):
     # SIGTERM's default action ends the program; SIGINT surfaces as KeyboardInterrupt
     assert proc.returncode in (-sig, 128 + sig, 1), (proc.returncode, rest[-3000:])
     assert took < 60, f"shutdown after {sig.name} took {took:.1f}s"
-    assert not _sleepers(tag), "the task's process outlived the program"
+    assert not sleepers(tag), "the task's process outlived the program"
     _assert_nothing_left(tmp_path, before)
