@@ -169,7 +169,7 @@ class WorkflowEngine:
         self._counter = 0
         self._observers: list[Observer] = list(observers)
         self._raw_observers: set[Any] = set()  # called without an Event object
-        # the tape (see attach_tape): records appended as they change, for telemetry
+        # the tape (see attach_tape): completed records, steps stamped on them, for telemetry
         self._tape: list[TaskRecord] | None = None
         self._tape_rare: Any = None
         self._tape_full: Any = None
