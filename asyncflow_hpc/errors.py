@@ -14,7 +14,9 @@ __all__ = [
     "ConfigurationError",
     "DependencyFailureError",
     "ExecutableNotFoundError",
+    "MissingOutputError",
     "PilotFailedError",
+    "TaskDescriptionError",
     "TaskExecutionError",
     "TaskTimeoutError",
     "UnknownBackendError",
@@ -37,6 +39,25 @@ class AsyncFlowError(Exception):
 
 class ConfigurationError(AsyncFlowError, ValueError):
     """A setting, key or value given by the user is wrong (the message names it)."""
+
+
+class TaskDescriptionError(ConfigurationError, TypeError):
+    """``task_description`` is not a dict (a TypeError, as in radical.asyncflow)."""
+
+
+class MissingOutputError(AsyncFlowError, FileNotFoundError):
+    """A task finished without writing an ``OutputFile`` it declared."""
+
+    def __init__(self, task: str, names: Sequence[str], task_dir: str) -> None:
+        self.task = task
+        self.names = list(names)
+        self.task_dir = task_dir
+        files = ", ".join(repr(n) for n in self.names)
+        super().__init__(f"task {task!r} did not write its declared output {files} "
+                         f"(looked in {task_dir})")
+
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 class BackendError(AsyncFlowError):
@@ -98,12 +119,19 @@ class TaskExecutionError(AsyncFlowError, RuntimeError):
         *,
         task: str | None = None,
         details: str = "",
+        stdout_path: str | None = None,
+        stderr_path: str | None = None,
     ) -> None:
         self.command = command if isinstance(command, str) else " ".join(map(str, command))
         self.exit_code = exit_code
         self.stderr = stderr
         self.task = task
         self.details = details
+        # capture_stdio=True: where the task's whole output is
+        self.stdout_path = stdout_path
+        self.stderr_path = stderr_path
+        if stderr_path and not details:
+            details = f"stderr in {stderr_path}"
         tail = _tail(stderr)
         who = f"task {task!r}: " if task else ""
         code = "was killed" if exit_code is None else f"exited with code {exit_code}"

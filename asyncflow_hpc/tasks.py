@@ -56,11 +56,17 @@ class TaskSpec:
     coroutine function) or EXECUTABLE (run ``command``: an argv list, or a string for a shell
     when ``shell`` is true). ``description`` is the merged ``task_description`` minus the keys
     the engine consumed; backends translate what they understand and reject the rest.
+
+    ``inline``: an ``async def`` body may run on the engine's own loop (the opt-in fast path);
+    otherwise a backend runs every body off that loop. ``stdio``: ``(stdout_path,
+    stderr_path)`` when ``capture_stdio=True`` asks an executable's output to go to files (the
+    result is then the stdout path). ``files``: a :class:`~asyncflow_hpc.files.FilePlan` when the
+    task declares or inherits files: it runs in ``files.task_dir`` with its inputs staged there.
     """
 
     __slots__ = (
         "uid", "name", "kind", "function", "args", "kwargs", "is_async", "command",
-        "shell", "description", "workflow_id", "timeout", "attempt",
+        "shell", "description", "workflow_id", "timeout", "attempt", "inline", "stdio", "files",
     )
 
     def __init__(
@@ -79,6 +85,9 @@ class TaskSpec:
         workflow_id: str | None = None,
         timeout: float | None = None,
         attempt: int = 1,
+        inline: bool = False,
+        stdio: tuple[str, str] | None = None,
+        files: Any = None,
     ) -> None:
         self.uid = uid
         self.name = name
@@ -93,6 +102,9 @@ class TaskSpec:
         self.workflow_id = workflow_id
         self.timeout = timeout
         self.attempt = attempt
+        self.inline = inline
+        self.stdio = stdio
+        self.files = files
 
     @property
     def command_line(self) -> str:
