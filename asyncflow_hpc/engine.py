@@ -22,6 +22,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import math
 import os
 import shlex
 import signal
@@ -40,10 +41,12 @@ from .descriptions import check_task_description
 from .errors import (
     ConfigurationError,
     DependencyFailureError,
+    TaskDescriptionError,
     UnknownBackendError,
 )
 from .events import Event, EventType, Observer
-from .tasks import TaskFuture, TaskKind, TaskRecord, TaskSpec, TaskState
+from .files import FilePlan, InputFile, OutputFile, StageIn, _FileMarker
+from .tasks import TaskFuture, TaskKind, TaskRecord, TaskSpec, TaskState, TaskSummary
 
 __all__ = ["WorkflowEngine"]
 
@@ -57,6 +60,8 @@ _FUNCTION, _EXECUTABLE, _BLOCK = TaskKind.FUNCTION, TaskKind.EXECUTABLE, TaskKin
 # argument types that can never hold a future: skipped without a look inside
 _ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
 _CONTAINERS = (list, tuple, set, frozenset, dict)
+#: the longest wait between two attempts, whatever the backoff asks
+MAX_RETRY_DELAY = 3600.0
 _SETTLED, _CANCEL = object(), object()  # kinds of follow-up work in WorkflowEngine._work
 
 
@@ -64,25 +69,45 @@ class _TaskOptions:
     """What a decorator captured once, so a call does no introspection."""
 
     __slots__ = ("kind", "func", "name", "is_async", "task_description", "backend", "service",
-                 "capture_stdio", "retries", "timeout", "retry_backoff")
+                 "capture_stdio", "retries", "timeout", "retry_backoff", "inline", "engine")
 
     def __init__(self, kind: TaskKind, func: Callable, *, backend: str | None, service: bool,
                  capture_stdio: bool, retries: int, timeout: float | None,
-                 task_description: Mapping | None, retry_backoff: float) -> None:
+                 task_description: Mapping | None, retry_backoff: float,
+                 inline: bool | None, engine: WorkflowEngine) -> None:
         if not callable(func):
             raise TypeError(f"a task must decorate a function, got {func!r}")
         self.kind = kind
         self.func = func
         self.name = getattr(func, "__name__", None) or type(func).__name__
         self.is_async = inspect.iscoroutinefunction(func)
+        self.engine = engine  # records read the engine's file root and components through it
         if kind is _BLOCK and not self.is_async:
             raise TypeError(f"@block needs an 'async def' function, got {self.name!r}")
+        if not isinstance(service, bool):
+            raise TypeError(f"service= must be True or False, got {service!r}")
+        if service:
+            raise ConfigurationError(
+                f"service=True on {self.name!r} is not supported: asyncflow-hpc has no service "
+                "tasks (long-running endpoints other tasks talk to); start the service from an "
+                "executable task or outside the campaign")
+        if not isinstance(capture_stdio, bool):
+            raise TypeError(f"capture_stdio= must be True or False, got {capture_stdio!r}")
+        if inline is not None and not isinstance(inline, bool):
+            raise TypeError(f"inline= must be True, False or None, got {inline!r}")
+        if inline and kind is not _FUNCTION:
+            raise ConfigurationError(f"inline=True applies to function tasks only ({self.name!r})")
+        self.inline = inline
         td: dict = {}
         try:
             param = inspect.signature(func).parameters.get("task_description")
         except (TypeError, ValueError):
             param = None
-        if param is not None and isinstance(param.default, Mapping):
+        if param is not None and param.default is not inspect.Parameter.empty:
+            if not isinstance(param.default, Mapping):
+                raise TaskDescriptionError(
+                    f"the default of 'task_description' in {self.name!r} must be a dict, got "
+                    f"{type(param.default).__name__}")
             td.update(param.default)
         if task_description:
             td.update(task_description)
@@ -97,8 +122,12 @@ class _TaskOptions:
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ConfigurationError(f"retries= must be an integer >= 0, got {retries!r}")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                    or timeout <= 0):
+                                    or not math.isfinite(timeout) or timeout <= 0):
             raise ConfigurationError(f"timeout= must be a number of seconds > 0, got {timeout!r}")
+        if (isinstance(retry_backoff, bool) or not isinstance(retry_backoff, (int, float))
+                or not math.isfinite(retry_backoff) or retry_backoff < 0):
+            raise ConfigurationError(
+                f"retry_backoff= must be a number of seconds >= 0, got {retry_backoff!r}")
         self.retries = retries
         self.timeout = timeout
         self.retry_backoff = retry_backoff
@@ -147,8 +176,14 @@ class WorkflowEngine:
         telemetry: str | os.PathLike | None = None,
         progress: str | None = None,
         journal: str | os.PathLike | None = None,
+        inline: bool | None = None,
+        keep_components: bool | None = None,
     ) -> None:
         self.uid = uid or f"engine.{uuid.uuid4().hex[:8]}"
+        if not isinstance(self.uid, str) or not self.uid or os.sep in self.uid:
+            raise ConfigurationError(f"uid= must be a non-empty name without '/', got {uid!r}")
+        # inline=True: async def bodies run on this loop (fast path for bodies that never block)
+        self.inline = env_flag("ASYNCFLOW_HPC_INLINE", inline, default=False)
         self.dry_run = dry_run
         self.implicit_data = implicit_data
         # an explicit work_dir holds backend state (RP sessions, sandboxes); without one the
@@ -160,8 +195,14 @@ class WorkflowEngine:
         self.backends: dict[str, ExecutionBackend] = {}
         self._default_backend: ExecutionBackend | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # uid -> record, weakly: a record lives as long as its future (or while unfinished)
-        self.components = Components()
+        # every task and block until shutdown (compact once finished), or only live ones
+        self.components = Components(
+            keep=env_flag("ASYNCFLOW_HPC_KEEP_COMPONENTS", keep_components, default=True))
+        # files between tasks: declared outputs per task uid, and the last producer per name
+        self._file_outputs: dict[str, tuple[str, ...]] = {}
+        self._producer_by_name: dict[str, str] = {}
+        self._files_root_ready = False
+        self._thread_id: int | None = None
         self._active: dict[str, TaskRecord] = {}
         self._outbox: dict[ExecutionBackend, list[TaskSpec]] = {}
         self._flush_scheduled = False
@@ -213,6 +254,7 @@ class WorkflowEngine:
         if self._started:
             return self
         self._loop = asyncio.get_running_loop()
+        self._thread_id = threading.get_ident()
         self._owner_task = asyncio.current_task()
         if self._work_dir_given:
             self._private_work_dir()
@@ -311,6 +353,23 @@ class WorkflowEngine:
     def is_running(self) -> bool:
         return self._started and not self._closed
 
+    @property
+    def backend(self) -> ExecutionBackend | None:
+        """The default backend (the first one given)."""
+        return self._default_backend
+
+    @property
+    def files_root(self) -> Path:
+        """``{work_dir}/{uid}``: captured stdio files and the directories of file tasks."""
+        return self.work_dir / self.uid
+
+    def _ensure_files_root(self) -> str:
+        root = self.files_root
+        if not self._files_root_ready:
+            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._files_root_ready = True
+        return str(root)
+
     # ------------------------------------------------------------------ signals
     def _install_signal_handlers(self) -> None:
         loop = self._loop
@@ -368,11 +427,17 @@ class WorkflowEngine:
                       backend: str | None = None, capture_stdio: bool = False,
                       retries: int = 0, timeout: float | None = None,
                       task_description: Mapping | None = None,
-                      retry_backoff: float = 0.0) -> Any:
-        """Decorate a function whose body runs on a backend; the future yields its return value."""
+                      retry_backoff: float = 0.0, inline: bool | None = None) -> Any:
+        """Decorate a function whose body runs on a backend; the future yields its return value.
+
+        The body (``def`` or ``async def``) runs off the engine's loop: in the backend's
+        workers. ``inline=True`` runs an ``async def`` body on the engine's loop instead (the
+        fast path, for bodies that never block); ``None`` follows the engine's ``inline=``.
+        """
         return self._decorator(_FUNCTION, func, service=service, backend=backend,
                                capture_stdio=capture_stdio, retries=retries, timeout=timeout,
-                               task_description=task_description, retry_backoff=retry_backoff)
+                               task_description=task_description, retry_backoff=retry_backoff,
+                               inline=inline)
 
     def executable_task(self, func: F | None = None, /, *, service: bool = False,
                         backend: str | None = None, capture_stdio: bool = False,
@@ -382,18 +447,19 @@ class WorkflowEngine:
         """Decorate a function that returns a command line; the future yields its stdout."""
         return self._decorator(_EXECUTABLE, func, service=service, backend=backend,
                                capture_stdio=capture_stdio, retries=retries, timeout=timeout,
-                               task_description=task_description, retry_backoff=retry_backoff)
+                               task_description=task_description, retry_backoff=retry_backoff,
+                               inline=None)
 
     def block(self, func: F | None = None, /, *, service: bool = False,
               backend: str | None = None, capture_stdio: bool = False) -> Any:
         """Decorate an ``async def`` that composes tasks; calling it returns a future too."""
         return self._decorator(_BLOCK, func, service=service, backend=backend,
                                capture_stdio=capture_stdio, retries=0, timeout=None,
-                               task_description=None, retry_backoff=0.0)
+                               task_description=None, retry_backoff=0.0, inline=None)
 
     def _decorator(self, kind: TaskKind, func: Callable | None, **kw: Any) -> Any:
         def wrap(f: Callable) -> Callable[..., TaskFuture]:
-            opts = _TaskOptions(kind, f, **kw)
+            opts = _TaskOptions(kind, f, engine=self, **kw)
             call = self._call
 
             @functools.wraps(f)
@@ -509,6 +575,11 @@ class WorkflowEngine:
             raise RuntimeError(
                 f"cannot submit {opts.name!r}: the workflow engine is {state} "
                 "(create it with 'await WorkflowEngine.create(...)')")
+        if threading.get_ident() != self._thread_id:
+            raise RuntimeError(
+                f"cannot submit {opts.name!r} from this thread: task bodies run in the backend's "
+                "workers, and tasks are submitted from the engine's event loop only; to compose "
+                "tasks, decorate the composing function with @flow.block instead")
         td = opts.task_description
         wid = None
         bad_td: BaseException | None = None
@@ -523,7 +594,7 @@ class WorkflowEngine:
                         except ConfigurationError as exc:
                             bad_td = exc
                     else:
-                        bad_td = ConfigurationError(
+                        raise TaskDescriptionError(
                             f"task_description of {opts.name!r} must be a dict, got "
                             f"{type(call_td).__name__}")
             if "workflow_id" in kwargs:
@@ -574,7 +645,13 @@ class WorkflowEngine:
             self._settle_failed(rec, bad_td)
             return fut
 
-        deps = _find_futures(args, kwargs) if (args or kwargs) else None
+        deps, markers = _find_futures(args, kwargs) if (args or kwargs) else (None, None)
+        if markers and kind is not _BLOCK:
+            try:
+                deps = self._declare_files(rec, markers, deps)
+            except (TypeError, ValueError) as exc:
+                self._settle_failed(rec, exc)
+                return fut
         if deps:
             waiting = 0
             dep_uids = rec.dependencies
@@ -604,6 +681,60 @@ class WorkflowEngine:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush_soon)  # type: ignore[union-attr]
         return fut
+
+    def _declare_files(self, rec: TaskRecord, markers: list, deps: list | None) -> list | None:
+        """Note a task's file markers; an InputFile named like an earlier task's OutputFile
+        makes that task a dependency (the file must exist before this task starts)."""
+        rec.files = markers
+        outputs = []
+        for m in markers:
+            if type(m) is OutputFile:
+                if m.filename not in outputs:
+                    outputs.append(m.filename)
+            elif type(m) is InputFile and m.path == m.filename:
+                producer = self._producer_by_name.get(m.filename)
+                if producer is not None:
+                    prec = self._active.get(producer)
+                    if prec is not None and prec.future is not None:
+                        deps = [*(deps or ()), prec.future]
+        if outputs:
+            self._file_outputs[rec.uid] = tuple(outputs)
+            for name in outputs:
+                self._producer_by_name[name] = rec.uid
+        return deps
+
+    def _file_plan(self, rec: TaskRecord) -> FilePlan | None:
+        """Where a file task runs and what is staged in: producers' outputs (implicit data),
+        InputFiles (by producer name, or from outside the campaign), declared outputs."""
+        markers = rec.files or ()
+        inputs: dict[str, StageIn] = {}
+        outs = self._file_outputs
+        root = str(self.files_root)
+        if self.implicit_data and outs:
+            for dep in rec.dependencies:
+                for name in outs.get(dep, ()):
+                    inputs.setdefault(name, StageIn(os.path.join(root, dep, name), name, "link"))
+        for m in markers:
+            if type(m) is not InputFile:
+                continue
+            name = m.filename
+            producer = self._producer_by_name.get(name) if m.path == name else None
+            if producer is not None and producer != rec.uid:
+                inputs[name] = StageIn(os.path.join(root, producer, name), name, "link")
+            elif m.is_url:
+                inputs[name] = StageIn(m.path, name, "copy")
+            elif os.path.isfile(m.path):
+                inputs[name] = StageIn(os.path.abspath(m.path), name, "copy")
+            else:
+                raise FileNotFoundError(
+                    f"InputFile {m.path!r} of task {rec.name!r} is not an OutputFile of an "
+                    "earlier task, an existing file or a URL")
+        if not inputs and not markers:
+            return None
+        self._ensure_files_root()
+        task_dir = os.path.join(root, rec.uid)
+        outputs = list(outs.get(rec.uid, ()))
+        return FilePlan(task_dir, list(inputs.values()), outputs)
 
     def _foreign_dep_done(self, rec: TaskRecord, _fut: asyncio.Future) -> None:
         if self._active.get(rec.uid) is not rec:
@@ -636,12 +767,23 @@ class WorkflowEngine:
                     failed_dependencies=names, root_cause=problems[0][1])
                 self._settle_failed(rec, err)
                 return
+        kind = rec.kind
+        if kind is not _BLOCK and (rec.files is not None or (
+                self._file_outputs and rec.dependencies and self.implicit_data)):
+            try:
+                plan = self._file_plan(rec)
+            except (OSError, ValueError) as exc:
+                self._settle_failed(rec, exc)
+                return
+            rec.files = plan
+            if plan is not None:
+                args = _place_markers(args, plan.task_dir)
+                kwargs = _place_markers(kwargs, plan.task_dir) if kwargs else kwargs
         rec.args, rec.kwargs = args, kwargs
         if self._tape is not None:
             rec.resolved = time.time()
         if self._observers:
             self._emit(EventType.RESOLVED, rec)
-        kind = rec.kind
         if kind is _BLOCK:
             self._start_block(rec)
         elif kind is _EXECUTABLE:
@@ -651,10 +793,12 @@ class WorkflowEngine:
                 return
             opts: _TaskOptions = rec.options
             td = rec.task_description
+            inline = opts.inline
             rec.spec = TaskSpec(
                 rec.uid, rec.name, _FUNCTION, function=rec.function, args=args, kwargs=kwargs,
                 is_async=opts.is_async, description=td, workflow_id=rec.workflow_id,
-                timeout=td.get("timeout", opts.timeout) if td else opts.timeout)
+                timeout=td.get("timeout", opts.timeout) if td else opts.timeout,
+                inline=self.inline if inline is None else inline, files=rec.files)
             self._queue(rec, rec.resolved)  # queued in the same step: one clock reading
 
     def _build_executable(self, rec: TaskRecord) -> None:
@@ -696,10 +840,19 @@ class WorkflowEngine:
         if self._journal is not None and self._replayed(rec, (command, shell)):
             return
         rec.command = command
+        stdio = None
+        if opts.capture_stdio:
+            try:
+                root = self._ensure_files_root()
+            except OSError as exc:
+                self._settle_failed(rec, exc)
+                return
+            stdio = (os.path.join(root, rec.uid + ".stdout"), os.path.join(root, rec.uid + ".stderr"))
         rec.spec = TaskSpec(
             rec.uid, rec.name, _EXECUTABLE, command=command, shell=shell, description=td,
             workflow_id=rec.workflow_id,
-            timeout=td.get("timeout", opts.timeout) if td else opts.timeout)
+            timeout=td.get("timeout", opts.timeout) if td else opts.timeout,
+            stdio=stdio, files=rec.files)
         self._queue(rec)
 
     def _replayed(self, rec: TaskRecord, command: Any) -> bool:
@@ -941,6 +1094,7 @@ class WorkflowEngine:
         rec.args = ()
         rec.kwargs = {}
         rec.children = None
+        self.components._finished(rec)
         if dependents:
             active = self._active
             for d in dependents:
@@ -988,50 +1142,92 @@ class WorkflowEngine:
 
 # ---------------------------------------------------------------------- helpers
 class Components(Mapping):
-    """``uid -> TaskRecord`` for every task whose future (or work) is still alive.
+    """``uid -> record`` for the tasks and blocks of one engine.
 
-    Records are held weakly: a finished task whose future the user dropped is freed, so a
-    campaign of millions of tasks does not grow without bound. Dead entries are swept in
-    amortised batches instead of through per-entry weakref callbacks, which keeps the cost per
-    task to one dict insert.
+    ``keep=True`` (the default, as in radical.asyncflow): every task until the engine is
+    gone; a finished one is held as a :class:`~asyncflow_hpc.tasks.TaskSummary` (about 100
+    bytes, no arguments or result), so a script may iterate ``flow.components.values()`` after
+    dropping its futures. ``keep=False``: only records still alive (unfinished, or whose
+    future the user holds), held weakly and swept in amortised batches, for campaigns of many
+    millions of tasks.
     """
 
-    __slots__ = ("_refs", "_sweep_at")
+    __slots__ = ("_recs", "_keep", "_sweep_at")
 
-    def __init__(self) -> None:
-        self._refs: dict[str, weakref.ref] = {}
+    def __init__(self, keep: bool = True) -> None:
+        self._recs: dict[str, Any] = {}
+        self._keep = keep
         self._sweep_at = 4096
 
+    @property
+    def keeps_finished(self) -> bool:
+        return self._keep
+
     def _add(self, uid: str, rec: TaskRecord) -> None:
-        refs = self._refs
-        refs[uid] = weakref.ref(rec)
-        if len(refs) >= self._sweep_at:
+        recs = self._recs
+        if self._keep:
+            recs[uid] = rec
+            return
+        recs[uid] = weakref.ref(rec)
+        if len(recs) >= self._sweep_at:
             self._sweep()
 
-    def _sweep(self) -> None:
-        self._refs = {k: r for k, r in self._refs.items() if r() is not None}
-        self._sweep_at = max(4096, 2 * len(self._refs))
+    def _finished(self, rec: TaskRecord) -> None:
+        if self._keep:
+            self._recs[rec.uid] = rec.summary()
 
-    def __getitem__(self, uid: str) -> TaskRecord:
-        rec = self._refs[uid]()
+    def _sweep(self) -> None:
+        self._recs = {k: r for k, r in self._recs.items() if r() is not None}
+        self._sweep_at = max(4096, 2 * len(self._recs))
+
+    def __getitem__(self, uid: str) -> Any:
+        rec = self._recs[uid]
+        if self._keep:
+            return rec
+        rec = rec()
         if rec is None:
-            raise KeyError(f"{uid} (finished, and its future is no longer referenced)")
+            raise KeyError(f"{uid} (finished, and its future is no longer referenced; "
+                           "keep_components=True keeps it)")
         return rec
 
     def __iter__(self):
-        return (k for k, r in list(self._refs.items()) if r() is not None)
+        if self._keep:
+            return iter(list(self._recs))
+        return (k for k, r in list(self._recs.items()) if r() is not None)
 
     def __len__(self) -> int:
-        return sum(1 for r in self._refs.values() if r() is not None)
+        if self._keep:
+            return len(self._recs)
+        return sum(1 for r in self._recs.values() if r() is not None)
 
     def __contains__(self, uid: object) -> bool:
-        r = self._refs.get(uid)  # type: ignore[arg-type]
-        return r is not None and r() is not None
+        r = self._recs.get(uid)  # type: ignore[arg-type]
+        if self._keep or r is None:
+            return r is not None
+        return r() is not None
 
 
-def _find_futures(args: tuple, kwargs: dict) -> list[asyncio.Future] | None:
-    """Futures in the arguments (also inside lists, tuples, sets and dicts), each once."""
+def env_flag(var: str, value: bool | None, *, default: bool) -> bool:
+    """An on/off option: the argument when given, else the environment variable, else default."""
+    if value is not None:
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"{var.split('ASYNCFLOW_HPC_')[-1].lower()}= must be True "
+                                     f"or False, got {value!r}")
+        return value
+    text = os.environ.get(var, "").strip().lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{var}={text!r} is not a switch: use 1/0, true/false, yes/no, on/off")
+
+
+def _find_futures(args: tuple, kwargs: dict) -> tuple[list[asyncio.Future] | None, list | None]:
+    """Futures (each once) and file markers in the arguments, also inside containers."""
     found: list[asyncio.Future] | None = None
+    markers: list | None = None
     seen: set[int] | None = None
     stack: list[Any] = []
     for a in args:
@@ -1058,7 +1254,27 @@ def _find_futures(args: tuple, kwargs: dict) -> list[asyncio.Future] | None:
             for x in items:
                 if type(x) not in _ATOMS:
                     stack.append(x)
-    return found
+        elif isinstance(a, _FileMarker):
+            if markers is None:
+                markers = []
+            markers.append(a)
+    return found, markers
+
+
+def _place_markers(obj: Any, task_dir: str) -> Any:
+    """The arguments with every file marker pointing into the task's directory."""
+    t = type(obj)
+    if t in _ATOMS:
+        return obj
+    if isinstance(obj, _FileMarker):
+        return obj._placed(task_dir)
+    if t is tuple:
+        return tuple(_place_markers(x, task_dir) for x in obj)
+    if t is list:
+        return [_place_markers(x, task_dir) for x in obj]
+    if t is dict:
+        return {k: _place_markers(v, task_dir) for k, v in obj.items()}
+    return obj
 
 
 def _resolve(obj: Any, problems: list) -> Any:

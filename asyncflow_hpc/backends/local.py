@@ -1,13 +1,17 @@
-"""Local backend: coroutines on the loop, plain functions in an executor, executables as
-subprocesses in their own process group.
+"""Local backend: task bodies in the user's executor, executables as subprocesses in their
+own process group.
 
 Why each choice:
 
-* ``async def`` function tasks run as tasks on the engine's own loop. The reference ran each
-  one through a fresh ``asyncio.run`` in a worker thread, which made a no-op task cost
-  milliseconds; here it costs about what ``asyncio.create_task`` costs.
-* Plain functions run in the executor the user gave (threads, or processes with the function
-  shipped by cloudpickle, so closures and lambdas work).
+* Every function body runs in the executor the user gave, never on the engine's loop, so a
+  body that blocks (numpy, a solver, ``time.sleep``) holds up no other workflow. An ``async
+  def`` body runs on an event loop kept per worker thread (:mod:`._worker_loops`): one that
+  awaits leaves its worker free for other bodies meanwhile. The reference ran each one
+  through a fresh ``asyncio.run``, which made a no-op task cost milliseconds.
+* ``inline=True`` tasks (an opt-in) run their ``async def`` body on the engine's own loop,
+  started eagerly: about what ``asyncio.create_task`` costs, for bodies that never block.
+* Processes: the function is shipped by cloudpickle (closures and lambdas work); an ``async
+  def`` body runs on an event loop kept per worker process.
 * Executables are started with ``asyncio.create_subprocess_exec`` in a new session, so
   cancelling or timing out a task can kill the whole process group (``sh -c`` and its
   children included), not just the immediate child.
@@ -26,6 +30,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
@@ -33,10 +38,13 @@ from typing import Any
 from ..errors import (
     ConfigurationError,
     ExecutableNotFoundError,
+    MissingOutputError,
     TaskExecutionError,
     TaskTimeoutError,
 )
+from ..files import FilePlan, missing_outputs, stage_in
 from ..tasks import TaskKind, TaskSpec, TaskState
+from ._worker_loops import Door, WorkerLoops
 from .base import ExecutionBackend, launcher_node_failure
 
 __all__ = ["LocalExecutionBackend"]
@@ -76,6 +84,9 @@ class LocalExecutionBackend(ExecutionBackend):
         self._host = socket.gethostname()
         self._spools = _SpoolPool()
         self._devnull = -1
+        self._door: Door | None = None
+        self._loops: WorkerLoops | None = None
+        self._workers = getattr(self.executor, "_max_workers", None) or (os.cpu_count() or 1)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "type": type(self).__name__, "host": self._host,
@@ -86,6 +97,31 @@ class LocalExecutionBackend(ExecutionBackend):
         if self.max_processes:
             self._limit = _Slots(self.max_processes)
 
+    def _worker_loops(self) -> WorkerLoops:
+        if self._loops is None:
+            self._door = Door(self.reporter.loop, self._from_worker)
+            self._loops = WorkerLoops(self.executor, self._workers, self._report_from_worker)
+        return self._loops
+
+    def _report_from_worker(self, kind: str, uid: str, value: Any) -> None:
+        self._door.put((kind, uid, value))  # type: ignore[union-attr]
+
+    def _from_worker(self, item: tuple[str, str, Any]) -> None:
+        """On the loop: a worker loop's report about an ``async def`` body."""
+        kind, uid, value = item
+        if kind == "running":
+            if uid in self._running:
+                self.reporter.running(uid, self._host)
+            return
+        if not self._forget(uid):
+            return  # cancelled or timed out by us: already reported
+        if kind == "done":
+            self.reporter.done(uid, value)
+        elif kind == "failed":
+            self.reporter.failed(uid, value)
+        else:
+            self.reporter.cancelled(uid)
+
     # ------------------------------------------------------------------ submit
     def submit(self, specs: Sequence[TaskSpec]) -> None:
         reporter = self.reporter
@@ -95,7 +131,14 @@ class LocalExecutionBackend(ExecutionBackend):
             uid = spec.uid
             if spec.kind is _EXECUTABLE:
                 fut: asyncio.Future = loop.create_task(self._run_executable(spec))
-            elif spec.is_async and not self._processes:
+            elif spec.is_async and not self._processes and not spec.inline:
+                loops = self._worker_loops()
+                running[uid] = _OffLoop(loops, uid)
+                loops.submit(uid, functools.partial(_start_body, spec))
+                if spec.timeout:
+                    self._timers[uid] = loop.call_later(spec.timeout, self._timed_out, uid, spec)
+                continue
+            elif spec.is_async and not self._processes and not spec.files:
                 try:
                     coro = spec.function(*spec.args, **spec.kwargs)  # type: ignore[misc]
                 except BaseException as exc:  # bad arguments: report on the next iteration
@@ -128,7 +171,7 @@ class LocalExecutionBackend(ExecutionBackend):
                         f"task {spec.name!r} cannot be sent to a process pool: its function or "
                         f"arguments are not picklable ({type(exc).__name__}: {exc})"))
                     continue
-                fut = loop.run_in_executor(self.executor, _run_pickled, blob)
+                fut = loop.run_in_executor(self.executor, _run_pickled, blob, spec.files)
                 reporter.running(uid, self._host)
             else:
                 fut = loop.run_in_executor(self.executor, self._call_in_thread, uid, spec)
@@ -183,10 +226,7 @@ class LocalExecutionBackend(ExecutionBackend):
 
     def _call_in_thread(self, uid: str, spec: TaskSpec) -> Any:
         self.reporter.threadsafe(uid, TaskState.RUNNING, node=self._host)
-        result = spec.function(*spec.args, **spec.kwargs)  # type: ignore[misc]
-        if asyncio.iscoroutine(result):  # a callable object returning a coroutine
-            result = asyncio.run(result)
-        return result
+        return _call_body(spec.function, spec.args, spec.kwargs, spec.files, spec.name)
 
     def _finished(self, uid: str, fut: asyncio.Future) -> None:
         if self._running.pop(uid, None) is not fut:
@@ -297,6 +337,7 @@ class LocalExecutionBackend(ExecutionBackend):
         self._running.clear()
         for fut in pending:
             fut.cancel()
+        pending = [f for f in pending if isinstance(f, asyncio.Future)]
         if pending:
             await asyncio.wait(pending, timeout=self.kill_grace + 10)
         self._spools.close()
@@ -304,13 +345,45 @@ class LocalExecutionBackend(ExecutionBackend):
             os.close(self._devnull)
             self._devnull = -1
         self.executor.shutdown(wait=False, cancel_futures=True)
-        # wait (bounded) for idle workers to exit; a function stuck forever cannot be stopped
-        await asyncio.wait([asyncio.ensure_future(asyncio.to_thread(self.executor.shutdown, True))],
-                           timeout=5)
-        if self._processes:  # workers still busy after the wait: end them
+        # wait (bounded) for the workers to exit, on a thread of our own that we join: after
+        # shutdown no thread of ours is left (a body stuck forever in a thread cannot be stopped)
+        waiter = _Waiter(self.executor, asyncio.get_running_loop())
+        if not await waiter.wait(5) and self._processes:
             for p in list((getattr(self.executor, "_processes", None) or {}).values()):
-                if p.is_alive():
+                if p.is_alive():  # busy after the wait: end it
                     p.terminate()
+            await waiter.wait(5)
+        if self._loops is not None:
+            self._loops.close()
+
+
+class _Waiter:
+    """``executor.shutdown(wait=True)`` on a thread of its own, awaited without polling."""
+
+    def __init__(self, executor: Executor, loop: asyncio.AbstractEventLoop) -> None:
+        self._done = loop.create_future()
+
+        def run() -> None:
+            try:
+                executor.shutdown(wait=True)
+            finally:
+                loop.call_soon_threadsafe(_set_result, self._done)
+
+        self._thread = threading.Thread(target=run, name="asyncflow-hpc-shutdown", daemon=True)
+        self._thread.start()
+
+    async def wait(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.shield(self._done), timeout)
+        except asyncio.TimeoutError:
+            return False
+        self._thread.join()
+        return True
+
+
+def _set_result(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _process_args(spec: TaskSpec) -> tuple[list[str], str | None, dict[str, str] | None]:
@@ -447,12 +520,65 @@ def _dumps(spec: TaskSpec) -> bytes:
     return cloudpickle.dumps((spec.function, spec.args, spec.kwargs))
 
 
-def _run_pickled(blob: bytes) -> Any:
+def _run_pickled(blob: bytes, plan: FilePlan | None = None) -> Any:
     """Runs in a worker process: unpack the function and call it."""
     import pickle
 
     func, args, kwargs = pickle.loads(blob)
+    return _call_body(func, args, kwargs, plan, getattr(func, "__name__", "task"))
+
+
+class _OffLoop:
+    """Stands in ``_running`` for a body on a worker loop: cancelling it cancels the body."""
+
+    __slots__ = ("_loops", "_uid")
+
+    def __init__(self, loops: WorkerLoops, uid: str) -> None:
+        self._loops, self._uid = loops, uid
+
+    def cancel(self) -> None:
+        self._loops.cancel(self._uid)
+
+
+def _start_body(spec: TaskSpec) -> Any:
+    """On a worker loop: stage the task's files, then make its coroutine."""
+    plan = spec.files
+    if plan is None:
+        return spec.function(*spec.args, **spec.kwargs)  # type: ignore[misc]
+    stage_in(plan)
+    return _checked(spec.function(*spec.args, **spec.kwargs), plan, spec.name)  # type: ignore[misc]
+
+
+async def _checked(coro: Any, plan: FilePlan, name: str) -> Any:
+    value = await coro
+    _check_outputs(plan, name)
+    return value
+
+
+def _check_outputs(plan: FilePlan, name: str) -> None:
+    missing = missing_outputs(plan)
+    if missing:
+        raise MissingOutputError(name, missing, plan.task_dir)
+
+
+_local = threading.local()
+
+
+def _thread_loop() -> asyncio.AbstractEventLoop:
+    """An event loop kept for this thread (or worker process) for ``async def`` bodies."""
+    loop = getattr(_local, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _local.loop = asyncio.new_event_loop()
+    return loop
+
+
+def _call_body(func: Any, args: tuple, kwargs: dict, plan: FilePlan | None, name: str) -> Any:
+    """Call a task body in a worker thread or process, with its files staged and checked."""
+    if plan is not None:
+        stage_in(plan)
     result = func(*args, **kwargs)
-    if asyncio.iscoroutine(result):
-        result = asyncio.run(result)
+    if asyncio.iscoroutine(result):  # an async def body, or a callable returning a coroutine
+        result = _thread_loop().run_until_complete(result)
+    if plan is not None:
+        _check_outputs(plan, name)
     return result
