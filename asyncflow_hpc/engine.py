@@ -46,7 +46,7 @@ from .errors import (
 )
 from .events import Event, EventType, Observer
 from .files import FilePlan, InputFile, OutputFile, StageIn, _FileMarker
-from .tasks import TaskFuture, TaskKind, TaskRecord, TaskSpec, TaskState, TaskSummary
+from .tasks import TaskFuture, TaskKind, TaskRecord, TaskSpec, TaskState
 
 __all__ = ["WorkflowEngine"]
 
@@ -103,7 +103,7 @@ class _TaskOptions:
             param = inspect.signature(func).parameters.get("task_description")
         except (TypeError, ValueError):
             param = None
-        if param is not None and param.default is not inspect.Parameter.empty:
+        if param is not None and param.default not in (inspect.Parameter.empty, None):
             if not isinstance(param.default, Mapping):
                 raise TaskDescriptionError(
                     f"the default of 'task_description' in {self.name!r} must be a dict, got "
