@@ -697,6 +697,8 @@ class WorkflowEngine:
                     prec = self._active.get(producer)
                     if prec is not None and prec.future is not None:
                         deps = [*(deps or ()), prec.future]
+                    elif producer not in rec.dependencies:
+                        rec.dependencies.append(producer)  # finished already: for the record
         if outputs:
             self._file_outputs[rec.uid] = tuple(outputs)
             for name in outputs:

@@ -264,6 +264,9 @@ class LocalExecutionBackend(ExecutionBackend):
     # ------------------------------------------------------------------ executables
     async def _run_executable(self, spec: TaskSpec) -> str:
         argv, cwd, env = _process_args(spec)
+        if spec.files is not None:
+            stage_in(spec.files)
+            cwd = cwd or spec.files.task_dir
         if self._limit is None:
             return await self._spawn(spec, argv, cwd, env)
         # an MPI task of R ranks is R processes: it takes R slots (all of them at most)
@@ -279,7 +282,12 @@ class LocalExecutionBackend(ExecutionBackend):
         # file, the loop reads nothing while it runs, and a 100 MB output is decoded once
         # from a memory map instead of being buffered, joined and copied. The files are
         # reused (truncated) from a pool because creating one costs more than a fork here.
-        out_f, err_f = self._spools.get(), self._spools.get()
+        if spec.stdio is not None:  # capture_stdio=True: the task's own files
+            out_f, err_f = _stdio_file(spec.stdio[0]), _stdio_file(spec.stdio[1])
+            paths = {"stdout_path": spec.stdio[0], "stderr_path": spec.stdio[1]}
+        else:
+            out_f, err_f = self._spools.get(), self._spools.get()
+            paths = {}
         try:
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -301,18 +309,28 @@ class LocalExecutionBackend(ExecutionBackend):
                 raise
             if returncode != 0:
                 raise TaskExecutionError(spec.command_line, returncode,
-                                         _read_text(err_f, tail=STDERR_TAIL_BYTES), task=spec.name)
+                                         _read_text(err_f, tail=STDERR_TAIL_BYTES), task=spec.name,
+                                         **paths)
             if os.fstat(err_f.fileno()).st_size:
                 stderr = _read_text(err_f, tail=STDERR_TAIL_BYTES)
                 lost = launcher_node_failure(stderr)
                 if lost:
                     raise TaskExecutionError(
                         spec.command_line, returncode, stderr, task=spec.name,
-                        details=f"srun lost node {lost} and exited 0; the output is incomplete")
+                        details=f"srun lost node {lost} and exited 0; the output is incomplete",
+                        **paths)
+            if spec.files is not None:
+                _check_outputs(spec.files, spec.name)
+            if spec.stdio is not None:
+                return spec.stdio[0]  # radical.asyncflow: the result is the stdout file's path
             return _read_text(out_f)
         finally:
-            self._spools.put(out_f)
-            self._spools.put(err_f)
+            if spec.stdio is not None:
+                out_f.close()
+                err_f.close()
+            else:
+                self._spools.put(out_f)
+                self._spools.put(err_f)
 
     async def _kill(self, proc: asyncio.subprocess.Process) -> None:
         """SIGTERM the task's process group, SIGKILL what is left after the grace period."""
@@ -344,10 +362,12 @@ class LocalExecutionBackend(ExecutionBackend):
         if self._devnull >= 0:
             os.close(self._devnull)
             self._devnull = -1
+        # a process pool forgets its manager thread in shutdown(wait=False): keep it to join
+        manager = getattr(self.executor, "_executor_manager_thread", None)
         self.executor.shutdown(wait=False, cancel_futures=True)
         # wait (bounded) for the workers to exit, on a thread of our own that we join: after
         # shutdown no thread of ours is left (a body stuck forever in a thread cannot be stopped)
-        waiter = _Waiter(self.executor, asyncio.get_running_loop())
+        waiter = _Waiter(self.executor, asyncio.get_running_loop(), manager)
         if not await waiter.wait(5) and self._processes:
             for p in list((getattr(self.executor, "_processes", None) or {}).values()):
                 if p.is_alive():  # busy after the wait: end it
@@ -360,12 +380,15 @@ class LocalExecutionBackend(ExecutionBackend):
 class _Waiter:
     """``executor.shutdown(wait=True)`` on a thread of its own, awaited without polling."""
 
-    def __init__(self, executor: Executor, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, executor: Executor, loop: asyncio.AbstractEventLoop,
+                 manager: threading.Thread | None) -> None:
         self._done = loop.create_future()
 
         def run() -> None:
             try:
                 executor.shutdown(wait=True)
+                if manager is not None:
+                    manager.join()
             finally:
                 loop.call_soon_threadsafe(_set_result, self._done)
 
@@ -505,6 +528,12 @@ def _read_text(fh: Any, tail: int | None = None) -> str:
         return os.pread(fd, size - start, start).decode(errors="replace")
     with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm, memoryview(mm) as view:
         return str(view[start:], "utf-8", "replace")
+
+
+def _stdio_file(path: str) -> Any:
+    """A captured output file: created (or emptied) owner-only, never through a symlink."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "w+b")
 
 
 def _killpg(pgid: int, sig: int) -> None:
