@@ -302,7 +302,8 @@ def test_capture_stdio_writes_files_and_returns_the_stdout_path(make_flow, tmp_p
             return 42
 
         path = await hello()
-        assert path == str(tmp_path / "cap-engine" / f"{flow.components[list(flow.components)[0]].uid}.stdout")
+        first = next(iter(flow.components))
+        assert path == str(tmp_path / "cap-engine" / f"{first}.stdout")
         assert open(path).read() == "hello\n"
         assert open(path[: -len(".stdout")] + ".stderr").read() == "note\n"
         with pytest.raises(TaskExecutionError) as info:
