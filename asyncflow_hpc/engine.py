@@ -41,6 +41,7 @@ from .descriptions import check_task_description
 from .errors import (
     ConfigurationError,
     DependencyFailureError,
+    EngineError,
     TaskDescriptionError,
     UnknownBackendError,
 )
@@ -59,7 +60,7 @@ _DONE, _FAILED, _CANCELLED, _RUNNING = (
 _FUNCTION, _EXECUTABLE, _BLOCK = TaskKind.FUNCTION, TaskKind.EXECUTABLE, TaskKind.BLOCK
 # argument types that can never hold a future: skipped without a look inside
 _ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
-_CONTAINERS = (list, tuple, set, frozenset, dict)
+_CONTAINERS = (list, tuple, set, frozenset, dict, collections.deque)
 #: the longest wait between two attempts, whatever the backoff asks
 MAX_RETRY_DELAY = 3600.0
 _SETTLED, _CANCEL = object(), object()  # kinds of follow-up work in WorkflowEngine._work
@@ -203,6 +204,7 @@ class WorkflowEngine:
         self._producer_by_name: dict[str, str] = {}
         self._files_root_ready = False
         self._thread_id: int | None = None
+        self._fatal: BaseException | None = None  # set when the run must stop (journal lost)
         self._active: dict[str, TaskRecord] = {}
         self._outbox: dict[ExecutionBackend, list[TaskSpec]] = {}
         self._flush_scheduled = False
@@ -575,6 +577,8 @@ class WorkflowEngine:
             raise RuntimeError(
                 f"cannot submit {opts.name!r}: the workflow engine is {state} "
                 "(create it with 'await WorkflowEngine.create(...)')")
+        if self._fatal is not None:
+            raise EngineError(f"cannot submit {opts.name!r}: {self._fatal}")
         if threading.get_ident() != self._thread_id:
             raise RuntimeError(
                 f"cannot submit {opts.name!r} from this thread: task bodies run in the backend's "
@@ -758,6 +762,9 @@ class WorkflowEngine:
             except RecursionError:
                 self._settle_failed(rec, ConfigurationError(
                     f"arguments of {rec.name!r} are nested too deeply (or contain a cycle)"))
+                return
+            except TypeError as exc:
+                self._settle_failed(rec, TypeError(f"arguments of {rec.name!r}: {exc}"))
                 return
             if problems:
                 if any(p[1] is None for p in problems):  # a cancelled input
@@ -957,7 +964,23 @@ class WorkflowEngine:
     # ------------------------------------------------------------------ reports
     def _on_report(self, uid: str, state: TaskState, value: Any, error: BaseException | None,
                    node: str | None) -> None:
-        """The backends' single entry point (always on the loop)."""
+        """The backends' single entry point (always on the loop).
+
+        Nothing raised by the engine's own completion, retry or journal code may leave a
+        future pending: such a failure fails the task with an :class:`EngineError`.
+        """
+        try:
+            self._report(uid, state, value, error, node)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours, or a hostile exception object
+            rec = self._active.get(uid)
+            log.exception("asyncflow-hpc failed while handling a report about %s", uid)
+            if rec is not None:
+                self._settle_failed(rec, EngineError(
+                    f"asyncflow-hpc failed while completing task {rec.name!r} ({uid}): "
+                    f"{_safe_text(exc)}"))
+
+    def _report(self, uid: str, state: TaskState, value: Any, error: BaseException | None,
+                node: str | None) -> None:
         rec = self._active.get(uid)
         if rec is None:
             return  # already settled (cancelled, or shut down)
@@ -988,7 +1011,8 @@ class WorkflowEngine:
         retries = td.get("retries", opts.retries) if td else opts.retries
         if rec.error_history is None:
             rec.error_history = []
-        rec.error_history.append(f"attempt {rec.attempts}: {type(error).__name__}: {error}")
+        rec.error_history.append(f"attempt {rec.attempts}: {type(error).__name__}: "
+                                 f"{_safe_text(error)}")
         if self._closing or rec.attempts > (retries or 0):
             if rec.attempts > 1 and error is not None:
                 try:
@@ -998,14 +1022,14 @@ class WorkflowEngine:
                     pass
             return False
         backoff = td.get("retry_backoff", opts.retry_backoff) if td else opts.retry_backoff
-        delay = (backoff or 0.0) * (2 ** (rec.attempts - 1))
+        delay = min((backoff or 0.0) * 2.0 ** min(rec.attempts - 1, 64), MAX_RETRY_DELAY)
         rec.state = TaskState.PENDING
         if self._tape is not None:
             self._tape_rare(EventType.RETRIED, rec, error)
         if self._observers:
             self._emit(EventType.RETRIED, rec, error)
         log.info("retrying %s (%s) after attempt %d failed: %s", rec.name, rec.uid, rec.attempts,
-                 error)
+                 _safe_text(error))
         if delay > 0:
             handle = self._loop.call_later(delay, self._retry_now, rec)  # type: ignore[union-attr]
             self._retry_handles.add(handle)
@@ -1023,12 +1047,16 @@ class WorkflowEngine:
 
     def _settle_done(self, rec: TaskRecord, value: Any) -> None:
         fut = rec.future
+        if rec.journal_key is not None:
+            try:
+                self._journal.record(rec.journal_key, rec, value)
+            except Exception as exc:  # noqa: BLE001 - a full disk, a removed file...
+                self._journal_failed(exc)
+                return
         del self._active[rec.uid]
         rec.state = _DONE
         rec.finished = time.time()
         self.counts["done"] += 1
-        if rec.journal_key is not None:
-            self._journal.record(rec.journal_key, rec, value)
         if fut is not None and not fut.done():
             fut.set_result(value)
         tape = self._tape
@@ -1050,14 +1078,44 @@ class WorkflowEngine:
         rec.finished = time.time()
         self.counts["failed"] += 1
         if fut is not None and not fut.done():
-            if isinstance(error, (KeyboardInterrupt, SystemExit)):
-                error = RuntimeError(f"task {rec.name!r} raised {type(error).__name__}")
+            if isinstance(error, (KeyboardInterrupt, SystemExit, StopIteration,
+                                  StopAsyncIteration, GeneratorExit)):
+                # the same on every path: a future cannot carry these as themselves
+                wrapped = RuntimeError(f"task {rec.name!r} raised {type(error).__name__}"
+                                       f"{': ' + _safe_text(error) if error.args else ''}")
+                wrapped.__cause__ = error
+                error = wrapped
+            elif not isinstance(error, BaseException):
+                error = EngineError(f"task {rec.name!r} failed with a non-exception {error!r}")
             fut.set_exception(error)
             # a failure nobody awaits is logged by asyncio at collection; the engine has
             # already told its dependents, so only unobserved leaves should warn
         if self._observers:
             self._emit(EventType.FAILED, rec, error)
         self._release(rec)
+
+    def _journal_failed(self, exc: BaseException) -> None:
+        """The journal cannot be written: stop the run loudly instead of losing records.
+
+        Every unfinished task (the one whose result could not be recorded included) fails
+        with the same :class:`EngineError`; new submissions are refused with it.
+        """
+        err = EngineError(f"the journal {getattr(self._journal, 'path', '')} cannot be written "
+                          f"({_safe_text(exc)}); the run stops so that no result goes "
+                          "unrecorded")
+        err.__cause__ = exc
+        log.error("%s", err)
+        self._fatal = err
+        self._journal = None
+        for other in list(self._active.values()):
+            if other.kind is not _BLOCK:
+                self._settle_failed(other, err)
+                backend = self.backends.get(other.backend)  # type: ignore[arg-type]
+                if backend is not None and other.attempts:
+                    try:
+                        backend.cancel(other.uid)
+                    except Exception:  # noqa: BLE001
+                        log.exception("backend %s failed to cancel %s", other.backend, other.uid)
 
     def _on_future_cancelled(self, rec: TaskRecord) -> None:
         """TaskFuture.cancel() landed: stop the work and cancel dependents at once."""
@@ -1116,12 +1174,18 @@ class WorkflowEngine:
                 what, rec = work.popleft()
                 if self._active.get(rec.uid) is not rec:
                     continue
-                if what is _SETTLED:
-                    self._dependencies_settled(rec)
-                else:
-                    fut = rec.future
-                    if fut is not None and not fut.done():
-                        fut.cancel()
+                try:
+                    if what is _SETTLED:
+                        self._dependencies_settled(rec)
+                    else:
+                        fut = rec.future
+                        if fut is not None and not fut.done():
+                            fut.cancel()
+                except Exception as exc:  # noqa: BLE001 - never leave a dependent pending
+                    log.exception("asyncflow-hpc failed while starting %s", rec.uid)
+                    self._settle_failed(rec, EngineError(
+                        f"asyncflow-hpc failed while starting task {rec.name!r} ({rec.uid}): "
+                        f"{_safe_text(exc)}"))
         finally:
             self._working = False
 
@@ -1239,7 +1303,7 @@ def _find_futures(args: tuple, kwargs: dict) -> tuple[list[asyncio.Future] | Non
         for a in kwargs.values():
             if type(a) not in _ATOMS:
                 stack.append(a)
-    guard = 0
+    visited: set[int] | None = None  # containers already searched (a structure may hold itself)
     while stack:
         a = stack.pop()
         if isinstance(a, asyncio.Future):
@@ -1249,9 +1313,11 @@ def _find_futures(args: tuple, kwargs: dict) -> tuple[list[asyncio.Future] | Non
                 seen.add(id(a))
                 found.append(a)  # type: ignore[union-attr]
         elif isinstance(a, _CONTAINERS):
-            guard += 1
-            if guard > 100_000:  # a self-containing structure: stop looking, it holds no more
-                break
+            if visited is None:
+                visited = set()
+            elif id(a) in visited:
+                continue
+            visited.add(id(a))
             items = a.values() if isinstance(a, dict) else a
             for x in items:
                 if type(x) not in _ATOMS:
@@ -1280,7 +1346,12 @@ def _place_markers(obj: Any, task_dir: str) -> Any:
 
 
 def _resolve(obj: Any, problems: list) -> Any:
-    """Replace futures by their results, keeping container types; collect failed inputs."""
+    """Replace futures by their results, keeping container types; collect failed inputs.
+
+    A container subclass is rebuilt faithfully (a copy of the object with its items
+    replaced, so its own ``__init__``, ``default_factory`` or ``maxlen`` survive), or refused
+    with a TypeError naming the type: never passed on with futures still inside.
+    """
     t = type(obj)
     if t in _ATOMS:
         return obj
@@ -1301,16 +1372,72 @@ def _resolve(obj: Any, problems: list) -> Any:
         return {k: _resolve(v, problems) for k, v in obj.items()}
     if t is set or t is frozenset:
         return t(_resolve(x, problems) for x in obj)
-    if isinstance(obj, _CONTAINERS):  # subclasses (namedtuple, OrderedDict...): keep as given
-        try:
-            if isinstance(obj, dict):
-                return type(obj)((k, _resolve(v, problems)) for k, v in obj.items())
-            if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-                return type(obj)(*(_resolve(x, problems) for x in obj))
-            return type(obj)(_resolve(x, problems) for x in obj)
-        except TypeError:
-            return obj
+    if isinstance(obj, _CONTAINERS):
+        return _rebuild(obj, problems)
     return obj
+
+
+def _rebuild(obj: Any, problems: list) -> Any:
+    """A container subclass (or deque) with its items resolved; see :func:`_resolve`."""
+    import copy
+
+    t = type(obj)
+    if not _holds_future(obj):
+        return obj  # nothing to replace: hand it over as given
+    try:
+        if isinstance(obj, tuple):
+            items = [_resolve(x, problems) for x in obj]
+            new = t(*items) if hasattr(obj, "_fields") else t(items)
+            if type(new) is t and len(new) == len(obj) and all(
+                    a is b for a, b in zip(new, items, strict=False)):
+                return new
+        elif isinstance(obj, frozenset):
+            items = [_resolve(x, problems) for x in obj]
+            new = t(items)
+            if type(new) is t and len(new) == len(set(map(id, items))):
+                return new
+        else:
+            new = copy.copy(obj)  # keeps the type, attributes, default_factory, maxlen
+            if type(new) is t:
+                if isinstance(obj, dict):
+                    for k, v in obj.items():
+                        dict.__setitem__(new, k, _resolve(v, problems))
+                    return new
+                if isinstance(obj, list):
+                    list.__setitem__(new, slice(None), [_resolve(x, problems) for x in obj])
+                    return new
+                if isinstance(obj, set):
+                    set.clear(new)
+                    set.update(new, (_resolve(x, problems) for x in obj))
+                    return new
+                if isinstance(obj, collections.deque):
+                    new.clear()
+                    new.extend(_resolve(x, problems) for x in obj)
+                    return new
+    except RecursionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported below, naming the type
+        raise TypeError(f"futures inside a {t.__module__}.{t.__qualname__} cannot be replaced "
+                        f"by their results ({type(exc).__name__}: {exc}); pass them in a "
+                        "list, tuple, set or dict") from exc
+    raise TypeError(f"futures inside a {t.__module__}.{t.__qualname__} cannot be replaced by "
+                    "their results faithfully; pass them in a list, tuple, set or dict")
+
+
+def _holds_future(obj: Any) -> bool:
+    found, _ = _find_futures((obj,), {})
+    return bool(found)
+
+
+def _safe_text(obj: object) -> str:
+    """``str(obj)``, even for an object whose ``__str__`` raises."""
+    try:
+        return str(obj)
+    except Exception:  # noqa: BLE001
+        try:
+            return f"<{type(obj).__name__} whose str() failed>"
+        except Exception:  # noqa: BLE001
+            return "<unprintable>"
 
 
 def _future_name(fut: asyncio.Future) -> str:

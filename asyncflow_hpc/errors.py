@@ -13,6 +13,7 @@ __all__ = [
     "BackendError",
     "ConfigurationError",
     "DependencyFailureError",
+    "EngineError",
     "ExecutableNotFoundError",
     "MissingOutputError",
     "PilotFailedError",
@@ -58,6 +59,10 @@ class MissingOutputError(AsyncFlowError, FileNotFoundError):
 
     def __str__(self) -> str:
         return self.args[0]
+
+
+class EngineError(AsyncFlowError, RuntimeError):
+    """asyncflow-hpc itself failed while handling a task (or must stop the run); says why."""
 
 
 class BackendError(AsyncFlowError):

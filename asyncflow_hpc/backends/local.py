@@ -152,10 +152,8 @@ class LocalExecutionBackend(ExecutionBackend):
                 except StopIteration as stop:
                     reporter.done(uid, stop.value)
                     continue
-                except BaseException as exc:
-                    reporter.failed(uid, exc)
-                    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                        raise
+                except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt too: the task's
+                    reporter.failed(uid, exc)  # error, the same on every path
                     continue
                 running[uid] = loop.create_task(self._run_coroutine(uid, coro, yielded),
                                                 context=ctx)
@@ -206,11 +204,9 @@ class LocalExecutionBackend(ExecutionBackend):
             if self._forget(uid):  # not cancelled through us: the coroutine cancelled itself
                 self.reporter.cancelled(uid)
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - the task's error, on every path alike
             if self._forget(uid):
                 self.reporter.failed(uid, exc)
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
         finally:
             coro.close()
 
@@ -227,6 +223,7 @@ class LocalExecutionBackend(ExecutionBackend):
     def _call_in_thread(self, uid: str, spec: TaskSpec) -> Any:
         self.reporter.threadsafe(uid, TaskState.RUNNING, node=self._host)
         return _call_body(spec.function, spec.args, spec.kwargs, spec.files, spec.name)
+
 
     def _finished(self, uid: str, fut: asyncio.Future) -> None:
         if self._running.pop(uid, None) is not fut:
@@ -572,15 +569,23 @@ class _OffLoop:
 def _start_body(spec: TaskSpec) -> Any:
     """On a worker loop: stage the task's files, then make its coroutine."""
     plan = spec.files
-    if plan is None:
-        return spec.function(*spec.args, **spec.kwargs)  # type: ignore[misc]
-    stage_in(plan)
-    return _checked(spec.function(*spec.args, **spec.kwargs), plan, spec.name)  # type: ignore[misc]
+    if plan is not None:
+        stage_in(plan)
+    coro = spec.function(*spec.args, **spec.kwargs)  # type: ignore[misc]
+    if not asyncio.iscoroutine(coro):
+        return coro
+    return _guarded(coro, plan, spec.name)
 
 
-async def _checked(coro: Any, plan: FilePlan, name: str) -> Any:
-    value = await coro
-    _check_outputs(plan, name)
+async def _guarded(coro: Any, plan: FilePlan | None = None, name: str = "") -> Any:
+    """Run a body's coroutine; KeyboardInterrupt and SystemExit become the task's error (a
+    worker loop must never be stopped by a body), and declared outputs are checked."""
+    try:
+        value = await coro
+    except (KeyboardInterrupt, SystemExit) as exc:
+        raise RuntimeError(f"task {name!r} raised {type(exc).__name__}") from exc
+    if plan is not None:
+        _check_outputs(plan, name)
     return value
 
 
@@ -605,9 +610,12 @@ def _call_body(func: Any, args: tuple, kwargs: dict, plan: FilePlan | None, name
     """Call a task body in a worker thread or process, with its files staged and checked."""
     if plan is not None:
         stage_in(plan)
-    result = func(*args, **kwargs)
-    if asyncio.iscoroutine(result):  # an async def body, or a callable returning a coroutine
-        result = _thread_loop().run_until_complete(result)
+    try:
+        result = func(*args, **kwargs)
+        if asyncio.iscoroutine(result):  # an async def body, or a callable returning one
+            result = _thread_loop().run_until_complete(_guarded(result, None, name))
+    except StopIteration as exc:  # a future cannot carry it: the same error as a coroutine's
+        raise RuntimeError(f"task body {name!r} raised StopIteration") from exc
     if plan is not None:
         _check_outputs(plan, name)
     return result
