@@ -27,6 +27,7 @@ from .errors import (
     TaskExecutionError,
     TaskTimeoutError,
     UnknownBackendError,
+    WorkerLostError,
 )
 from .events import Event, EventType
 from .files import InputFile, OutputFile
@@ -60,6 +61,7 @@ __all__ = [
     "TaskState",
     "TaskTimeoutError",
     "UnknownBackendError",
+    "WorkerLostError",
     "WorkflowEngine",
     "__version__",
     "run_workflow",

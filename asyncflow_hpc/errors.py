@@ -21,6 +21,7 @@ __all__ = [
     "TaskExecutionError",
     "TaskTimeoutError",
     "UnknownBackendError",
+    "WorkerLostError",
 ]
 
 
@@ -67,6 +68,11 @@ class EngineError(AsyncFlowError, RuntimeError):
 
 class BackendError(AsyncFlowError):
     """A backend could not start, submit or shut down."""
+
+
+class WorkerLostError(BackendError, RuntimeError):
+    """The worker process running a task died (the task's own doing: ``os._exit``, a signal,
+    an exception that could not be sent back); only that task fails."""
 
 
 class UnknownBackendError(ConfigurationError, KeyError):

@@ -44,6 +44,8 @@ from ..errors import (
 )
 from ..files import FilePlan, missing_outputs, stage_in
 from ..tasks import TaskKind, TaskSpec, TaskState
+from ._process_pool import ProcessRunner
+from ._reaper import Reaper
 from ._worker_loops import Door, WorkerLoops
 from .base import ExecutionBackend, launcher_node_failure
 
@@ -86,6 +88,8 @@ class LocalExecutionBackend(ExecutionBackend):
         self._devnull = -1
         self._door: Door | None = None
         self._loops: WorkerLoops | None = None
+        self._pool: ProcessRunner | None = None
+        self._reaper: Reaper | None = None
         self._workers = getattr(self.executor, "_max_workers", None) or (os.cpu_count() or 1)
 
     def describe(self) -> dict[str, Any]:
@@ -102,6 +106,20 @@ class LocalExecutionBackend(ExecutionBackend):
             self._door = Door(self.reporter.loop, self._from_worker)
             self._loops = WorkerLoops(self.executor, self._workers, self._report_from_worker)
         return self._loops
+
+    def _process_runner(self) -> ProcessRunner:
+        if self._pool is None:
+            self._pool = ProcessRunner(self.executor, self.reporter.loop,  # type: ignore[arg-type]
+                                       _run_pickled, self._from_pool)
+        return self._pool
+
+    def _from_pool(self, uid: str, ok: bool, value: Any) -> None:
+        if not self._forget(uid):
+            return  # cancelled or timed out by us: already reported
+        if ok:
+            self.reporter.done(uid, value)
+        else:
+            self.reporter.failed(uid, value)
 
     def _report_from_worker(self, kind: str, uid: str, value: Any) -> None:
         self._door.put((kind, uid, value))  # type: ignore[union-attr]
@@ -169,8 +187,13 @@ class LocalExecutionBackend(ExecutionBackend):
                         f"task {spec.name!r} cannot be sent to a process pool: its function or "
                         f"arguments are not picklable ({type(exc).__name__}: {exc})"))
                     continue
-                fut = loop.run_in_executor(self.executor, _run_pickled, blob, spec.files)
+                pool = self._process_runner()
+                running[uid] = _InPool(pool, uid)
+                pool.submit(spec, blob)
                 reporter.running(uid, self._host)
+                if spec.timeout:
+                    self._timers[uid] = loop.call_later(spec.timeout, self._timed_out, uid, spec)
+                continue
             else:
                 fut = loop.run_in_executor(self.executor, self._call_in_thread, uid, spec)
             running[uid] = fut
@@ -299,11 +322,17 @@ class LocalExecutionBackend(ExecutionBackend):
                 raise ExecutableNotFoundError(argv[0], spec.command_line,
                                               "is not executable (permission denied)") from None
             self.reporter.running(spec.uid, self._host)
+            reaper = self._reaper
+            if reaper is None:
+                reaper = self._reaper = Reaper(self.kill_grace)
+            reaper.add(proc.pid)  # its group dies with the campaign, even after kill -9
             try:
                 returncode = await proc.wait()
             except asyncio.CancelledError:
                 await self._kill(proc)
                 raise
+            finally:
+                reaper.remove(proc.pid)
             if returncode != 0:
                 raise TaskExecutionError(spec.command_line, returncode,
                                          _read_text(err_f, tail=STDERR_TAIL_BYTES), task=spec.name,
@@ -359,19 +388,33 @@ class LocalExecutionBackend(ExecutionBackend):
         if self._devnull >= 0:
             os.close(self._devnull)
             self._devnull = -1
-        # a process pool forgets its manager thread in shutdown(wait=False): keep it to join
-        manager = getattr(self.executor, "_executor_manager_thread", None)
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        # wait (bounded) for the workers to exit, on a thread of our own that we join: after
-        # shutdown no thread of ours is left (a body stuck forever in a thread cannot be stopped)
-        waiter = _Waiter(self.executor, asyncio.get_running_loop(), manager)
-        if not await waiter.wait(5) and self._processes:
-            for p in list((getattr(self.executor, "_processes", None) or {}).values()):
-                if p.is_alive():  # busy after the wait: end it
-                    p.terminate()
-            await waiter.wait(5)
+        pools = [self.executor]
+        if self._pool is not None:  # re-created after crashes: the current one and the old
+            pools = [self._pool.pool, *self._pool.old_pools]
+            if self._pool.abandoned:  # a timed-out task still runs there: do not wait for it
+                _terminate_workers(pools)
+        for pool in pools:
+            # a process pool forgets its manager thread in shutdown(wait=False): keep it
+            manager = getattr(pool, "_executor_manager_thread", None)
+            pool.shutdown(wait=False, cancel_futures=True)
+            # wait (bounded) for the workers to exit, on a thread of our own that we join:
+            # afterwards no thread of ours is left (a body stuck in a thread cannot be stopped)
+            waiter = _Waiter(pool, asyncio.get_running_loop(), manager)
+            if not await waiter.wait(5) and self._processes:
+                _terminate_workers([pool])  # busy after the wait: end them
+                await waiter.wait(5)
         if self._loops is not None:
             self._loops.close()
+        if self._reaper is not None:
+            self._reaper.close()
+            self._reaper = None
+
+
+def _terminate_workers(pools: list[Executor]) -> None:
+    for pool in pools:
+        for p in list((getattr(pool, "_processes", None) or {}).values()):
+            if p.is_alive():
+                p.terminate()
 
 
 class _Waiter:
@@ -551,7 +594,41 @@ def _run_pickled(blob: bytes, plan: FilePlan | None = None) -> Any:
     import pickle
 
     func, args, kwargs = pickle.loads(blob)
-    return _call_body(func, args, kwargs, plan, getattr(func, "__name__", "task"))
+    name = getattr(func, "__name__", "task")
+    try:
+        return _call_body(func, args, kwargs, plan, name)
+    except BaseException as exc:  # noqa: BLE001 - sent back as itself when it survives pickling
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:  # noqa: BLE001 - would break the pool in the parent: send its text
+            import traceback
+
+            raise TaskBodyError(f"task {name!r} raised {type(exc).__name__}: {_text(exc)}\n"
+                                + "".join(traceback.format_exception(exc))) from None
+        raise
+
+
+class TaskBodyError(RuntimeError):
+    """A body's exception that could not be sent back from a worker process as itself."""
+
+
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001
+        return "<unprintable>"
+
+
+class _InPool:
+    """Stands in ``_running`` for a body in the process pool."""
+
+    __slots__ = ("_pool", "_uid")
+
+    def __init__(self, pool: ProcessRunner, uid: str) -> None:
+        self._pool, self._uid = pool, uid
+
+    def cancel(self) -> None:
+        self._pool.give_up(self._uid)
 
 
 class _OffLoop:
