@@ -65,8 +65,13 @@ class LocalExecutionBackend(ExecutionBackend):
     name = "local"
 
     def __init__(self, executor: Executor | None = None, *, name: str = "local",
-                 max_processes: int | None = None, kill_grace: float = 2.0) -> None:
+                 max_processes: int | None = None, kill_grace: float = 2.0,
+                 max_output: int = 64 << 20) -> None:
         super().__init__()
+        if isinstance(max_output, bool) or not isinstance(max_output, int) or max_output < 0:
+            raise ConfigurationError(f"max_output must be a number of bytes >= 0, got {max_output!r}")
+        # stdout kept in memory per executable; the whole output beyond it goes to a file
+        self.max_output = max_output
         if executor is not None and not isinstance(executor, Executor):
             raise ConfigurationError(
                 f"LocalExecutionBackend needs a concurrent.futures Executor, got {executor!r}")
@@ -349,6 +354,9 @@ class LocalExecutionBackend(ExecutionBackend):
                 _check_outputs(spec.files, spec.name)
             if spec.stdio is not None:
                 return spec.stdio[0]  # radical.asyncflow: the result is the stdout file's path
+            size = os.fstat(out_f.fileno()).st_size
+            if size > self.max_output:
+                return _spill(out_f, size, self.max_output, spec.name)
             return _read_text(out_f)
         finally:
             if spec.stdio is not None:
@@ -568,6 +576,33 @@ def _read_text(fh: Any, tail: int | None = None) -> str:
         return os.pread(fd, size - start, start).decode(errors="replace")
     with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm, memoryview(mm) as view:
         return str(view[start:], "utf-8", "replace")
+
+
+class SpilledOutput(str):
+    """An executable's stdout larger than ``max_output``: the first ``max_output`` bytes as
+    text, and the whole output in the file at ``.path`` (``.size`` bytes)."""
+
+    path: str
+    size: int
+
+
+def _spill(fh: Any, size: int, keep: int, name: str) -> SpilledOutput:
+    """Copy the whole output to a private file (no symlink followed); keep its head in memory."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
+    fd, path = tempfile.mkstemp(prefix=f"asyncflow-hpc-{safe}-", suffix=".stdout")
+    try:
+        src, offset = fh.fileno(), 0
+        while offset < size:
+            sent = os.sendfile(fd, src, offset, size - offset)
+            if sent == 0:
+                break
+            offset += sent
+    finally:
+        os.close(fd)
+    head = os.pread(fh.fileno(), keep, 0).decode(errors="replace") if keep else ""
+    out = SpilledOutput(head)
+    out.path, out.size = path, size
+    return out
 
 
 def _stdio_file(path: str) -> Any:

@@ -176,3 +176,30 @@ def test_a_timed_out_process_task_does_not_hold_the_exit(tmp_path):
     assert took < 10, out.stdout  # not the task's 120 s
     pids = [int(p) for p in pids_file.read_text().split()]
     assert not _gone(pids)
+
+
+def test_huge_stdout_is_capped_in_memory_and_spilled_to_a_file(tmp_path):
+    import asyncio
+
+    from asyncflow_hpc import LocalExecutionBackend, WorkflowEngine
+    from asyncflow_hpc.backends.local import SpilledOutput
+
+    async def main():
+        backend = await LocalExecutionBackend(max_output=1 << 20)
+        async with WorkflowEngine.create(backend=backend, install_signal_handlers=False) as flow:
+            @flow.executable_task
+            def big():
+                return "sh -c 'head -c 50000000 /dev/zero | tr \"\\\\0\" a'"
+
+            @flow.executable_task
+            def small():
+                return "echo hi"
+
+            out = await big()
+            assert isinstance(out, SpilledOutput) and len(out) == 1 << 20
+            assert out.size == 50_000_000 == os.path.getsize(out.path)
+            assert oct(os.stat(out.path).st_mode & 0o777) == "0o600"
+            os.unlink(out.path)
+            assert await small() == "hi\n" and not isinstance(await small(), SpilledOutput)
+
+    asyncio.run(main())
