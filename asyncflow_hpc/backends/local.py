@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
+from .._threads import ThreadCall
 from ..errors import (
     ConfigurationError,
     ExecutableNotFoundError,
@@ -407,7 +408,7 @@ class LocalExecutionBackend(ExecutionBackend):
             pool.shutdown(wait=False, cancel_futures=True)
             # wait (bounded) for the workers to exit, on a thread of our own that we join:
             # afterwards no thread of ours is left (a body stuck in a thread cannot be stopped)
-            waiter = _Waiter(pool, asyncio.get_running_loop(), manager)
+            waiter = ThreadCall(_shut, pool, manager, name="asyncflow-hpc-shutdown")
             if not await waiter.wait(5) and self._processes:
                 _terminate_workers([pool])  # busy after the wait: end them
                 await waiter.wait(5)
@@ -418,43 +419,17 @@ class LocalExecutionBackend(ExecutionBackend):
             self._reaper = None
 
 
+def _shut(pool: Executor, manager: threading.Thread | None) -> None:
+    pool.shutdown(wait=True)
+    if manager is not None:
+        manager.join()
+
+
 def _terminate_workers(pools: list[Executor]) -> None:
     for pool in pools:
         for p in list((getattr(pool, "_processes", None) or {}).values()):
             if p.is_alive():
                 p.terminate()
-
-
-class _Waiter:
-    """``executor.shutdown(wait=True)`` on a thread of its own, awaited without polling."""
-
-    def __init__(self, executor: Executor, loop: asyncio.AbstractEventLoop,
-                 manager: threading.Thread | None) -> None:
-        self._done = loop.create_future()
-
-        def run() -> None:
-            try:
-                executor.shutdown(wait=True)
-                if manager is not None:
-                    manager.join()
-            finally:
-                loop.call_soon_threadsafe(_set_result, self._done)
-
-        self._thread = threading.Thread(target=run, name="asyncflow-hpc-shutdown", daemon=True)
-        self._thread.start()
-
-    async def wait(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(asyncio.shield(self._done), timeout)
-        except asyncio.TimeoutError:
-            return False
-        self._thread.join()
-        return True
-
-
-def _set_result(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _process_args(spec: TaskSpec) -> tuple[list[str], str | None, dict[str, str] | None]:

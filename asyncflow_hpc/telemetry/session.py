@@ -34,6 +34,7 @@ import socket
 import time
 from typing import Any
 
+from .._threads import in_thread
 from .._version import __version__
 from ..events import EventType
 from ..tasks import TaskKind
@@ -358,20 +359,19 @@ class TelemetrySession:
         if self._timer is not None:
             self._timer.cancel()
         self._unsubscribe()
-        loop = asyncio.get_running_loop()
         if self.worker is not None:
             # a last resource sample (so short runs have one too), handed over on the loop
-            await loop.run_in_executor(None, self.worker.stop_sampling)
+            await in_thread(self.worker.stop_sampling)
             await asyncio.sleep(0)
             self._finish_worker()
             self.worker.detach()
-            await loop.run_in_executor(None, self.worker.close)
+            await in_thread(self.worker.close)
         else:
             self.writer.tick_now()  # type: ignore[union-attr]  # a last sample, for short runs
             self.writer.write(self._final_text())  # type: ignore[union-attr]
-            await loop.run_in_executor(None, self.writer.close)  # type: ignore[union-attr]
+            await in_thread(self.writer.close)  # type: ignore[union-attr]
         if self._bridge is not None:
-            await loop.run_in_executor(None, self._bridge.force_flush)
+            await in_thread(self._bridge.force_flush)
 
     def _at_exit(self) -> None:
         """The process ends without an engine shutdown: still leave a complete log."""

@@ -143,10 +143,12 @@ def test_huge_output_is_not_held_twice(tmp_path):
 
     code = textwrap.dedent('''
         import asyncio, resource
-        from asyncflow_hpc import WorkflowEngine
+        from asyncflow_hpc import LocalExecutionBackend, WorkflowEngine
 
         async def main():
-            async with WorkflowEngine.create(install_signal_handlers=False) as flow:
+            backend = await LocalExecutionBackend(max_output=1 << 30)  # kept whole in memory
+            async with WorkflowEngine.create(backend=backend,
+                                             install_signal_handlers=False) as flow:
                 @flow.executable_task
                 def big():
                     return "sh -c 'head -c 100000000 /dev/zero | tr \\"\\\\\\\\0\\" a'"
