@@ -21,12 +21,14 @@ from .errors import (
     ConfigurationError,
     DependencyFailureError,
     ExecutableNotFoundError,
+    JournalError,
     MissingOutputError,
     PilotFailedError,
     TaskDescriptionError,
     TaskExecutionError,
     TaskTimeoutError,
     UnknownBackendError,
+    UnsafePathError,
 )
 from .events import Event, EventType
 from .files import InputFile, OutputFile
@@ -46,6 +48,7 @@ __all__ = [
     "ExecutableNotFoundError",
     "ExecutionBackend",
     "InputFile",
+    "JournalError",
     "LocalExecutionBackend",
     "MissingOutputError",
     "NoopExecutionBackend",
@@ -60,6 +63,7 @@ __all__ = [
     "TaskState",
     "TaskTimeoutError",
     "UnknownBackendError",
+    "UnsafePathError",
     "WorkflowEngine",
     "__version__",
     "run_workflow",
