@@ -246,7 +246,7 @@ class Journal:
         try:
             self._open()
         except BaseException:
-            self._release()
+            self.release()
             raise
 
     def _open(self) -> None:
@@ -401,7 +401,8 @@ class Journal:
             except OSError as exc:
                 log.warning("journal %s: fsync failed: %s", self.path, exc.strerror or exc)
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Close the journal and its lock at once, without the final fsync."""
         for name in ("_fd", "_lock_fd"):
             fd = getattr(self, name)
             if fd >= 0:
@@ -420,7 +421,7 @@ class Journal:
                 os.fsync(self._fd)
             except OSError as exc:
                 log.warning("journal %s: fsync failed: %s", self.path, exc.strerror or exc)
-        self._release()
+        self.release()
         if self.hits or self.written:
             log.info("journal %s: %d result(s) reused, %d recorded", self.path, self.hits,
                      self.written)
