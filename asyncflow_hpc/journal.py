@@ -196,8 +196,8 @@ def lock_journal(path: str | os.PathLike) -> int:
     except UnsafePathError:
         raise
     except OSError as exc:
-        raise JournalError(f"cannot open the journal lock {lock_path}: "
-                           f"{exc.strerror or exc}", path, exc.errno) from None
+        raise JournalError(f"cannot use journal {path}: {exc.strerror or exc}", path,
+                           exc.errno) from None
     try:
         import fcntl
 
@@ -257,7 +257,7 @@ class Journal:
         except UnsafePathError:
             raise
         except OSError as exc:
-            raise JournalError(f"cannot open journal {path}: {exc.strerror or exc}", path,
+            raise JournalError(f"cannot use journal {path}: {exc.strerror or exc}", path,
                                exc.errno) from None
         self._load()
         size = os.fstat(self._fd).st_size

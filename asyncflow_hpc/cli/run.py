@@ -95,15 +95,18 @@ def run_command(script: str, script_args: tuple[str, ...], backend: str | None,
     for var in claimed_elsewhere():
         env.pop(var, None)
     # every run keeps a journal, so that a crashed run can always be resumed
-    journal = journal or env.get("ASYNCFLOW_HPC_JOURNAL") or str(
-        default_journal(script, campaign_id))
+    # absolute: a script that changes its folder still finds them
+    journal = os.path.abspath(journal or env.get("ASYNCFLOW_HPC_JOURNAL")
+                              or default_journal(script, campaign_id))
     telemetry = telemetry or env.get("ASYNCFLOW_HPC_TELEMETRY")
+    if telemetry:
+        telemetry = os.path.abspath(telemetry)
     try:
         _prepare_journal(Path(journal), fresh=not resume)
     except (JournalError, UnsafePathError) as exc:
         _fail(exc)
     except OSError as exc:
-        _fail(f"cannot use journal {journal}: {exc.strerror or exc}")
+        _fail(f"JournalError: cannot use journal {journal}: {exc.strerror or exc}")
     env["ASYNCFLOW_HPC_JOURNAL"] = journal
     mine = {"ASYNCFLOW_HPC_JOURNAL": journal}
     if telemetry:
