@@ -102,13 +102,13 @@ def check_dir(path: str | os.PathLike) -> os.stat_result:
     st = os.stat(p)
     if not stat.S_ISDIR(st.st_mode):
         raise NotADirectoryError(errno.ENOTDIR, "not a folder", p)
-    if not _trusted(st.st_uid):
-        raise UnsafePathError(f"refusing to write in {p}: the folder belongs to user "
-                              f"{_user(st.st_uid)}", p)
     if st.st_mode & stat.S_IWOTH:
         raise UnsafePathError(f"refusing to write in {p}: anyone may write to this folder "
                               f"(mode {stat.S_IMODE(st.st_mode):04o}); use a folder of your own",
                               p)
+    if not _trusted(st.st_uid):
+        raise UnsafePathError(f"refusing to write in {p}: the folder belongs to user "
+                              f"{_user(st.st_uid)}", p)
     return st
 
 
@@ -125,6 +125,10 @@ def private_dir(path: str | os.PathLike) -> str:
         cur = os.path.dirname(cur)
     if missing:
         _check_chain(cur)  # do not create anything under a folder another user controls
+        st = os.stat(cur)
+        if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
+            raise UnsafePathError(f"refusing to use {p}: anyone may change the folder {cur} "
+                                  f"(mode {stat.S_IMODE(st.st_mode):04o}, no sticky bit)", p)
         for d in reversed(missing):
             try:
                 os.mkdir(d, 0o700)
