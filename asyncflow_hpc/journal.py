@@ -348,12 +348,12 @@ class Journal:
     def record(self, key: str, rec: TaskRecord, value: Any) -> None:
         """Append the result of a finished task; raises :class:`JournalError` when the
         journal cannot be written (a full disk, say)."""
-        fields: dict[str, Any] = {"k": key}
         entry: tuple | None = None
+        body = ""
         if _exact_json(value):
             try:
                 text = json.dumps(value, separators=(",", ":"), allow_nan=False)
-                fields["j"] = value
+                body = f'"j":{text}'
                 entry = ("s", text)
             except (ValueError, RecursionError):  # an int too long for str(), say
                 entry = None
@@ -371,10 +371,11 @@ class Journal:
             if secret is None:
                 return
             mac = _mac(secret, key, blob)
-            fields["p"], fields["h"] = blob, mac
+            body = f'"p":"{blob}","h":"{mac}"'
             entry = ("p", blob, mac)
-        fields.update(name=rec.name, wf=rec.workflow_id, t=round(time.time(), 3))
-        line = json.dumps(fields, separators=(",", ":"), allow_nan=False) + "\n"
+        meta = json.dumps({"name": rec.name, "wf": rec.workflow_id, "t": round(time.time(), 3)},
+                          separators=(",", ":"))
+        line = f'{{"k":{json.dumps(key)},{body},{meta[1:]}\n'
         self._write(line.encode())
         self._recorded[key] = entry
         self.written += 1
