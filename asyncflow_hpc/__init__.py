@@ -29,6 +29,7 @@ from .errors import (
     TaskTimeoutError,
     UnknownBackendError,
     UnsafePathError,
+    WorkerLostError,
 )
 from .events import Event, EventType
 from .files import InputFile, OutputFile
@@ -64,6 +65,7 @@ __all__ = [
     "TaskTimeoutError",
     "UnknownBackendError",
     "UnsafePathError",
+    "WorkerLostError",
     "WorkflowEngine",
     "__version__",
     "run_workflow",

@@ -22,6 +22,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import math
 import os
 import shlex
 import signal
@@ -40,9 +41,12 @@ from .descriptions import check_task_description
 from .errors import (
     ConfigurationError,
     DependencyFailureError,
+    EngineError,
+    TaskDescriptionError,
     UnknownBackendError,
 )
 from .events import Event, EventType, Observer
+from .files import FilePlan, InputFile, OutputFile, StageIn, _FileMarker
 from .tasks import TaskFuture, TaskKind, TaskRecord, TaskSpec, TaskState
 
 __all__ = ["WorkflowEngine"]
@@ -56,7 +60,9 @@ _DONE, _FAILED, _CANCELLED, _RUNNING = (
 _FUNCTION, _EXECUTABLE, _BLOCK = TaskKind.FUNCTION, TaskKind.EXECUTABLE, TaskKind.BLOCK
 # argument types that can never hold a future: skipped without a look inside
 _ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
-_CONTAINERS = (list, tuple, set, frozenset, dict)
+_CONTAINERS = (list, tuple, set, frozenset, dict, collections.deque)
+#: the longest wait between two attempts, whatever the backoff asks
+MAX_RETRY_DELAY = 3600.0
 _SETTLED, _CANCEL = object(), object()  # kinds of follow-up work in WorkflowEngine._work
 
 
@@ -64,25 +70,45 @@ class _TaskOptions:
     """What a decorator captured once, so a call does no introspection."""
 
     __slots__ = ("kind", "func", "name", "is_async", "task_description", "backend", "service",
-                 "capture_stdio", "retries", "timeout", "retry_backoff")
+                 "capture_stdio", "retries", "timeout", "retry_backoff", "inline", "engine")
 
     def __init__(self, kind: TaskKind, func: Callable, *, backend: str | None, service: bool,
                  capture_stdio: bool, retries: int, timeout: float | None,
-                 task_description: Mapping | None, retry_backoff: float) -> None:
+                 task_description: Mapping | None, retry_backoff: float,
+                 inline: bool | None, engine: WorkflowEngine) -> None:
         if not callable(func):
             raise TypeError(f"a task must decorate a function, got {func!r}")
         self.kind = kind
         self.func = func
         self.name = getattr(func, "__name__", None) or type(func).__name__
         self.is_async = inspect.iscoroutinefunction(func)
+        self.engine = engine  # records read the engine's file root and components through it
         if kind is _BLOCK and not self.is_async:
             raise TypeError(f"@block needs an 'async def' function, got {self.name!r}")
+        if not isinstance(service, bool):
+            raise TypeError(f"service= must be True or False, got {service!r}")
+        if service:
+            raise ConfigurationError(
+                f"service=True on {self.name!r} is not supported: asyncflow-hpc has no service "
+                "tasks (long-running endpoints other tasks talk to); start the service from an "
+                "executable task or outside the campaign")
+        if not isinstance(capture_stdio, bool):
+            raise TypeError(f"capture_stdio= must be True or False, got {capture_stdio!r}")
+        if inline is not None and not isinstance(inline, bool):
+            raise TypeError(f"inline= must be True, False or None, got {inline!r}")
+        if inline and kind is not _FUNCTION:
+            raise ConfigurationError(f"inline=True applies to function tasks only ({self.name!r})")
+        self.inline = inline
         td: dict = {}
         try:
             param = inspect.signature(func).parameters.get("task_description")
         except (TypeError, ValueError):
             param = None
-        if param is not None and isinstance(param.default, Mapping):
+        if param is not None and param.default not in (inspect.Parameter.empty, None):
+            if not isinstance(param.default, Mapping):
+                raise TaskDescriptionError(
+                    f"the default of 'task_description' in {self.name!r} must be a dict, got "
+                    f"{type(param.default).__name__}")
             td.update(param.default)
         if task_description:
             td.update(task_description)
@@ -97,8 +123,12 @@ class _TaskOptions:
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ConfigurationError(f"retries= must be an integer >= 0, got {retries!r}")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                    or timeout <= 0):
+                                    or not math.isfinite(timeout) or timeout <= 0):
             raise ConfigurationError(f"timeout= must be a number of seconds > 0, got {timeout!r}")
+        if (isinstance(retry_backoff, bool) or not isinstance(retry_backoff, (int, float))
+                or not math.isfinite(retry_backoff) or retry_backoff < 0):
+            raise ConfigurationError(
+                f"retry_backoff= must be a number of seconds >= 0, got {retry_backoff!r}")
         self.retries = retries
         self.timeout = timeout
         self.retry_backoff = retry_backoff
@@ -147,8 +177,14 @@ class WorkflowEngine:
         telemetry: str | os.PathLike | None = None,
         progress: str | None = None,
         journal: str | os.PathLike | None = None,
+        inline: bool | None = None,
+        keep_components: bool | None = None,
     ) -> None:
         self.uid = uid or f"engine.{uuid.uuid4().hex[:8]}"
+        if not isinstance(self.uid, str) or not self.uid or os.sep in self.uid:
+            raise ConfigurationError(f"uid= must be a non-empty name without '/', got {uid!r}")
+        # inline=True: async def bodies run on this loop (fast path for bodies that never block)
+        self.inline = env_flag("ASYNCFLOW_HPC_INLINE", inline, default=False)
         self.dry_run = dry_run
         self.implicit_data = implicit_data
         # an explicit work_dir holds backend state (RP sessions, sandboxes); without one the
@@ -160,8 +196,15 @@ class WorkflowEngine:
         self.backends: dict[str, ExecutionBackend] = {}
         self._default_backend: ExecutionBackend | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # uid -> record, weakly: a record lives as long as its future (or while unfinished)
-        self.components = Components()
+        # every task and block until shutdown (compact once finished), or only live ones
+        self.components = Components(
+            keep=env_flag("ASYNCFLOW_HPC_KEEP_COMPONENTS", keep_components, default=True))
+        # files between tasks: declared outputs per task uid, and the last producer per name
+        self._file_outputs: dict[str, tuple[str, ...]] = {}
+        self._producer_by_name: dict[str, str] = {}
+        self._files_root_ready = False
+        self._thread_id: int | None = None
+        self._fatal: BaseException | None = None  # set when the run must stop (journal lost)
         self._active: dict[str, TaskRecord] = {}
         self._outbox: dict[ExecutionBackend, list[TaskSpec]] = {}
         self._flush_scheduled = False
@@ -213,6 +256,7 @@ class WorkflowEngine:
         if self._started:
             return self
         self._loop = asyncio.get_running_loop()
+        self._thread_id = threading.get_ident()
         self._owner_task = asyncio.current_task()
         if self._work_dir_given:
             self._private_work_dir()
@@ -311,6 +355,23 @@ class WorkflowEngine:
     def is_running(self) -> bool:
         return self._started and not self._closed
 
+    @property
+    def backend(self) -> ExecutionBackend | None:
+        """The default backend (the first one given)."""
+        return self._default_backend
+
+    @property
+    def files_root(self) -> Path:
+        """``{work_dir}/{uid}``: captured stdio files and the directories of file tasks."""
+        return self.work_dir / self.uid
+
+    def _ensure_files_root(self) -> str:
+        root = self.files_root
+        if not self._files_root_ready:
+            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._files_root_ready = True
+        return str(root)
+
     # ------------------------------------------------------------------ signals
     def _install_signal_handlers(self) -> None:
         loop = self._loop
@@ -368,11 +429,17 @@ class WorkflowEngine:
                       backend: str | None = None, capture_stdio: bool = False,
                       retries: int = 0, timeout: float | None = None,
                       task_description: Mapping | None = None,
-                      retry_backoff: float = 0.0) -> Any:
-        """Decorate a function whose body runs on a backend; the future yields its return value."""
+                      retry_backoff: float = 0.0, inline: bool | None = None) -> Any:
+        """Decorate a function whose body runs on a backend; the future yields its return value.
+
+        The body (``def`` or ``async def``) runs off the engine's loop: in the backend's
+        workers. ``inline=True`` runs an ``async def`` body on the engine's loop instead (the
+        fast path, for bodies that never block); ``None`` follows the engine's ``inline=``.
+        """
         return self._decorator(_FUNCTION, func, service=service, backend=backend,
                                capture_stdio=capture_stdio, retries=retries, timeout=timeout,
-                               task_description=task_description, retry_backoff=retry_backoff)
+                               task_description=task_description, retry_backoff=retry_backoff,
+                               inline=inline)
 
     def executable_task(self, func: F | None = None, /, *, service: bool = False,
                         backend: str | None = None, capture_stdio: bool = False,
@@ -382,18 +449,19 @@ class WorkflowEngine:
         """Decorate a function that returns a command line; the future yields its stdout."""
         return self._decorator(_EXECUTABLE, func, service=service, backend=backend,
                                capture_stdio=capture_stdio, retries=retries, timeout=timeout,
-                               task_description=task_description, retry_backoff=retry_backoff)
+                               task_description=task_description, retry_backoff=retry_backoff,
+                               inline=None)
 
     def block(self, func: F | None = None, /, *, service: bool = False,
               backend: str | None = None, capture_stdio: bool = False) -> Any:
         """Decorate an ``async def`` that composes tasks; calling it returns a future too."""
         return self._decorator(_BLOCK, func, service=service, backend=backend,
                                capture_stdio=capture_stdio, retries=0, timeout=None,
-                               task_description=None, retry_backoff=0.0)
+                               task_description=None, retry_backoff=0.0, inline=None)
 
     def _decorator(self, kind: TaskKind, func: Callable | None, **kw: Any) -> Any:
         def wrap(f: Callable) -> Callable[..., TaskFuture]:
-            opts = _TaskOptions(kind, f, **kw)
+            opts = _TaskOptions(kind, f, engine=self, **kw)
             call = self._call
 
             @functools.wraps(f)
@@ -509,6 +577,13 @@ class WorkflowEngine:
             raise RuntimeError(
                 f"cannot submit {opts.name!r}: the workflow engine is {state} "
                 "(create it with 'await WorkflowEngine.create(...)')")
+        if self._fatal is not None:
+            raise EngineError(f"cannot submit {opts.name!r}: {self._fatal}")
+        if threading.get_ident() != self._thread_id:
+            raise RuntimeError(
+                f"cannot submit {opts.name!r} from this thread: task bodies run in the backend's "
+                "workers, and tasks are submitted from the engine's event loop only; to compose "
+                "tasks, decorate the composing function with @flow.block instead")
         td = opts.task_description
         wid = None
         bad_td: BaseException | None = None
@@ -523,7 +598,7 @@ class WorkflowEngine:
                         except ConfigurationError as exc:
                             bad_td = exc
                     else:
-                        bad_td = ConfigurationError(
+                        raise TaskDescriptionError(
                             f"task_description of {opts.name!r} must be a dict, got "
                             f"{type(call_td).__name__}")
             if "workflow_id" in kwargs:
@@ -574,7 +649,13 @@ class WorkflowEngine:
             self._settle_failed(rec, bad_td)
             return fut
 
-        deps = _find_futures(args, kwargs) if (args or kwargs) else None
+        deps, markers = _find_futures(args, kwargs) if (args or kwargs) else (None, None)
+        if markers and kind is not _BLOCK:
+            try:
+                deps = self._declare_files(rec, markers, deps)
+            except (TypeError, ValueError) as exc:
+                self._settle_failed(rec, exc)
+                return fut
         if deps:
             waiting = 0
             dep_uids = rec.dependencies
@@ -605,6 +686,62 @@ class WorkflowEngine:
             self._loop.call_soon(self._flush_soon)  # type: ignore[union-attr]
         return fut
 
+    def _declare_files(self, rec: TaskRecord, markers: list, deps: list | None) -> list | None:
+        """Note a task's file markers; an InputFile named like an earlier task's OutputFile
+        makes that task a dependency (the file must exist before this task starts)."""
+        rec.files = markers
+        outputs = []
+        for m in markers:
+            if type(m) is OutputFile:
+                if m.filename not in outputs:
+                    outputs.append(m.filename)
+            elif type(m) is InputFile and m.path == m.filename:
+                producer = self._producer_by_name.get(m.filename)
+                if producer is not None:
+                    prec = self._active.get(producer)
+                    if prec is not None and prec.future is not None:
+                        deps = [*(deps or ()), prec.future]
+                    elif producer not in rec.dependencies:
+                        rec.dependencies.append(producer)  # finished already: for the record
+        if outputs:
+            self._file_outputs[rec.uid] = tuple(outputs)
+            for name in outputs:
+                self._producer_by_name[name] = rec.uid
+        return deps
+
+    def _file_plan(self, rec: TaskRecord) -> FilePlan | None:
+        """Where a file task runs and what is staged in: producers' outputs (implicit data),
+        InputFiles (by producer name, or from outside the campaign), declared outputs."""
+        markers = rec.files or ()
+        inputs: dict[str, StageIn] = {}
+        outs = self._file_outputs
+        root = str(self.files_root)
+        if self.implicit_data and outs:
+            for dep in rec.dependencies:
+                for name in outs.get(dep, ()):
+                    inputs.setdefault(name, StageIn(os.path.join(root, dep, name), name, "link"))
+        for m in markers:
+            if type(m) is not InputFile:
+                continue
+            name = m.filename
+            producer = self._producer_by_name.get(name) if m.path == name else None
+            if producer is not None and producer != rec.uid:
+                inputs[name] = StageIn(os.path.join(root, producer, name), name, "link")
+            elif m.is_url:
+                inputs[name] = StageIn(m.path, name, "copy")
+            elif os.path.isfile(m.path):
+                inputs[name] = StageIn(os.path.abspath(m.path), name, "copy")
+            else:
+                raise FileNotFoundError(
+                    f"InputFile {m.path!r} of task {rec.name!r} is not an OutputFile of an "
+                    "earlier task, an existing file or a URL")
+        if not inputs and not markers:
+            return None
+        self._ensure_files_root()
+        task_dir = os.path.join(root, rec.uid)
+        outputs = list(outs.get(rec.uid, ()))
+        return FilePlan(task_dir, list(inputs.values()), outputs)
+
     def _foreign_dep_done(self, rec: TaskRecord, _fut: asyncio.Future) -> None:
         if self._active.get(rec.uid) is not rec:
             return
@@ -626,6 +763,9 @@ class WorkflowEngine:
                 self._settle_failed(rec, ConfigurationError(
                     f"arguments of {rec.name!r} are nested too deeply (or contain a cycle)"))
                 return
+            except TypeError as exc:
+                self._settle_failed(rec, TypeError(f"arguments of {rec.name!r}: {exc}"))
+                return
             if problems:
                 if any(p[1] is None for p in problems):  # a cancelled input
                     rec.future.cancel()  # type: ignore[union-attr]
@@ -636,12 +776,23 @@ class WorkflowEngine:
                     failed_dependencies=names, root_cause=problems[0][1])
                 self._settle_failed(rec, err)
                 return
+        kind = rec.kind
+        if kind is not _BLOCK and (rec.files is not None or (
+                self._file_outputs and rec.dependencies and self.implicit_data)):
+            try:
+                plan = self._file_plan(rec)
+            except (OSError, ValueError) as exc:
+                self._settle_failed(rec, exc)
+                return
+            rec.files = plan
+            if plan is not None:
+                args = _place_markers(args, plan.task_dir)
+                kwargs = _place_markers(kwargs, plan.task_dir) if kwargs else kwargs
         rec.args, rec.kwargs = args, kwargs
         if self._tape is not None:
             rec.resolved = time.time()
         if self._observers:
             self._emit(EventType.RESOLVED, rec)
-        kind = rec.kind
         if kind is _BLOCK:
             self._start_block(rec)
         elif kind is _EXECUTABLE:
@@ -651,10 +802,12 @@ class WorkflowEngine:
                 return
             opts: _TaskOptions = rec.options
             td = rec.task_description
+            inline = opts.inline
             rec.spec = TaskSpec(
                 rec.uid, rec.name, _FUNCTION, function=rec.function, args=args, kwargs=kwargs,
                 is_async=opts.is_async, description=td, workflow_id=rec.workflow_id,
-                timeout=td.get("timeout", opts.timeout) if td else opts.timeout)
+                timeout=td.get("timeout", opts.timeout) if td else opts.timeout,
+                inline=self.inline if inline is None else inline, files=rec.files)
             self._queue(rec, rec.resolved)  # queued in the same step: one clock reading
 
     def _build_executable(self, rec: TaskRecord) -> None:
@@ -696,10 +849,19 @@ class WorkflowEngine:
         if self._journal is not None and self._replayed(rec, (command, shell)):
             return
         rec.command = command
+        stdio = None
+        if opts.capture_stdio:
+            try:
+                root = self._ensure_files_root()
+            except OSError as exc:
+                self._settle_failed(rec, exc)
+                return
+            stdio = (os.path.join(root, rec.uid + ".stdout"), os.path.join(root, rec.uid + ".stderr"))
         rec.spec = TaskSpec(
             rec.uid, rec.name, _EXECUTABLE, command=command, shell=shell, description=td,
             workflow_id=rec.workflow_id,
-            timeout=td.get("timeout", opts.timeout) if td else opts.timeout)
+            timeout=td.get("timeout", opts.timeout) if td else opts.timeout,
+            stdio=stdio, files=rec.files)
         self._queue(rec)
 
     def _replayed(self, rec: TaskRecord, command: Any) -> bool:
@@ -802,7 +964,23 @@ class WorkflowEngine:
     # ------------------------------------------------------------------ reports
     def _on_report(self, uid: str, state: TaskState, value: Any, error: BaseException | None,
                    node: str | None) -> None:
-        """The backends' single entry point (always on the loop)."""
+        """The backends' single entry point (always on the loop).
+
+        Nothing raised by the engine's own completion, retry or journal code may leave a
+        future pending: such a failure fails the task with an :class:`EngineError`.
+        """
+        try:
+            self._report(uid, state, value, error, node)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours, or a hostile exception object
+            rec = self._active.get(uid)
+            log.exception("asyncflow-hpc failed while handling a report about %s", uid)
+            if rec is not None:
+                self._settle_failed(rec, EngineError(
+                    f"asyncflow-hpc failed while completing task {rec.name!r} ({uid}): "
+                    f"{_safe_text(exc)}"))
+
+    def _report(self, uid: str, state: TaskState, value: Any, error: BaseException | None,
+                node: str | None) -> None:
         rec = self._active.get(uid)
         if rec is None:
             return  # already settled (cancelled, or shut down)
@@ -833,7 +1011,8 @@ class WorkflowEngine:
         retries = td.get("retries", opts.retries) if td else opts.retries
         if rec.error_history is None:
             rec.error_history = []
-        rec.error_history.append(f"attempt {rec.attempts}: {type(error).__name__}: {error}")
+        rec.error_history.append(f"attempt {rec.attempts}: {type(error).__name__}: "
+                                 f"{_safe_text(error)}")
         if self._closing or rec.attempts > (retries or 0):
             if rec.attempts > 1 and error is not None:
                 try:
@@ -843,14 +1022,14 @@ class WorkflowEngine:
                     pass
             return False
         backoff = td.get("retry_backoff", opts.retry_backoff) if td else opts.retry_backoff
-        delay = (backoff or 0.0) * (2 ** (rec.attempts - 1))
+        delay = min((backoff or 0.0) * 2.0 ** min(rec.attempts - 1, 64), MAX_RETRY_DELAY)
         rec.state = TaskState.PENDING
         if self._tape is not None:
             self._tape_rare(EventType.RETRIED, rec, error)
         if self._observers:
             self._emit(EventType.RETRIED, rec, error)
         log.info("retrying %s (%s) after attempt %d failed: %s", rec.name, rec.uid, rec.attempts,
-                 error)
+                 _safe_text(error))
         if delay > 0:
             handle = self._loop.call_later(delay, self._retry_now, rec)  # type: ignore[union-attr]
             self._retry_handles.add(handle)
@@ -868,12 +1047,16 @@ class WorkflowEngine:
 
     def _settle_done(self, rec: TaskRecord, value: Any) -> None:
         fut = rec.future
+        if rec.journal_key is not None:
+            try:
+                self._journal.record(rec.journal_key, rec, value)
+            except Exception as exc:  # noqa: BLE001 - a full disk, a removed file...
+                self._journal_failed(exc)
+                return
         del self._active[rec.uid]
         rec.state = _DONE
         rec.finished = time.time()
         self.counts["done"] += 1
-        if rec.journal_key is not None:
-            self._journal.record(rec.journal_key, rec, value)
         if fut is not None and not fut.done():
             fut.set_result(value)
         tape = self._tape
@@ -895,14 +1078,44 @@ class WorkflowEngine:
         rec.finished = time.time()
         self.counts["failed"] += 1
         if fut is not None and not fut.done():
-            if isinstance(error, (KeyboardInterrupt, SystemExit)):
-                error = RuntimeError(f"task {rec.name!r} raised {type(error).__name__}")
+            if isinstance(error, (KeyboardInterrupt, SystemExit, StopIteration,
+                                  StopAsyncIteration, GeneratorExit)):
+                # the same on every path: a future cannot carry these as themselves
+                wrapped = RuntimeError(f"task {rec.name!r} raised {type(error).__name__}"
+                                       f"{': ' + _safe_text(error) if error.args else ''}")
+                wrapped.__cause__ = error
+                error = wrapped
+            elif not isinstance(error, BaseException):
+                error = EngineError(f"task {rec.name!r} failed with a non-exception {error!r}")
             fut.set_exception(error)
             # a failure nobody awaits is logged by asyncio at collection; the engine has
             # already told its dependents, so only unobserved leaves should warn
         if self._observers:
             self._emit(EventType.FAILED, rec, error)
         self._release(rec)
+
+    def _journal_failed(self, exc: BaseException) -> None:
+        """The journal cannot be written: stop the run loudly instead of losing records.
+
+        Every unfinished task (the one whose result could not be recorded included) fails
+        with the same :class:`EngineError`; new submissions are refused with it.
+        """
+        err = EngineError(f"the journal {getattr(self._journal, 'path', '')} cannot be written "
+                          f"({_safe_text(exc)}); the run stops so that no result goes "
+                          "unrecorded")
+        err.__cause__ = exc
+        log.error("%s", err)
+        self._fatal = err
+        self._journal = None
+        for other in list(self._active.values()):
+            if other.kind is not _BLOCK:
+                self._settle_failed(other, err)
+                backend = self.backends.get(other.backend)  # type: ignore[arg-type]
+                if backend is not None and other.attempts:
+                    try:
+                        backend.cancel(other.uid)
+                    except Exception:  # noqa: BLE001
+                        log.exception("backend %s failed to cancel %s", other.backend, other.uid)
 
     def _on_future_cancelled(self, rec: TaskRecord) -> None:
         """TaskFuture.cancel() landed: stop the work and cancel dependents at once."""
@@ -941,6 +1154,7 @@ class WorkflowEngine:
         rec.args = ()
         rec.kwargs = {}
         rec.children = None
+        self.components._finished(rec)
         if dependents:
             active = self._active
             for d in dependents:
@@ -960,12 +1174,18 @@ class WorkflowEngine:
                 what, rec = work.popleft()
                 if self._active.get(rec.uid) is not rec:
                     continue
-                if what is _SETTLED:
-                    self._dependencies_settled(rec)
-                else:
-                    fut = rec.future
-                    if fut is not None and not fut.done():
-                        fut.cancel()
+                try:
+                    if what is _SETTLED:
+                        self._dependencies_settled(rec)
+                    else:
+                        fut = rec.future
+                        if fut is not None and not fut.done():
+                            fut.cancel()
+                except Exception as exc:  # noqa: BLE001 - never leave a dependent pending
+                    log.exception("asyncflow-hpc failed while starting %s", rec.uid)
+                    self._settle_failed(rec, EngineError(
+                        f"asyncflow-hpc failed while starting task {rec.name!r} ({rec.uid}): "
+                        f"{_safe_text(exc)}"))
         finally:
             self._working = False
 
@@ -988,50 +1208,92 @@ class WorkflowEngine:
 
 # ---------------------------------------------------------------------- helpers
 class Components(Mapping):
-    """``uid -> TaskRecord`` for every task whose future (or work) is still alive.
+    """``uid -> record`` for the tasks and blocks of one engine.
 
-    Records are held weakly: a finished task whose future the user dropped is freed, so a
-    campaign of millions of tasks does not grow without bound. Dead entries are swept in
-    amortised batches instead of through per-entry weakref callbacks, which keeps the cost per
-    task to one dict insert.
+    ``keep=True`` (the default, as in radical.asyncflow): every task until the engine is
+    gone; a finished one is held as a :class:`~asyncflow_hpc.tasks.TaskSummary` (about 100
+    bytes, no arguments or result), so a script may iterate ``flow.components.values()`` after
+    dropping its futures. ``keep=False``: only records still alive (unfinished, or whose
+    future the user holds), held weakly and swept in amortised batches, for campaigns of many
+    millions of tasks.
     """
 
-    __slots__ = ("_refs", "_sweep_at")
+    __slots__ = ("_recs", "_keep", "_sweep_at")
 
-    def __init__(self) -> None:
-        self._refs: dict[str, weakref.ref] = {}
+    def __init__(self, keep: bool = True) -> None:
+        self._recs: dict[str, Any] = {}
+        self._keep = keep
         self._sweep_at = 4096
 
+    @property
+    def keeps_finished(self) -> bool:
+        return self._keep
+
     def _add(self, uid: str, rec: TaskRecord) -> None:
-        refs = self._refs
-        refs[uid] = weakref.ref(rec)
-        if len(refs) >= self._sweep_at:
+        recs = self._recs
+        if self._keep:
+            recs[uid] = rec
+            return
+        recs[uid] = weakref.ref(rec)
+        if len(recs) >= self._sweep_at:
             self._sweep()
 
-    def _sweep(self) -> None:
-        self._refs = {k: r for k, r in self._refs.items() if r() is not None}
-        self._sweep_at = max(4096, 2 * len(self._refs))
+    def _finished(self, rec: TaskRecord) -> None:
+        if self._keep:
+            self._recs[rec.uid] = rec.summary()
 
-    def __getitem__(self, uid: str) -> TaskRecord:
-        rec = self._refs[uid]()
+    def _sweep(self) -> None:
+        self._recs = {k: r for k, r in self._recs.items() if r() is not None}
+        self._sweep_at = max(4096, 2 * len(self._recs))
+
+    def __getitem__(self, uid: str) -> Any:
+        rec = self._recs[uid]
+        if self._keep:
+            return rec
+        rec = rec()
         if rec is None:
-            raise KeyError(f"{uid} (finished, and its future is no longer referenced)")
+            raise KeyError(f"{uid} (finished, and its future is no longer referenced; "
+                           "keep_components=True keeps it)")
         return rec
 
     def __iter__(self):
-        return (k for k, r in list(self._refs.items()) if r() is not None)
+        if self._keep:
+            return iter(list(self._recs))
+        return (k for k, r in list(self._recs.items()) if r() is not None)
 
     def __len__(self) -> int:
-        return sum(1 for r in self._refs.values() if r() is not None)
+        if self._keep:
+            return len(self._recs)
+        return sum(1 for r in self._recs.values() if r() is not None)
 
     def __contains__(self, uid: object) -> bool:
-        r = self._refs.get(uid)  # type: ignore[arg-type]
-        return r is not None and r() is not None
+        r = self._recs.get(uid)  # type: ignore[arg-type]
+        if self._keep or r is None:
+            return r is not None
+        return r() is not None
 
 
-def _find_futures(args: tuple, kwargs: dict) -> list[asyncio.Future] | None:
-    """Futures in the arguments (also inside lists, tuples, sets and dicts), each once."""
+def env_flag(var: str, value: bool | None, *, default: bool) -> bool:
+    """An on/off option: the argument when given, else the environment variable, else default."""
+    if value is not None:
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"{var.split('ASYNCFLOW_HPC_')[-1].lower()}= must be True "
+                                     f"or False, got {value!r}")
+        return value
+    text = os.environ.get(var, "").strip().lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{var}={text!r} is not a switch: use 1/0, true/false, yes/no, on/off")
+
+
+def _find_futures(args: tuple, kwargs: dict) -> tuple[list[asyncio.Future] | None, list | None]:
+    """Futures (each once) and file markers in the arguments, also inside containers."""
     found: list[asyncio.Future] | None = None
+    markers: list | None = None
     seen: set[int] | None = None
     stack: list[Any] = []
     for a in args:
@@ -1041,7 +1303,7 @@ def _find_futures(args: tuple, kwargs: dict) -> list[asyncio.Future] | None:
         for a in kwargs.values():
             if type(a) not in _ATOMS:
                 stack.append(a)
-    guard = 0
+    visited: set[int] | None = None  # containers already searched (a structure may hold itself)
     while stack:
         a = stack.pop()
         if isinstance(a, asyncio.Future):
@@ -1051,18 +1313,45 @@ def _find_futures(args: tuple, kwargs: dict) -> list[asyncio.Future] | None:
                 seen.add(id(a))
                 found.append(a)  # type: ignore[union-attr]
         elif isinstance(a, _CONTAINERS):
-            guard += 1
-            if guard > 100_000:  # a self-containing structure: stop looking, it holds no more
-                break
+            if visited is None:
+                visited = set()
+            elif id(a) in visited:
+                continue
+            visited.add(id(a))
             items = a.values() if isinstance(a, dict) else a
             for x in items:
                 if type(x) not in _ATOMS:
                     stack.append(x)
-    return found
+        elif isinstance(a, _FileMarker):
+            if markers is None:
+                markers = []
+            markers.append(a)
+    return found, markers
+
+
+def _place_markers(obj: Any, task_dir: str) -> Any:
+    """The arguments with every file marker pointing into the task's directory."""
+    t = type(obj)
+    if t in _ATOMS:
+        return obj
+    if isinstance(obj, _FileMarker):
+        return obj._placed(task_dir)
+    if t is tuple:
+        return tuple(_place_markers(x, task_dir) for x in obj)
+    if t is list:
+        return [_place_markers(x, task_dir) for x in obj]
+    if t is dict:
+        return {k: _place_markers(v, task_dir) for k, v in obj.items()}
+    return obj
 
 
 def _resolve(obj: Any, problems: list) -> Any:
-    """Replace futures by their results, keeping container types; collect failed inputs."""
+    """Replace futures by their results, keeping container types; collect failed inputs.
+
+    A container subclass is rebuilt faithfully (a copy of the object with its items
+    replaced, so its own ``__init__``, ``default_factory`` or ``maxlen`` survive), or refused
+    with a TypeError naming the type: never passed on with futures still inside.
+    """
     t = type(obj)
     if t in _ATOMS:
         return obj
@@ -1083,16 +1372,72 @@ def _resolve(obj: Any, problems: list) -> Any:
         return {k: _resolve(v, problems) for k, v in obj.items()}
     if t is set or t is frozenset:
         return t(_resolve(x, problems) for x in obj)
-    if isinstance(obj, _CONTAINERS):  # subclasses (namedtuple, OrderedDict...): keep as given
-        try:
-            if isinstance(obj, dict):
-                return type(obj)((k, _resolve(v, problems)) for k, v in obj.items())
-            if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-                return type(obj)(*(_resolve(x, problems) for x in obj))
-            return type(obj)(_resolve(x, problems) for x in obj)
-        except TypeError:
-            return obj
+    if isinstance(obj, _CONTAINERS):
+        return _rebuild(obj, problems)
     return obj
+
+
+def _rebuild(obj: Any, problems: list) -> Any:
+    """A container subclass (or deque) with its items resolved; see :func:`_resolve`."""
+    import copy
+
+    t = type(obj)
+    if not _holds_future(obj):
+        return obj  # nothing to replace: hand it over as given
+    try:
+        if isinstance(obj, tuple):
+            items = [_resolve(x, problems) for x in obj]
+            new = t(*items) if hasattr(obj, "_fields") else t(items)
+            if type(new) is t and len(new) == len(obj) and all(
+                    a is b for a, b in zip(new, items, strict=False)):
+                return new
+        elif isinstance(obj, frozenset):
+            items = [_resolve(x, problems) for x in obj]
+            new = t(items)
+            if type(new) is t and len(new) == len(set(map(id, items))):
+                return new
+        else:
+            new = copy.copy(obj)  # keeps the type, attributes, default_factory, maxlen
+            if type(new) is t:
+                if isinstance(obj, dict):
+                    for k, v in obj.items():
+                        dict.__setitem__(new, k, _resolve(v, problems))
+                    return new
+                if isinstance(obj, list):
+                    list.__setitem__(new, slice(None), [_resolve(x, problems) for x in obj])
+                    return new
+                if isinstance(obj, set):
+                    set.clear(new)
+                    set.update(new, (_resolve(x, problems) for x in obj))
+                    return new
+                if isinstance(obj, collections.deque):
+                    new.clear()
+                    new.extend(_resolve(x, problems) for x in obj)
+                    return new
+    except RecursionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported below, naming the type
+        raise TypeError(f"futures inside a {t.__module__}.{t.__qualname__} cannot be replaced "
+                        f"by their results ({type(exc).__name__}: {exc}); pass them in a "
+                        "list, tuple, set or dict") from exc
+    raise TypeError(f"futures inside a {t.__module__}.{t.__qualname__} cannot be replaced by "
+                    "their results faithfully; pass them in a list, tuple, set or dict")
+
+
+def _holds_future(obj: Any) -> bool:
+    found, _ = _find_futures((obj,), {})
+    return bool(found)
+
+
+def _safe_text(obj: object) -> str:
+    """``str(obj)``, even for an object whose ``__str__`` raises."""
+    try:
+        return str(obj)
+    except Exception:  # noqa: BLE001
+        try:
+            return f"<{type(obj).__name__} whose str() failed>"
+        except Exception:  # noqa: BLE001
+            return "<unprintable>"
 
 
 def _future_name(fut: asyncio.Future) -> str:

@@ -13,6 +13,7 @@ __all__ = [
     "BackendError",
     "ConfigurationError",
     "DependencyFailureError",
+    "EngineError",
     "ExecutableNotFoundError",
     "JournalError",
     "MissingOutputError",
@@ -22,6 +23,7 @@ __all__ = [
     "TaskTimeoutError",
     "UnknownBackendError",
     "UnsafePathError",
+    "WorkerLostError",
 ]
 
 
@@ -62,8 +64,17 @@ class MissingOutputError(AsyncFlowError, FileNotFoundError):
         return self.args[0]
 
 
+class EngineError(AsyncFlowError, RuntimeError):
+    """asyncflow-hpc itself failed while handling a task (or must stop the run); says why."""
+
+
 class BackendError(AsyncFlowError):
     """A backend could not start, submit or shut down."""
+
+
+class WorkerLostError(BackendError, RuntimeError):
+    """The worker process running a task died (the task's own doing: ``os._exit``, a signal,
+    an exception that could not be sent back); only that task fails."""
 
 
 class UnknownBackendError(ConfigurationError, KeyError):

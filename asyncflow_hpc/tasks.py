@@ -4,8 +4,8 @@ Three objects describe one task, each with one job:
 
 * :class:`TaskFuture` is what the user holds and awaits (an :class:`asyncio.Future`).
 * :class:`TaskRecord` is the engine's bookkeeping: name, workflow id, dependencies, state.
-  The future holds its record, the engine holds records only while they are unfinished, and
-  ``flow.components`` maps uids to records weakly, so finished work the user dropped is freed.
+  When the task finishes, ``flow.components`` swaps it for a :class:`TaskSummary`: the same
+  description in about 100 bytes, without arguments or result.
 * :class:`TaskSpec` is the plain description handed to a backend once the arguments are
   resolved: nothing in it refers to the engine.
 """
@@ -17,7 +17,7 @@ import enum
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["TaskState", "TaskKind", "TaskSpec", "TaskRecord", "TaskFuture"]
+__all__ = ["TaskState", "TaskKind", "TaskSpec", "TaskRecord", "TaskSummary", "TaskFuture"]
 
 
 class TaskState(str, enum.Enum):
@@ -134,7 +134,7 @@ class TaskRecord:
         "workflow_id", "backend", "state", "future", "dependencies", "dependents",
         "waiting", "parent", "parent_uid", "children", "attempts", "spec", "runner", "error_history",
         "created", "resolved", "queued", "submitted", "started", "finished", "node",
-        "command", "journal_key", "__weakref__",
+        "command", "journal_key", "files", "__weakref__",
     )
 
     def __init__(self, uid: str, name: str, kind: TaskKind, function: Callable, options: Any):
@@ -170,26 +170,20 @@ class TaskRecord:
         self.node: str | None = None
         self.command: Any = None  # executables: the command line, kept after the spec is dropped
         self.journal_key: str | None = None
+        self.files: Any = None  # file markers from the call, then the FilePlan (or None)
 
-    @property
-    def description(self) -> dict:
-        return {
-            "uid": self.uid,
-            "name": self.name,
-            "type": self.kind.value,
-            "workflow_id": self.workflow_id,
-            "backend": self.backend,
-            "task_description": dict(self.task_description),
-            "depends_on": list(self.dependencies),
-            "parent": self.parent.uid if self.parent is not None else None,
-        }
+    description = property(lambda self: _describe(self))
+
+    def summary(self) -> TaskSummary:
+        """The compact form ``flow.components`` keeps once the task has finished."""
+        return TaskSummary(self)
 
     _KEYS = ("uid", "name", "type", "state", "description", "dependencies", "backend",
              "workflow_id", "future", "function", "args", "kwargs", "attempts")
 
     def __getitem__(self, key: str) -> Any:
         if key == "description":
-            return self.description
+            return _describe(self)
         if key == "type":
             return self.kind.value
         if key in self._KEYS:
@@ -210,6 +204,83 @@ class TaskRecord:
 
     def __repr__(self) -> str:
         return f"<TaskRecord {self.uid} {self.name!r} {self.state.value}>"
+
+
+class TaskSummary:
+    """A finished task as ``flow.components`` keeps it: what it was, not what it computed.
+
+    Reads like a record (``summary["description"]["workflow_id"]``, ``summary.node``,
+    ``summary["state"]``); arguments, result and future are gone (``None``).
+    """
+
+    __slots__ = ("uid", "options", "workflow_id", "task_description", "state", "dependencies",
+                 "node", "parent_uid", "backend")
+
+    def __init__(self, rec: TaskRecord) -> None:
+        self.uid = rec.uid
+        self.options = rec.options
+        self.workflow_id = rec.workflow_id
+        self.task_description = rec.task_description
+        self.state = rec.state
+        self.dependencies = tuple(rec.dependencies) if rec.dependencies else ()
+        self.node = rec.node
+        self.parent_uid = rec.parent_uid
+        self.backend = rec.backend
+
+    name = property(lambda self: self.options.name)
+    kind = property(lambda self: self.options.kind)
+    function = property(lambda self: self.options.func)
+    description = property(lambda self: _describe(self))
+    future = args = kwargs = None
+    attempts = 0
+
+    _KEYS = TaskRecord._KEYS
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "description":
+            return _describe(self)
+        if key == "type":
+            return self.kind.value
+        if key in self._KEYS:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    get = TaskRecord.get
+    keys = TaskRecord.keys
+    __contains__ = TaskRecord.__contains__
+
+    def __repr__(self) -> str:
+        return f"<TaskSummary {self.uid} {self.name!r} {self.state.value}>"
+
+
+def _describe(rec: TaskRecord | TaskSummary) -> dict:
+    """The description dict of a record or summary (radical.asyncflow's component keys)."""
+    opts = rec.options
+    engine = getattr(opts, "engine", None)
+    deps = list(rec.dependencies)
+    names = []
+    for d in deps:
+        other = engine.components.get(d) if engine is not None else None
+        names.append(other.name if other is not None else d)
+    desc = {
+        "uid": rec.uid,
+        "name": rec.name,
+        "type": rec.kind.value,
+        "workflow_id": rec.workflow_id,
+        "backend": rec.backend,
+        "task_description": dict(rec.task_description),
+        "capture_stdio": bool(getattr(opts, "capture_stdio", False)),
+        "service": False,
+        "state": rec.state.value,
+        "depends_on": deps,
+        "dependencies": names,
+        "parent": rec.parent_uid,
+    }
+    if desc["capture_stdio"] and rec.kind is TaskKind.EXECUTABLE and engine is not None:
+        root = engine.files_root
+        desc["stdout"] = str(root / f"{rec.uid}.stdout")
+        desc["stderr"] = str(root / f"{rec.uid}.stderr")
+    return desc
 
 
 class TaskFuture(asyncio.Future):

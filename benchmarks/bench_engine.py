@@ -5,7 +5,9 @@
     python benchmarks/bench_engine.py --json out.json
 
 Each workload runs the same work twice: through asyncflow-hpc's engine with the local
-backend, and with plain ``asyncio`` (``gather`` / ``create_subprocess_exec``). Times are the
+backend in inline mode (``inline=True``: ``async def`` bodies on the engine's loop, the opt-in
+fast path; ``--default`` for the default mode, bodies in the executor's workers), and with
+plain ``asyncio`` (``gather`` / ``create_subprocess_exec``). Times are the
 best of ``--repeat`` runs; the ratio is engine / plain (lower is better). If radical.asyncflow
 is importable, its time for the small workloads is printed too.
 
@@ -113,8 +115,10 @@ async def reference_workloads(args: argparse.Namespace) -> list[dict]:
 async def main(args: argparse.Namespace) -> list[dict]:
     backend = await LocalExecutionBackend(ThreadPoolExecutor())
     # no telemetry, progress or journal from ASYNCFLOW_HPC_* variables: the engine alone
+    # --default measures the default mode (bodies in the executor's workers) instead
     async with WorkflowEngine.create(backend=backend, install_signal_handlers=False,
-                                     telemetry="", progress="off", journal="") as flow:
+                                     telemetry="", progress="off", journal="",
+                                     inline=not args.default) as flow:
         print(f"asyncflow-hpc engine benchmark: python {sys.version.split()[0]}, "
               f"{os.cpu_count()} cores, best of {args.repeat}", flush=True)
         # memory first, so that earlier workloads' freed memory does not hide growth
@@ -128,6 +132,8 @@ async def main(args: argparse.Namespace) -> list[dict]:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    p.add_argument("--default", action="store_true",
+                   help="default mode (bodies in the executor's workers), not inline")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--json", help="write the rows to this file")
     p.add_argument("--reference", action="store_true",

@@ -1,13 +1,17 @@
-"""Local backend: coroutines on the loop, plain functions in an executor, executables as
-subprocesses in their own process group.
+"""Local backend: task bodies in the user's executor, executables as subprocesses in their
+own process group.
 
 Why each choice:
 
-* ``async def`` function tasks run as tasks on the engine's own loop. The reference ran each
-  one through a fresh ``asyncio.run`` in a worker thread, which made a no-op task cost
-  milliseconds; here it costs about what ``asyncio.create_task`` costs.
-* Plain functions run in the executor the user gave (threads, or processes with the function
-  shipped by cloudpickle, so closures and lambdas work).
+* Every function body runs in the executor the user gave, never on the engine's loop, so a
+  body that blocks (numpy, a solver, ``time.sleep``) holds up no other workflow. An ``async
+  def`` body runs on an event loop kept per worker thread (:mod:`._worker_loops`): one that
+  awaits leaves its worker free for other bodies meanwhile. The reference ran each one
+  through a fresh ``asyncio.run``, which made a no-op task cost milliseconds.
+* ``inline=True`` tasks (an opt-in) run their ``async def`` body on the engine's own loop,
+  started eagerly: about what ``asyncio.create_task`` costs, for bodies that never block.
+* Processes: the function is shipped by cloudpickle (closures and lambdas work); an ``async
+  def`` body runs on an event loop kept per worker process.
 * Executables are started with ``asyncio.create_subprocess_exec`` in a new session, so
   cancelling or timing out a task can kill the whole process group (``sh -c`` and its
   children included), not just the immediate child.
@@ -26,6 +30,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
@@ -33,10 +38,15 @@ from typing import Any
 from ..errors import (
     ConfigurationError,
     ExecutableNotFoundError,
+    MissingOutputError,
     TaskExecutionError,
     TaskTimeoutError,
 )
+from ..files import FilePlan, missing_outputs, stage_in
 from ..tasks import TaskKind, TaskSpec, TaskState
+from ._process_pool import ProcessRunner
+from ._reaper import Reaper
+from ._worker_loops import Door, WorkerLoops
 from .base import ExecutionBackend, launcher_node_failure
 
 __all__ = ["LocalExecutionBackend"]
@@ -55,8 +65,13 @@ class LocalExecutionBackend(ExecutionBackend):
     name = "local"
 
     def __init__(self, executor: Executor | None = None, *, name: str = "local",
-                 max_processes: int | None = None, kill_grace: float = 2.0) -> None:
+                 max_processes: int | None = None, kill_grace: float = 2.0,
+                 max_output: int = 64 << 20) -> None:
         super().__init__()
+        if isinstance(max_output, bool) or not isinstance(max_output, int) or max_output < 0:
+            raise ConfigurationError(f"max_output must be a number of bytes >= 0, got {max_output!r}")
+        # stdout kept in memory per executable; the whole output beyond it goes to a file
+        self.max_output = max_output
         if executor is not None and not isinstance(executor, Executor):
             raise ConfigurationError(
                 f"LocalExecutionBackend needs a concurrent.futures Executor, got {executor!r}")
@@ -76,6 +91,11 @@ class LocalExecutionBackend(ExecutionBackend):
         self._host = socket.gethostname()
         self._spools = _SpoolPool()
         self._devnull = -1
+        self._door: Door | None = None
+        self._loops: WorkerLoops | None = None
+        self._pool: ProcessRunner | None = None
+        self._reaper: Reaper | None = None
+        self._workers = getattr(self.executor, "_max_workers", None) or (os.cpu_count() or 1)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "type": type(self).__name__, "host": self._host,
@@ -86,6 +106,45 @@ class LocalExecutionBackend(ExecutionBackend):
         if self.max_processes:
             self._limit = _Slots(self.max_processes)
 
+    def _worker_loops(self) -> WorkerLoops:
+        if self._loops is None:
+            self._door = Door(self.reporter.loop, self._from_worker)
+            self._loops = WorkerLoops(self.executor, self._workers, self._report_from_worker)
+        return self._loops
+
+    def _process_runner(self) -> ProcessRunner:
+        if self._pool is None:
+            self._pool = ProcessRunner(self.executor, self.reporter.loop,  # type: ignore[arg-type]
+                                       _run_pickled, self._from_pool)
+        return self._pool
+
+    def _from_pool(self, uid: str, ok: bool, value: Any) -> None:
+        if not self._forget(uid):
+            return  # cancelled or timed out by us: already reported
+        if ok:
+            self.reporter.done(uid, value)
+        else:
+            self.reporter.failed(uid, value)
+
+    def _report_from_worker(self, kind: str, uid: str, value: Any) -> None:
+        self._door.put((kind, uid, value))  # type: ignore[union-attr]
+
+    def _from_worker(self, item: tuple[str, str, Any]) -> None:
+        """On the loop: a worker loop's report about an ``async def`` body."""
+        kind, uid, value = item
+        if kind == "running":
+            if uid in self._running:
+                self.reporter.running(uid, self._host)
+            return
+        if not self._forget(uid):
+            return  # cancelled or timed out by us: already reported
+        if kind == "done":
+            self.reporter.done(uid, value)
+        elif kind == "failed":
+            self.reporter.failed(uid, value)
+        else:
+            self.reporter.cancelled(uid)
+
     # ------------------------------------------------------------------ submit
     def submit(self, specs: Sequence[TaskSpec]) -> None:
         reporter = self.reporter
@@ -95,7 +154,14 @@ class LocalExecutionBackend(ExecutionBackend):
             uid = spec.uid
             if spec.kind is _EXECUTABLE:
                 fut: asyncio.Future = loop.create_task(self._run_executable(spec))
-            elif spec.is_async and not self._processes:
+            elif spec.is_async and not self._processes and not spec.inline:
+                loops = self._worker_loops()
+                running[uid] = _OffLoop(loops, uid)
+                loops.submit(uid, functools.partial(_start_body, spec))
+                if spec.timeout:
+                    self._timers[uid] = loop.call_later(spec.timeout, self._timed_out, uid, spec)
+                continue
+            elif spec.is_async and not self._processes and not spec.files:
                 try:
                     coro = spec.function(*spec.args, **spec.kwargs)  # type: ignore[misc]
                 except BaseException as exc:  # bad arguments: report on the next iteration
@@ -109,10 +175,8 @@ class LocalExecutionBackend(ExecutionBackend):
                 except StopIteration as stop:
                     reporter.done(uid, stop.value)
                     continue
-                except BaseException as exc:
-                    reporter.failed(uid, exc)
-                    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                        raise
+                except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt too: the task's
+                    reporter.failed(uid, exc)  # error, the same on every path
                     continue
                 running[uid] = loop.create_task(self._run_coroutine(uid, coro, yielded),
                                                 context=ctx)
@@ -128,8 +192,13 @@ class LocalExecutionBackend(ExecutionBackend):
                         f"task {spec.name!r} cannot be sent to a process pool: its function or "
                         f"arguments are not picklable ({type(exc).__name__}: {exc})"))
                     continue
-                fut = loop.run_in_executor(self.executor, _run_pickled, blob)
+                pool = self._process_runner()
+                running[uid] = _InPool(pool, uid)
+                pool.submit(spec, blob)
                 reporter.running(uid, self._host)
+                if spec.timeout:
+                    self._timers[uid] = loop.call_later(spec.timeout, self._timed_out, uid, spec)
+                continue
             else:
                 fut = loop.run_in_executor(self.executor, self._call_in_thread, uid, spec)
             running[uid] = fut
@@ -163,11 +232,9 @@ class LocalExecutionBackend(ExecutionBackend):
             if self._forget(uid):  # not cancelled through us: the coroutine cancelled itself
                 self.reporter.cancelled(uid)
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - the task's error, on every path alike
             if self._forget(uid):
                 self.reporter.failed(uid, exc)
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
         finally:
             coro.close()
 
@@ -183,10 +250,8 @@ class LocalExecutionBackend(ExecutionBackend):
 
     def _call_in_thread(self, uid: str, spec: TaskSpec) -> Any:
         self.reporter.threadsafe(uid, TaskState.RUNNING, node=self._host)
-        result = spec.function(*spec.args, **spec.kwargs)  # type: ignore[misc]
-        if asyncio.iscoroutine(result):  # a callable object returning a coroutine
-            result = asyncio.run(result)
-        return result
+        return _call_body(spec.function, spec.args, spec.kwargs, spec.files, spec.name)
+
 
     def _finished(self, uid: str, fut: asyncio.Future) -> None:
         if self._running.pop(uid, None) is not fut:
@@ -224,6 +289,9 @@ class LocalExecutionBackend(ExecutionBackend):
     # ------------------------------------------------------------------ executables
     async def _run_executable(self, spec: TaskSpec) -> str:
         argv, cwd, env = _process_args(spec)
+        if spec.files is not None:
+            stage_in(spec.files)
+            cwd = cwd or spec.files.task_dir
         if self._limit is None:
             return await self._spawn(spec, argv, cwd, env)
         # an MPI task of R ranks is R processes: it takes R slots (all of them at most)
@@ -239,7 +307,12 @@ class LocalExecutionBackend(ExecutionBackend):
         # file, the loop reads nothing while it runs, and a 100 MB output is decoded once
         # from a memory map instead of being buffered, joined and copied. The files are
         # reused (truncated) from a pool because creating one costs more than a fork here.
-        out_f, err_f = self._spools.get(), self._spools.get()
+        if spec.stdio is not None:  # capture_stdio=True: the task's own files
+            out_f, err_f = _stdio_file(spec.stdio[0]), _stdio_file(spec.stdio[1])
+            paths = {"stdout_path": spec.stdio[0], "stderr_path": spec.stdio[1]}
+        else:
+            out_f, err_f = self._spools.get(), self._spools.get()
+            paths = {}
         try:
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -254,25 +327,44 @@ class LocalExecutionBackend(ExecutionBackend):
                 raise ExecutableNotFoundError(argv[0], spec.command_line,
                                               "is not executable (permission denied)") from None
             self.reporter.running(spec.uid, self._host)
+            reaper = self._reaper
+            if reaper is None:
+                reaper = self._reaper = Reaper(self.kill_grace)
+            reaper.add(proc.pid)  # its group dies with the campaign, even after kill -9
             try:
                 returncode = await proc.wait()
             except asyncio.CancelledError:
                 await self._kill(proc)
                 raise
+            finally:
+                reaper.remove(proc.pid)
             if returncode != 0:
                 raise TaskExecutionError(spec.command_line, returncode,
-                                         _read_text(err_f, tail=STDERR_TAIL_BYTES), task=spec.name)
+                                         _read_text(err_f, tail=STDERR_TAIL_BYTES), task=spec.name,
+                                         **paths)
             if os.fstat(err_f.fileno()).st_size:
                 stderr = _read_text(err_f, tail=STDERR_TAIL_BYTES)
                 lost = launcher_node_failure(stderr)
                 if lost:
                     raise TaskExecutionError(
                         spec.command_line, returncode, stderr, task=spec.name,
-                        details=f"srun lost node {lost} and exited 0; the output is incomplete")
+                        details=f"srun lost node {lost} and exited 0; the output is incomplete",
+                        **paths)
+            if spec.files is not None:
+                _check_outputs(spec.files, spec.name)
+            if spec.stdio is not None:
+                return spec.stdio[0]  # radical.asyncflow: the result is the stdout file's path
+            size = os.fstat(out_f.fileno()).st_size
+            if size > self.max_output:
+                return _spill(out_f, size, self.max_output, spec.name)
             return _read_text(out_f)
         finally:
-            self._spools.put(out_f)
-            self._spools.put(err_f)
+            if spec.stdio is not None:
+                out_f.close()
+                err_f.close()
+            else:
+                self._spools.put(out_f)
+                self._spools.put(err_f)
 
     async def _kill(self, proc: asyncio.subprocess.Process) -> None:
         """SIGTERM the task's process group, SIGKILL what is left after the grace period."""
@@ -297,20 +389,72 @@ class LocalExecutionBackend(ExecutionBackend):
         self._running.clear()
         for fut in pending:
             fut.cancel()
+        pending = [f for f in pending if isinstance(f, asyncio.Future)]
         if pending:
             await asyncio.wait(pending, timeout=self.kill_grace + 10)
         self._spools.close()
         if self._devnull >= 0:
             os.close(self._devnull)
             self._devnull = -1
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        # wait (bounded) for idle workers to exit; a function stuck forever cannot be stopped
-        await asyncio.wait([asyncio.ensure_future(asyncio.to_thread(self.executor.shutdown, True))],
-                           timeout=5)
-        if self._processes:  # workers still busy after the wait: end them
-            for p in list((getattr(self.executor, "_processes", None) or {}).values()):
-                if p.is_alive():
-                    p.terminate()
+        pools = [self.executor]
+        if self._pool is not None:  # re-created after crashes: the current one and the old
+            pools = [self._pool.pool, *self._pool.old_pools]
+            if self._pool.abandoned:  # a timed-out task still runs there: do not wait for it
+                _terminate_workers(pools)
+        for pool in pools:
+            # a process pool forgets its manager thread in shutdown(wait=False): keep it
+            manager = getattr(pool, "_executor_manager_thread", None)
+            pool.shutdown(wait=False, cancel_futures=True)
+            # wait (bounded) for the workers to exit, on a thread of our own that we join:
+            # afterwards no thread of ours is left (a body stuck in a thread cannot be stopped)
+            waiter = _Waiter(pool, asyncio.get_running_loop(), manager)
+            if not await waiter.wait(5) and self._processes:
+                _terminate_workers([pool])  # busy after the wait: end them
+                await waiter.wait(5)
+        if self._loops is not None:
+            self._loops.close()
+        if self._reaper is not None:
+            self._reaper.close()
+            self._reaper = None
+
+
+def _terminate_workers(pools: list[Executor]) -> None:
+    for pool in pools:
+        for p in list((getattr(pool, "_processes", None) or {}).values()):
+            if p.is_alive():
+                p.terminate()
+
+
+class _Waiter:
+    """``executor.shutdown(wait=True)`` on a thread of its own, awaited without polling."""
+
+    def __init__(self, executor: Executor, loop: asyncio.AbstractEventLoop,
+                 manager: threading.Thread | None) -> None:
+        self._done = loop.create_future()
+
+        def run() -> None:
+            try:
+                executor.shutdown(wait=True)
+                if manager is not None:
+                    manager.join()
+            finally:
+                loop.call_soon_threadsafe(_set_result, self._done)
+
+        self._thread = threading.Thread(target=run, name="asyncflow-hpc-shutdown", daemon=True)
+        self._thread.start()
+
+    async def wait(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.shield(self._done), timeout)
+        except asyncio.TimeoutError:
+            return False
+        self._thread.join()
+        return True
+
+
+def _set_result(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _process_args(spec: TaskSpec) -> tuple[list[str], str | None, dict[str, str] | None]:
@@ -434,6 +578,39 @@ def _read_text(fh: Any, tail: int | None = None) -> str:
         return str(view[start:], "utf-8", "replace")
 
 
+class SpilledOutput(str):
+    """An executable's stdout larger than ``max_output``: the first ``max_output`` bytes as
+    text, and the whole output in the file at ``.path`` (``.size`` bytes)."""
+
+    path: str
+    size: int
+
+
+def _spill(fh: Any, size: int, keep: int, name: str) -> SpilledOutput:
+    """Copy the whole output to a private file (no symlink followed); keep its head in memory."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
+    fd, path = tempfile.mkstemp(prefix=f"asyncflow-hpc-{safe}-", suffix=".stdout")
+    try:
+        src, offset = fh.fileno(), 0
+        while offset < size:
+            sent = os.sendfile(fd, src, offset, size - offset)
+            if sent == 0:
+                break
+            offset += sent
+    finally:
+        os.close(fd)
+    head = os.pread(fh.fileno(), keep, 0).decode(errors="replace") if keep else ""
+    out = SpilledOutput(head)
+    out.path, out.size = path, size
+    return out
+
+
+def _stdio_file(path: str) -> Any:
+    """A captured output file: created (or emptied) owner-only, never through a symlink."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "w+b")
+
+
 def _killpg(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -447,12 +624,110 @@ def _dumps(spec: TaskSpec) -> bytes:
     return cloudpickle.dumps((spec.function, spec.args, spec.kwargs))
 
 
-def _run_pickled(blob: bytes) -> Any:
+def _run_pickled(blob: bytes, plan: FilePlan | None = None) -> Any:
     """Runs in a worker process: unpack the function and call it."""
     import pickle
 
     func, args, kwargs = pickle.loads(blob)
-    result = func(*args, **kwargs)
-    if asyncio.iscoroutine(result):
-        result = asyncio.run(result)
+    name = getattr(func, "__name__", "task")
+    try:
+        return _call_body(func, args, kwargs, plan, name)
+    except BaseException as exc:  # noqa: BLE001 - sent back as itself when it survives pickling
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:  # noqa: BLE001 - would break the pool in the parent: send its text
+            import traceback
+
+            raise TaskBodyError(f"task {name!r} raised {type(exc).__name__}: {_text(exc)}\n"
+                                + "".join(traceback.format_exception(exc))) from None
+        raise
+
+
+class TaskBodyError(RuntimeError):
+    """A body's exception that could not be sent back from a worker process as itself."""
+
+
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001
+        return "<unprintable>"
+
+
+class _InPool:
+    """Stands in ``_running`` for a body in the process pool."""
+
+    __slots__ = ("_pool", "_uid")
+
+    def __init__(self, pool: ProcessRunner, uid: str) -> None:
+        self._pool, self._uid = pool, uid
+
+    def cancel(self) -> None:
+        self._pool.give_up(self._uid)
+
+
+class _OffLoop:
+    """Stands in ``_running`` for a body on a worker loop: cancelling it cancels the body."""
+
+    __slots__ = ("_loops", "_uid")
+
+    def __init__(self, loops: WorkerLoops, uid: str) -> None:
+        self._loops, self._uid = loops, uid
+
+    def cancel(self) -> None:
+        self._loops.cancel(self._uid)
+
+
+def _start_body(spec: TaskSpec) -> Any:
+    """On a worker loop: stage the task's files, then make its coroutine."""
+    plan = spec.files
+    if plan is not None:
+        stage_in(plan)
+    coro = spec.function(*spec.args, **spec.kwargs)  # type: ignore[misc]
+    if not asyncio.iscoroutine(coro):
+        return coro
+    return _guarded(coro, plan, spec.name)
+
+
+async def _guarded(coro: Any, plan: FilePlan | None = None, name: str = "") -> Any:
+    """Run a body's coroutine; KeyboardInterrupt and SystemExit become the task's error (a
+    worker loop must never be stopped by a body), and declared outputs are checked."""
+    try:
+        value = await coro
+    except (KeyboardInterrupt, SystemExit) as exc:
+        raise RuntimeError(f"task {name!r} raised {type(exc).__name__}") from exc
+    if plan is not None:
+        _check_outputs(plan, name)
+    return value
+
+
+def _check_outputs(plan: FilePlan, name: str) -> None:
+    missing = missing_outputs(plan)
+    if missing:
+        raise MissingOutputError(name, missing, plan.task_dir)
+
+
+_local = threading.local()
+
+
+def _thread_loop() -> asyncio.AbstractEventLoop:
+    """An event loop kept for this thread (or worker process) for ``async def`` bodies."""
+    loop = getattr(_local, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _local.loop = asyncio.new_event_loop()
+    return loop
+
+
+def _call_body(func: Any, args: tuple, kwargs: dict, plan: FilePlan | None, name: str) -> Any:
+    """Call a task body in a worker thread or process, with its files staged and checked."""
+    if plan is not None:
+        stage_in(plan)
+    try:
+        result = func(*args, **kwargs)
+        if asyncio.iscoroutine(result):  # an async def body, or a callable returning one
+            result = _thread_loop().run_until_complete(_guarded(result, None, name))
+    except StopIteration as exc:  # a future cannot carry it: the same error as a coroutine's
+        raise RuntimeError(f"task body {name!r} raised StopIteration") from exc
+    if plan is not None:
+        _check_outputs(plan, name)
     return result

@@ -32,7 +32,7 @@ PlainRun = Callable[[int | None], Awaitable[int]]
 #: size used when none is given (tasks, hops, width, workflows...)
 DEFAULT_SIZES: dict[str, int] = {
     "noop": 1000, "chain": 1000, "fanout": 1000, "seed": 1000,
-    "true": 200, "sleep": 200, "sleep-exe": 16, "mpi": 8,
+    "true": 200, "sleep": 200, "sleep-exe": 16, "mpi": 8, "seed-blocking": 5,
 }
 
 
@@ -52,6 +52,8 @@ class Workload:
     uses_cores: bool = False   # True: tasks hold a core (executables); False: they await
     portable: bool = True      # radical.asyncflow can run it unchanged
     kind: str = "function"     # "function" or "executable" tasks: what the backend must start
+    levels: tuple[int, ...] = ()  # tasks per dependency level, for levelled ideals (see ideal)
+    workers: int | None = None    # threads the bodies run on, when not the backend's slots
 
     def work(self) -> float:
         """Core-seconds of useful work in one run (0 for tasks that only wait or do nothing)."""
@@ -64,6 +66,10 @@ class Workload:
         Tasks that do not hold cores are bounded by their critical path only.
         """
         critical = self.depth * self.duration
+        slots = self.workers or slots
+        if self.levels and slots and self.duration > 0:
+            # level by level: each level waits for the one before, in waves of ``slots``
+            return sum(math.ceil(n / slots) * self.duration for n in self.levels)
         if not self.uses_cores or not slots or self.duration <= 0:
             return critical
         per_wave = max(1, slots // self.ranks)
@@ -204,6 +210,61 @@ def seed(n: int, **_: Any) -> Workload:
         return 3 * n
 
     return Workload("seed", n, f"seed-shaped workflows x{n}", 3 * n, build, plain, depth=3)
+
+
+def seed_blocking(n: int, *, duration: float = 0.2, **_: Any) -> Workload:
+    """``n`` concurrent workflows ``task3(task1(), task2())`` whose ``async def`` bodies block
+    in ``time.sleep(duration)``: the seed example with real work, as migrated scripts have it.
+
+    Bodies must run in the executor's workers, in parallel; the plain form runs the same
+    bodies with ``loop.run_in_executor`` on an executor of the same size.
+    """
+    import time
+
+    # the default ThreadPoolExecutor's size: what the bench's engine and radical.asyncflow use
+    workers = min(32, (os.cpu_count() or 1) + 4)
+
+    def build(flow: Any) -> Run:
+        @flow.function_task
+        async def task1(*_: Any) -> int:
+            time.sleep(duration)
+            return 1
+
+        @flow.function_task
+        async def task2(*_: Any) -> int:
+            time.sleep(duration)
+            return 2
+
+        @flow.function_task
+        async def task3(a: int, b: int) -> int:
+            time.sleep(duration)
+            return a + b
+
+        async def run() -> int:
+            results = await asyncio.gather(*[task3(task1(), task2()) for _ in range(n)])
+            return _count(list(results), 3) * 3
+        return run
+
+    async def plain(slots: int | None = None) -> int:
+        from concurrent.futures import ThreadPoolExecutor
+
+        loop = asyncio.get_running_loop()
+
+        def body(value: int) -> int:
+            time.sleep(duration)
+            return value
+
+        with ThreadPoolExecutor(workers) as pool:
+            async def one() -> int:
+                a, b = await asyncio.gather(loop.run_in_executor(pool, body, 1),
+                                            loop.run_in_executor(pool, body, 2))
+                return await loop.run_in_executor(pool, body, a + b)
+            await asyncio.gather(*[one() for _ in range(n)])
+        return 3 * n
+
+    return Workload("seed-blocking", n, f"seed workflows, blocking bodies x{n} ({duration:g} s)",
+                    3 * n, build, plain, duration=duration, depth=2, uses_cores=True,
+                    levels=(2 * n, n), workers=workers)
 
 
 async def _exec(argv: list[str], limit: asyncio.Semaphore | None = None,
@@ -381,6 +442,7 @@ def mpi(n: int, *, ranks: int = 2, duration: float = 0.0, **_: Any) -> Workload:
 WORKLOADS: dict[str, Callable[..., Workload]] = {
     "noop": noop, "chain": chain, "fanout": fanout, "seed": seed,
     "true": true, "sleep": sleep, "sleep-exe": sleep_exe, "mpi": mpi,
+    "seed-blocking": seed_blocking,
 }
 
 

@@ -22,7 +22,8 @@ from ..backends import BACKENDS
 
 __all__ = ["bench_command"]
 
-WORKLOAD_NAMES = ["noop", "chain", "fanout", "seed", "true", "sleep", "sleep-exe", "mpi"]
+WORKLOAD_NAMES = ["noop", "chain", "fanout", "seed", "seed-blocking", "true", "sleep",
+                  "sleep-exe", "mpi"]
 #: what ``bench`` runs with no workload named (MPI only when asked: it needs mpirun)
 DEFAULT_SET = ["noop", "chain", "fanout", "seed", "true", "sleep"]
 
@@ -42,7 +43,7 @@ class _DefaultToRun(click.Group):
 def bench_command() -> None:
     """Benchmark the engine: throughput, overhead, makespan vs ideal, utilisation, start-up.
 
-    WORKLOAD names: noop, chain, fanout, seed, true, sleep, sleep-exe, mpi.
+    WORKLOAD names: noop, chain, fanout, seed, seed-blocking, true, sleep, sleep-exe, mpi.
     """
 
 
@@ -69,7 +70,7 @@ def _workloads(names: tuple[str, ...], size: int | None, duration: float | None,
 @click.option("--size", "-n", type=click.IntRange(min=1), default=None,
               help="Tasks (hops, width, workflows) per workload; each has its own default.")
 @click.option("--duration", type=click.FloatRange(min=0), default=None,
-              help="Seconds per task for sleep, sleep-exe and mpi.")
+              help="Seconds per task for sleep, seed-blocking, sleep-exe and mpi.")
 @click.option("--ranks", type=click.IntRange(min=1), default=2, show_default=True,
               help="MPI ranks per task for the mpi workload.")
 @click.option("--repeat", "-r", type=click.IntRange(min=1), default=3, show_default=True,
@@ -105,7 +106,8 @@ def run_command(workloads: tuple[str, ...], size: int | None, duration: float | 
                 plot: str | None) -> None:
     """Run WORKLOADS (default: all but sleep-exe and mpi) and print a table.
 
-    A WORKLOAD is a name (noop, chain, fanout, seed, true, sleep, sleep-exe, mpi), optionally
+    A WORKLOAD is a name (noop, chain, fanout, seed, seed-blocking, true, sleep, sleep-exe,
+    mpi), optionally
     with its own size: noop=10000 true=500.
     """
     from ..bench.report import document, format_measurements, write_json

@@ -20,12 +20,17 @@ def test_plain_functions_run_in_the_thread_pool(make_flow):
             return threading.get_ident()
 
         @flow.function_task
+        async def off_loop():
+            return threading.get_ident()
+
+        @flow.function_task(inline=True)
         async def on_loop():
             return threading.get_ident()
 
         idents = await asyncio.gather(*[where() for _ in range(10)])
         assert loop_thread not in idents
-        assert await on_loop() == loop_thread  # async tasks run on the engine's loop
+        assert await off_loop() != loop_thread  # async bodies run in the executor by default
+        assert await on_loop() == loop_thread  # inline=True: on the engine's loop
         await flow.shutdown()
 
     run(main())
