@@ -10,14 +10,67 @@ run imports nothing extra. Each attachment subscribes to the engine's events and
 | telemetry=  | ASYNCFLOW_HPC_TELEMETRY     | asyncflow_hpc.telemetry    |
 | progress=   | ASYNCFLOW_HPC_PROGRESS      | asyncflow_hpc.progress     |
 | journal=    | ASYNCFLOW_HPC_JOURNAL       | asyncflow_hpc.journal      |
+
+The journal and telemetry variables name files that belong to one campaign, but the
+environment is inherited by every task and every program a task starts — a campaign
+started from a task (``asyncflow-hpc run child.py``) would read the parent's journal and
+truncate its log. So the process whose engine uses such a variable claims it: it records
+``{variable: [pid, value]}`` in ``ASYNCFLOW_HPC_CLAIMED``, and another process ignores a
+variable whose value is the one claimed by another pid (a child given a different value
+uses that). ``asyncflow-hpc run`` claims what it sets, and drops what it inherited claimed.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import MutableMapping
 from typing import Any, Protocol
 
-__all__ = ["Attachment", "attach_configured"]
+__all__ = ["Attachment", "attach_configured", "claim", "claimed_elsewhere"]
+
+CLAIM_VAR = "ASYNCFLOW_HPC_CLAIMED"
+FILE_VARS = ("ASYNCFLOW_HPC_JOURNAL", "ASYNCFLOW_HPC_TELEMETRY")
+
+
+def _claims(env: MutableMapping[str, str]) -> dict[str, list]:
+    try:
+        claims = json.loads(env.get(CLAIM_VAR) or "{}")
+    except ValueError:
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def claimed_elsewhere(env: MutableMapping[str, str] | None = None) -> list[str]:
+    """The file variables of ``env`` that another process claimed with their present value
+    (inherited from a parent campaign, not meant for this one)."""
+    env = os.environ if env is None else env
+    pid = os.getpid()
+    out = []
+    for var, claim_ in _claims(env).items():
+        if (var in FILE_VARS and isinstance(claim_, list) and len(claim_) == 2
+                and claim_[0] != pid and env.get(var) == claim_[1]):
+            out.append(var)
+    return out
+
+
+def claim(values: dict[str, str], env: MutableMapping[str, str] | None = None) -> None:
+    """Record that this process uses ``{variable: value}`` (see the module docstring)."""
+    env = os.environ if env is None else env
+    if not values:
+        return
+    claims = _claims(env)
+    pid = os.getpid()
+    claims.update({var: [pid, value] for var, value in values.items()})
+    env[CLAIM_VAR] = json.dumps(claims, separators=(",", ":"))
+
+
+def _from_env(var: str, used: dict[str, str]) -> str | None:
+    value = os.environ.get(var)
+    if not value or var in claimed_elsewhere():
+        return None
+    used[var] = value
+    return value
 
 
 class Attachment(Protocol):
@@ -28,19 +81,30 @@ def attach_configured(engine: Any, *, telemetry: Any = None, progress: Any = Non
                       journal: Any = None) -> list[Attachment]:
     """Attach what the arguments (or, when absent, the environment) switch on."""
     out: list[Attachment] = []
-    telemetry = telemetry if telemetry is not None else os.environ.get("ASYNCFLOW_HPC_TELEMETRY")
-    if telemetry:
-        from .telemetry import attach as attach_telemetry
-
-        out.append(attach_telemetry(engine, telemetry))
-    progress = progress if progress is not None else os.environ.get("ASYNCFLOW_HPC_PROGRESS")
-    if progress and progress != "off":
-        from .progress import attach as attach_progress
-
-        out.append(attach_progress(engine, progress))
-    journal = journal if journal is not None else os.environ.get("ASYNCFLOW_HPC_JOURNAL")
+    used: dict[str, str] = {}
+    # the journal first: it is the one that refuses to start (held by another run, unsafe path)
+    journal = journal if journal is not None else _from_env("ASYNCFLOW_HPC_JOURNAL", used)
     if journal:
         from .journal import attach as attach_journal
 
         out.append(attach_journal(engine, journal))
+    try:
+        telemetry = (telemetry if telemetry is not None
+                     else _from_env("ASYNCFLOW_HPC_TELEMETRY", used))
+        if telemetry:
+            from .telemetry import attach as attach_telemetry
+
+            out.append(attach_telemetry(engine, telemetry))
+        progress = progress if progress is not None else os.environ.get("ASYNCFLOW_HPC_PROGRESS")
+        if progress and progress != "off":
+            from .progress import attach as attach_progress
+
+            out.append(attach_progress(engine, progress))
+    except BaseException:
+        for att in out:  # the journal's lock must not outlive a start that failed
+            release = getattr(att, "release", None)
+            if release is not None:
+                release()
+        raise
+    claim(used)
     return out

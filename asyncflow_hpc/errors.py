@@ -15,12 +15,14 @@ __all__ = [
     "DependencyFailureError",
     "EngineError",
     "ExecutableNotFoundError",
+    "JournalError",
     "MissingOutputError",
     "PilotFailedError",
     "TaskDescriptionError",
     "TaskExecutionError",
     "TaskTimeoutError",
     "UnknownBackendError",
+    "UnsafePathError",
     "WorkerLostError",
 ]
 
@@ -92,9 +94,11 @@ class UnknownBackendError(ConfigurationError, KeyError):
 class DependencyFailureError(AsyncFlowError):
     """A task could not run because one of the tasks it depends on failed.
 
-    ``failed_dependencies`` names the failed inputs; ``root_cause`` is the exception of the
-    first of them (itself a ``DependencyFailureError`` along a chain). ``__cause__`` is set to
-    ``root_cause`` so tracebacks show the whole story.
+    ``failed_dependencies`` names the task's failed inputs; ``root_cause`` is the error that
+    started it all and ``root_task`` the name of the task that raised it, however many
+    dependency hops lie between: a failure at the head of a chain of 100,000 tasks gives
+    every task of the chain an error naming the head, with ``__cause__`` set to the root
+    error only (not to the previous hop), so printing or pickling one is short and shallow.
     """
 
     def __init__(
@@ -102,11 +106,25 @@ class DependencyFailureError(AsyncFlowError):
         message: str,
         failed_dependencies: Sequence[str] | None = None,
         root_cause: BaseException | None = None,
+        root_task: str | None = None,
     ) -> None:
+        deps = list(failed_dependencies or [])
+        if isinstance(root_cause, DependencyFailureError) and root_cause.root_cause is not None:
+            # a hop of a chain: point at the chain's root, not at the previous hop
+            root_task = root_task or root_cause.root_task
+            root_cause = root_cause.root_cause
+        elif root_cause is not None and root_task is None and deps:
+            root_task = deps[0]  # the engine names the input whose error is root_cause first
+        if root_cause is not None:
+            who = f"{root_task!r} failed with " if root_task else ""
+            detail = _first_line(root_cause)
+            message = f"{message}: {who}{type(root_cause).__name__}" + (f": {detail}" if detail
+                                                                       else "")
         super().__init__(message)
         self.message = message
-        self.failed_dependencies = list(failed_dependencies or [])
+        self.failed_dependencies = deps
         self.root_cause = root_cause
+        self.root_task = root_task
         if root_cause is not None:
             self.__cause__ = root_cause
 
@@ -114,8 +132,9 @@ class DependencyFailureError(AsyncFlowError):
     def original_error(self) -> BaseException | None:
         """The first error along the chain that is not itself a dependency failure."""
         err = self.root_cause
-        while isinstance(err, DependencyFailureError):
-            err = err.root_cause
+        seen = 0
+        while isinstance(err, DependencyFailureError) and seen < 1000:
+            err, seen = err.root_cause, seen + 1
         return err
 
 
@@ -175,6 +194,39 @@ class TaskTimeoutError(AsyncFlowError, TimeoutError):
     """A task ran longer than its ``timeout`` and was stopped."""
 
 
+class JournalError(AsyncFlowError, OSError):
+    """The journal could not be opened, locked or written (the message names the file).
+
+    ``path`` is the journal's path; ``errno`` the operating system's error number when
+    there is one (``ENOSPC`` for a full disk, ``EWOULDBLOCK`` when another run holds it).
+    """
+
+    def __init__(self, message: str, path: str | None = None, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        if errno is not None:
+            self.errno = errno
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+    def __reduce__(self) -> tuple:
+        return (_rebuild_oserror, (type(self), self.args, dict(self.__dict__), self.errno))
+
+
+class UnsafePathError(AsyncFlowError, PermissionError):
+    """A file asyncflow-hpc was asked to write is a trap on a shared machine: a symbolic link,
+    a file of another user, or in a folder that another user owns or anyone may write to.
+    The message names the path and what is wrong with it."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 class PilotFailedError(AsyncFlowError):
     """A RADICAL-Pilot pilot died or expired while tasks were bound to it."""
 
@@ -199,6 +251,25 @@ def _rebuild(cls: type, args: tuple, state: dict,
     if cause is not None:
         exc.__cause__ = cause
     return exc
+
+
+def _rebuild_oserror(cls: type, args: tuple, state: dict, errno: int | None) -> BaseException:
+    exc = _rebuild(cls, args, state)
+    if errno is not None:
+        exc.errno = errno  # type: ignore[attr-defined]
+    return exc
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of ``str(exc)``, at most ``limit`` characters (every hop repeats it)."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = repr(exc)
+    line = text.strip().split("\n", 1)[0]
+    if len(line) > limit:
+        line = line[:limit] + "..."
+    return line
 
 
 def _tail(text: str, lines: int = 20, chars: int = 4000) -> str:

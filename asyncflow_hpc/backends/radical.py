@@ -255,8 +255,10 @@ class RadicalPilotBackend(ExecutionBackend):
 
     def _start_sync(self) -> None:
         t0 = time.monotonic()
+        from ..safe_files import private_dir
+
         for folder in ("session", "sandbox", "config", "tmp"):
-            (self.work_dir / folder).mkdir(parents=True, exist_ok=True)
+            private_dir(self.work_dir / folder)  # 0700, parents too; refused if others control it
         with _ENV_LOCK:
             self._write_resource_configs(os.environ.get("RADICAL_CONFIG_USER_DIR"))
             with _rp_environment(self.work_dir):
@@ -297,8 +299,10 @@ class RadicalPilotBackend(ExecutionBackend):
         """User resource configs plus ours, in the config dir RP will read."""
         src = user_dir or os.path.expanduser("~")
         user_cfgs = Path(src) / ".radical" / "pilot" / "configs"
+        from ..safe_files import private_dir, write_file
+
         dst = self.work_dir / "config" / ".radical" / "pilot" / "configs"
-        dst.mkdir(parents=True, exist_ok=True)
+        private_dir(dst)
         if user_cfgs.is_dir() and user_cfgs.resolve() != dst.resolve():
             for f in user_cfgs.glob("resource_*.json"):
                 shutil.copy(f, dst / f.name)
@@ -338,7 +342,7 @@ class RadicalPilotBackend(ExecutionBackend):
                     patch.pop("launch_methods", None)
             cur.update(patch)
             data[entry] = cur
-            path.write_text(json.dumps(data, indent=2))
+            write_file(path, json.dumps(data, indent=2).encode(), 0o600)
 
     def _pilot_may_exceed_machine(self) -> bool:
         """True when a local pilot may hand out core indices this machine does not have."""

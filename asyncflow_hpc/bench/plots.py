@@ -126,8 +126,13 @@ def plot_comparison(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Pat
 
 
 def _save(fig: Any, plt: Any, path: str | os.PathLike[str]) -> Path:
+    import io
+
+    from ..safe_files import write_file
+
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format=out.suffix.lstrip(".").lower() or "png")
     plt.close(fig)
+    write_file(out, buf.getvalue(), 0o600, make_dirs=True)
     return out

@@ -77,9 +77,9 @@ def document(kind: str, machine: dict[str, Any] | None = None, **body: Any) -> d
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` atomically (a half-written result file would mislead a later plot)."""
+    from ..safe_files import write_file
+
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, out)
+    write_file(out, (json.dumps(data, indent=2, default=str) + "\n").encode(), 0o600,
+               make_dirs=True)
     return out

@@ -236,12 +236,14 @@ def add_efficiency(points: list[dict[str, Any]]) -> None:
 
 def run_point(spec: SeriesSpec, site: Any, nodes: int, out_dir: Path) -> dict[str, Any]:
     """Submit one point's job, wait for it, read its per-node JSON files."""
+    from ..safe_files import private_dir, write_file
+
     where = point_dir(out_dir, nodes)
-    where.mkdir(parents=True, exist_ok=True)
+    private_dir(where)
     for old in where.glob("rank*.json"):
         old.unlink()
     script = where / "job.sh"
-    script.write_text(render_job(spec, site, nodes, where))
+    write_file(script, render_job(spec, site, nodes, where).encode(), 0o700)
     t0, submitted = time.monotonic(), time.time()
     job = submit(script, *spec.extra_args)
     try:
@@ -281,8 +283,10 @@ def run_series(spec: SeriesSpec, progress: Callable[[str], None] | None = None) 
                                  "nodes leaves nodes idle")
     if shutil.which("sbatch") is None:
         raise ConfigurationError("sbatch not found: the scaling series needs a SLURM site")
+    from ..safe_files import private_dir
+
     out_dir = Path(spec.work_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(out_dir)
     from .runner import machine_info
 
     machine = machine_info()

@@ -8,23 +8,40 @@ between a laptop run, a dry run and a run on a cluster.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import runpy
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import click
 
+from ..attachments import claim, claimed_elsewhere
 from ..backends import BACKENDS
-from ..errors import BackendError, ConfigurationError
+from ..errors import BackendError, ConfigurationError, JournalError, UnsafePathError
 from .submit import with_hpc_options
 
+_CAMPAIGN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 
-def default_journal(script: str) -> Path:
-    """Where ``--resume`` finds the journal of an earlier run of SCRIPT (cwd-relative)."""
-    return Path(".asyncflow-hpc") / f"{Path(script).stem}.journal.jsonl"
+
+def default_journal(script: str, campaign_id: str | None = None) -> Path:
+    """Where ``--resume`` finds the journal of an earlier run of SCRIPT: in
+    ``.asyncflow-hpc/`` of the current folder, named after the campaign id or else after the
+    script's absolute path (``exp1/campaign.py`` and ``exp2/campaign.py`` do not share one).
+    The script's content is not part of the name: a script fixed after a crash resumes."""
+    if campaign_id:
+        if not _CAMPAIGN_ID.fullmatch(campaign_id):
+            raise click.BadParameter(
+                f"{campaign_id!r}: use letters, digits and _ . + - (at most 100)",
+                param_hint="--campaign-id")
+        name = campaign_id
+    else:
+        real = os.path.realpath(script)
+        digest = hashlib.sha256(real.encode(errors="surrogateescape")).hexdigest()[:12]
+        name = f"{Path(script).stem}-{digest}"
+    return Path(".asyncflow-hpc") / f"{name}.journal.jsonl"
 
 
 @click.command("run", context_settings={"ignore_unknown_options": True})
@@ -39,7 +56,11 @@ def default_journal(script: str) -> Path:
               help="Record every finished task here (a new journal unless --resume).")
 @click.option("--resume", is_flag=True,
               help="Reuse results recorded by an earlier run (default journal: "
-                   ".asyncflow-hpc/<script>.journal.jsonl); only unfinished tasks run.")
+                   ".asyncflow-hpc/<script>-<hash of its path>.journal.jsonl); only "
+                   "unfinished tasks run.")
+@click.option("--campaign-id", default=None, metavar="ID",
+              help="Name the default journal after ID instead of the script's path "
+                   "(.asyncflow-hpc/ID.journal.jsonl).")
 @click.option("--telemetry", type=click.Path(dir_okay=False), default=None,
               help="Write the RHAPSODY JSONL event log here (read it with 'asyncflow-hpc report').")
 @click.option("--progress", type=click.Choice(["auto", "rich", "plain", "off"]), default="auto",
@@ -47,8 +68,9 @@ def default_journal(script: str) -> Path:
               help="Live progress: a display on a terminal, periodic log lines otherwise.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output (same as --progress off).")
 def run_command(script: str, script_args: tuple[str, ...], backend: str | None,
-                resource: str | None, journal: str | None, resume: bool, telemetry: str | None,
-                progress: str, quiet: bool) -> None:
+                resource: str | None, journal: str | None, resume: bool,
+                campaign_id: str | None, telemetry: str | None, progress: str,
+                quiet: bool) -> None:
     """Run SCRIPT, a Python campaign, with the chosen backend and options.
 
     Engines the script creates without a backend get one from these flags. --site S runs
@@ -68,14 +90,29 @@ def run_command(script: str, script_args: tuple[str, ...], backend: str | None,
         env["ASYNCFLOW_HPC_BACKEND"] = backend
     if resource:
         env["ASYNCFLOW_HPC_RESOURCE"] = resource
+    # a campaign started from a task of another one inherits that one's journal and log
+    # variables: they are not for this run (see asyncflow_hpc.attachments)
+    for var in claimed_elsewhere():
+        env.pop(var, None)
     # every run keeps a journal, so that a crashed run can always be resumed
-    journal = journal or str(default_journal(script))
-    if not resume:
-        _start_fresh(Path(journal))
-    Path(journal).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # absolute: a script that changes its folder still finds them
+    journal = os.path.abspath(journal or env.get("ASYNCFLOW_HPC_JOURNAL")
+                              or default_journal(script, campaign_id))
+    telemetry = telemetry or env.get("ASYNCFLOW_HPC_TELEMETRY")
+    if telemetry:
+        telemetry = os.path.abspath(telemetry)
+    try:
+        _prepare_journal(Path(journal), fresh=not resume)
+    except (JournalError, UnsafePathError) as exc:
+        _fail(exc)
+    except OSError as exc:
+        _fail(f"JournalError: cannot use journal {journal}: {exc.strerror or exc}")
     env["ASYNCFLOW_HPC_JOURNAL"] = journal
+    mine = {"ASYNCFLOW_HPC_JOURNAL": journal}
     if telemetry:
         env["ASYNCFLOW_HPC_TELEMETRY"] = telemetry
+        mine["ASYNCFLOW_HPC_TELEMETRY"] = telemetry
+    claim(mine)  # this process's engines use them; its tasks' own campaigns do not
     env["ASYNCFLOW_HPC_PROGRESS"] = "off" if quiet else progress
     sys.argv = [script, *script_args]
     script_dir = os.path.dirname(os.path.abspath(script))
@@ -83,22 +120,42 @@ def run_command(script: str, script_args: tuple[str, ...], backend: str | None,
         sys.path.insert(0, script_dir)
     try:
         runpy.run_path(script, run_name="__main__")
-    except (ConfigurationError, BackendError) as exc:
-        # bad input or an unusable backend: the message says what; a traceback adds nothing
-        click.echo(f"asyncflow-hpc: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(2)
+    except (ConfigurationError, BackendError, JournalError, UnsafePathError) as exc:
+        # bad input, an unusable backend or journal: the message says what; a traceback
+        # adds nothing
+        _fail(exc)
     except KeyboardInterrupt:
         click.echo("asyncflow-hpc: interrupted; finished tasks are in the journal, "
                    "continue with --resume", err=True)
         sys.exit(130)
 
 
+def _fail(exc: BaseException | str) -> None:
+    text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    click.echo(f"asyncflow-hpc: {text}", err=True)
+    sys.exit(2)
+
+
 # --site/--site-file/--nodes/--runtime/--in-allocation: they set ASYNCFLOW_HPC_* variables
 run_command = with_hpc_options(run_command)
 
 
-def _start_fresh(path: Path) -> None:
-    """Move an earlier journal aside, so a plain run never silently reuses old results."""
-    if path.exists() and path.stat().st_size:
-        backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}")
-        shutil.move(str(path), str(backup))
+def _prepare_journal(path: Path, fresh: bool) -> None:
+    """Refuse at once a journal another run holds; for a plain run, move an earlier journal
+    aside (under the lock), so a plain run never silently reuses old results."""
+    from ..journal import lock_journal
+
+    fd = lock_journal(path)  # creates the folder 0700; checks it and the lock file
+    try:
+        if path.is_symlink():
+            raise UnsafePathError(f"refusing to open {path}: it is a symbolic link", str(path))
+        if fresh and path.exists() and path.stat().st_size:
+            stamp = time.strftime('%Y%m%d-%H%M%S')
+            backup = path.with_name(f"{path.name}.{stamp}")
+            n = 0
+            while backup.exists() or backup.is_symlink():
+                n += 1
+                backup = path.with_name(f"{path.name}.{stamp}.{n}")
+            os.rename(path, backup)  # same folder: a rename, never a copy through links
+    finally:
+        os.close(fd)

@@ -28,6 +28,7 @@ from ..hpc.allocation import current_allocation
 from ..hpc.resources import ENV
 from ..hpc.sites import find_site
 from ..hpc.templates import job_values, render_template
+from ..safe_files import private_dir, write_file
 
 __all__ = ["configure_run", "submit_command", "submit_script", "with_hpc_options"]
 
@@ -178,10 +179,14 @@ def submit_command(script: str, script_args: Sequence[str], site: str, site_file
     if dry_run:
         click.echo(text, nl=False)
         return
-    camp.mkdir(parents=True, exist_ok=True)
     path = camp / f"{values['job_name']}.{found.scheduler}.sh"
-    path.write_text(text)
-    path.chmod(0o755)
+    try:
+        # the folder made 0700 (parents too) and checked; the script written as a new file
+        # (mode 0700) renamed into place: a link or another user's file there is refused
+        private_dir(camp)
+        write_file(path, text.encode(), 0o700)
+    except OSError as exc:  # UnsafePathError included
+        raise click.ClickException(str(exc)) from exc
     job_id = submit_script(path, found.scheduler, values["output"])
     click.echo(job_id)
     click.echo(f"asyncflow-hpc: script {path}, output {values['output']}", err=True)

@@ -226,16 +226,18 @@ def write_resource_config(site: Site, config_user_dir: str | os.PathLike[str], *
     name, entry = site_resource_config(site, in_allocation=in_allocation, allocation=allocation)
     if entry is None:
         return name
+    from ..safe_files import private_dir, write_file
+
     path = config_file(site, config_user_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     try:
         entries = json.loads(path.read_text())
     except (OSError, ValueError):
         entries = {}
     entries[name.split(".", 1)[1]] = entry
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)  # readers never see half a file
+    # a new file (O_EXCL) renamed into place: readers never see half a file, and a link
+    # planted at the path is refused
+    write_file(path, (json.dumps(entries, indent=2, sort_keys=True) + "\n").encode(), 0o600)
     return name
 
 

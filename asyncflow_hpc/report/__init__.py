@@ -28,11 +28,11 @@ def write_report(log: Log, out_dir: str | os.PathLike, *,
 
     Returns ``{name: path}`` of the files written.
     """
+    from ..safe_files import private_dir
     from . import plots
     from .html import render_html
 
-    out = os.fspath(out_dir)
-    os.makedirs(out, mode=0o700, exist_ok=True)
+    out = private_dir(out_dir)  # created 0700 (parents too); refused if others control it
     summary = summary if summary is not None else summarize(log)
     files: dict[str, str] = {}
     path = os.path.join(out, "summary.json")
@@ -51,7 +51,8 @@ def write_report(log: Log, out_dir: str | os.PathLike, *,
 
 
 def _write(path: str, data: bytes) -> None:
-    """Write a file private to the user, like the log it is made from (task names, errors)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    """Write a file private to the user, like the log it is made from (task names, errors):
+    a new file renamed into place; a symbolic link or another user's file there is refused."""
+    from ..safe_files import write_file
+
+    write_file(path, data, 0o600)

@@ -453,7 +453,8 @@ def png_bytes(fig: Any) -> bytes:
 
 def save_png(fig: Any, path: str) -> bytes:
     """Write ``fig`` to ``path`` as PNG and return the bytes."""
+    from ..safe_files import write_file
+
     data = png_bytes(fig)
-    with open(path, "wb") as fh:
-        fh.write(data)
+    write_file(path, data, 0o600)
     return data

@@ -2,8 +2,11 @@
 
 Streams the file line by line and keeps one small :class:`TaskRow` per task (not the lines),
 so a log of millions of events fits in memory. Lines that do not parse — the truncated last
-line of a killed run, say — are counted and skipped. Task ids are per session, so rows are
-keyed by ``(session_id, task_id)``: several engines may share one log.
+line of a killed run, say — are counted and skipped, and so are records whose fields have the
+wrong types (an ``event_time`` that is not a number, ...). A file with lines but not one
+telemetry record (another JSON file, a journal) raises :class:`LogFormatError`, naming the
+first problem. Task ids are per session, so rows are keyed by ``(session_id, task_id)``:
+several engines may share one log.
 """
 
 from __future__ import annotations
@@ -12,9 +15,53 @@ import json
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["Log", "TaskRow", "read_log"]
+__all__ = ["Log", "LogFormatError", "TaskRow", "read_log"]
 
 _FINAL = {"TaskCompleted": "completed", "TaskFailed": "failed", "TaskCanceled": "canceled"}
+
+
+class LogFormatError(ValueError):
+    """The file is not a telemetry log (no line of it is a telemetry record)."""
+
+
+class _BadRecord(Exception):
+    pass
+
+
+_NUM = (int, float)
+_STR = (str,)
+# field -> accepted types (None is accepted everywhere)
+_EVENT_FIELDS = {"event_type": _STR, "session_id": _STR, "task_id": _STR, "event_time": _NUM,
+                 "backend": _STR, "node_id": _STR, "duration_seconds": _NUM,
+                 "error_type": _STR, "attributes": (dict,)}
+_TASK_ATTRS = {"task_name": _STR, "executable": _STR, "task_type": _STR, "workflow_id": _STR,
+               "block_id": _STR, "error_type": _STR, "error_message": _STR}
+_RESOURCE_FIELDS = {"cpu_percent": _NUM, "memory_percent": _NUM, "gpu_percent": _NUM}
+
+
+def _check(d: dict, fields: dict, where: str = "") -> None:
+    for key, types in fields.items():
+        v = d.get(key)
+        if v is not None and (not isinstance(v, types) or isinstance(v, bool)):
+            want = "a number" if types is _NUM else "a string" if types is _STR else "an object"
+            raise _BadRecord(f"{where}{key} must be {want}, got {json.dumps(v)[:60]}")
+
+
+def _check_event(d: dict) -> None:
+    _check(d, _EVENT_FIELDS)
+    if d.get("event_type") is None:
+        raise _BadRecord("an event without event_type")
+    attrs = d.get("attributes")
+    if attrs and d.get("task_id") is not None:
+        _check(attrs, _TASK_ATTRS, "attributes.")
+    if d.get("event_type") == "ResourceUpdate":
+        _check(d, _RESOURCE_FIELDS)
+
+
+def _check_span(d: dict) -> None:
+    attrs = d.get("attributes")
+    if attrs is not None and not isinstance(attrs, dict):
+        raise _BadRecord("span attributes must be an object")
 
 
 class TaskRow:
@@ -102,25 +149,42 @@ def read_log(path: str | os.PathLike, workflow: str | None = None) -> Log:
     log = Log(path)
     rows: dict[tuple[str, str], TaskRow] = {}
     loads = json.loads
+    first_problem = ""
+    records = 0
     with open(path, "rb") as fh:
         for raw in fh:
             log.lines += 1
             try:
                 d = loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 log.bad_lines += 1
+                first_problem = first_problem or f"line {log.lines} is not JSON"
                 continue
             if not isinstance(d, dict):
                 log.bad_lines += 1
+                first_problem = first_problem or f"line {log.lines} is not a JSON object"
                 continue
             section = d.get("section")
-            if section == "event":
-                _event(d, rows, log)
-            elif section == "span":
-                if d.get("name") == "workflow":
-                    log.workflow_spans.append(d)
-            elif section == "metric":
-                log.metrics.append(d)
+            try:
+                if section == "event":
+                    _check_event(d)
+                    _event(d, rows, log)
+                elif section == "span":
+                    _check_span(d)
+                    if d.get("name") == "workflow":
+                        log.workflow_spans.append(d)
+                elif section == "metric":
+                    log.metrics.append(d)
+                elif not isinstance(section, str):
+                    raise _BadRecord("no section (event, span or metric)")
+            except _BadRecord as exc:
+                log.bad_lines += 1
+                first_problem = first_problem or f"line {log.lines}: {exc}"
+                continue
+            records += 1
+    if log.lines and not records:
+        raise LogFormatError(f"{path} is not an asyncflow-hpc telemetry log: no line of it is a "
+                             f"telemetry record ({first_problem})")
     log.tasks = list(rows.values())
     _fill_nodes(log)
     log.truncated = any("end" not in s for s in log.sessions.values())

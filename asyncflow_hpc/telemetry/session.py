@@ -165,7 +165,10 @@ class TelemetrySession:
 
     @staticmethod
     def _config_error(path: str, exc: OSError) -> None:
-        from ..errors import ConfigurationError
+        from ..errors import ConfigurationError, UnsafePathError
+
+        if isinstance(exc, UnsafePathError):  # a link or a folder of another user: says so
+            raise exc
 
         raise ConfigurationError(
             f"telemetry: cannot write the event log {path!r}: {exc.strerror or exc}") from exc

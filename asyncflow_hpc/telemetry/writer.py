@@ -39,22 +39,26 @@ _opened_lock = threading.Lock()
 
 def open_log(path: str) -> int:
     """Open ``path`` for appending, private to the user; truncate it unless this process
-    already writes there (several engines in one script share one log)."""
-    real = os.path.realpath(path)
+    already writes there (several engines in one script share one log).
+
+    Opened with :func:`asyncflow_hpc.safe_files.safe_open`: a symbolic link, another user's
+    file or a folder others may write to is refused (``UnsafePathError``); missing folders
+    are created 0700.
+    """
+    from ..safe_files import safe_open
+
+    absolute = os.path.abspath(path)
+    parent, name = os.path.split(absolute)
+    # the folder resolved, the file itself not (a link there is refused, never followed)
+    real = os.path.join(os.path.realpath(parent), name)
     with _opened_lock:
         fresh = real not in _opened_here
-        _opened_here.add(real)
-    parent = os.path.dirname(real)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     if fresh:
         flags |= os.O_TRUNC
-    fd = os.open(real, flags, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # an existing file keeps its mode on open: make it private too
-    except OSError:
-        pass
+    fd = safe_open(absolute, flags, 0o600, make_dirs=True)
+    with _opened_lock:
+        _opened_here.add(real)
     return fd
 
 

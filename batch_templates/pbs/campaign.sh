@@ -20,7 +20,7 @@
 cd {{ campaign_dir_q }} || exit 1
 # RADICAL-Pilot writes /tmp/rp.agent_cfg.* and /tmp/rp.session.*: keep them in the campaign.
 export TMPDIR={{ tmp_dir_q }}
-mkdir -p "$TMPDIR"
+mkdir -p -m 700 "$TMPDIR"
 if [ "$(id -u)" = 0 ]; then  # OpenMPI refuses root without both of these
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi

@@ -9,6 +9,8 @@ import time
 import psutil
 import pytest
 
+from asyncflow_hpc.cli.run import default_journal
+
 CAMPAIGN = textwrap.dedent('''
     import asyncio, sys
     from asyncflow_hpc import WorkflowEngine
@@ -69,5 +71,5 @@ def test_signal_stops_campaign_and_kills_its_processes(tmp_path, sig, codes):
         time.sleep(0.05)
     assert not any(_alive(p) for p in pids)
     # the five quick tasks were journaled before the signal
-    journal = tmp_path / ".asyncflow-hpc" / "campaign.journal.jsonl"
+    journal = tmp_path / default_journal(str(script))  # .asyncflow-hpc/campaign-<hash>...
     assert len(journal.read_text().splitlines()) == 5

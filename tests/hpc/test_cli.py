@@ -154,7 +154,8 @@ def test_run_with_site_reaches_the_script(runner, tmp_path, monkeypatch):
     """run --site ... sets the variables before the campaign script runs (script sees them)."""
     for key in ("ASYNCFLOW_HPC_BACKEND", "ASYNCFLOW_HPC_SITE", "ASYNCFLOW_HPC_NODES",
                 "ASYNCFLOW_HPC_RUNTIME", "ASYNCFLOW_HPC_SITE_FILE", "ASYNCFLOW_HPC_JOURNAL",
-                "ASYNCFLOW_HPC_PROGRESS", "ASYNCFLOW_HPC_IN_ALLOCATION"):
+                "ASYNCFLOW_HPC_PROGRESS", "ASYNCFLOW_HPC_IN_ALLOCATION",
+                "ASYNCFLOW_HPC_CLAIMED", "ASYNCFLOW_HPC_TELEMETRY"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr("sys.argv", ["x"])
     (tmp_path / "show.py").write_text(

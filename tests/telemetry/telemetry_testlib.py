@@ -18,7 +18,8 @@ SPAN_KEYS = ["name", "span_id", "trace_id", "parent_span_id", "start_ns", "end_n
              "start_time_s", "end_time_s", "duration_ms", "status_code", "status_description",
              "attributes", "section"]
 ENV = ("ASYNCFLOW_HPC_TELEMETRY", "ASYNCFLOW_HPC_PROGRESS", "ASYNCFLOW_HPC_TELEMETRY_INTERVAL",
-       "ASYNCFLOW_HPC_PROGRESS_INTERVAL", "ASYNCFLOW_HPC_JOURNAL", "ASYNCFLOW_HPC_OTEL")
+       "ASYNCFLOW_HPC_PROGRESS_INTERVAL", "ASYNCFLOW_HPC_JOURNAL", "ASYNCFLOW_HPC_OTEL",
+       "ASYNCFLOW_HPC_CLAIMED")
 
 
 # A fixture here rather than in a conftest.py: test modules elsewhere import their own
