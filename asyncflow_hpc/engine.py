@@ -47,6 +47,7 @@ from .errors import (
 )
 from .events import Event, EventType, Observer
 from .files import FilePlan, InputFile, OutputFile, StageIn, _FileMarker
+from .safe_files import private_dir
 from .tasks import TaskFuture, TaskKind, TaskRecord, TaskSpec, TaskState
 
 __all__ = ["WorkflowEngine"]
@@ -272,7 +273,11 @@ class WorkflowEngine:
         self._default_backend = backends[0]
         from .attachments import attach_configured
 
-        self._attachments = attach_configured(self, **self._attach_options)
+        try:
+            self._attachments = attach_configured(self, **self._attach_options)
+        except BaseException:  # a refused journal or log: nothing may be left running
+            await self._stop_backends()
+            raise
         self._started = True
         if self._install_signals and threading.current_thread() is threading.main_thread():
             self._install_signal_handlers()
@@ -281,9 +286,7 @@ class WorkflowEngine:
 
     def _private_work_dir(self) -> Path:
         """The explicit work directory, created owner-only (0700) when it does not exist."""
-        if not self.work_dir.exists():
-            self.work_dir.mkdir(parents=True, mode=0o700)
-            os.chmod(self.work_dir, 0o700)  # mkdir's mode is filtered by the umask
+        private_dir(self.work_dir)  # 0700 with the parents it makes; refused if others may write
         return self.work_dir
 
     async def _resolve_backends(self, arg: Any) -> list[ExecutionBackend]:
@@ -368,7 +371,7 @@ class WorkflowEngine:
     def _ensure_files_root(self) -> str:
         root = self.files_root
         if not self._files_root_ready:
-            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(root)
             self._files_root_ready = True
         return str(root)
 

@@ -136,7 +136,9 @@ class FilePlan:
 
 def stage_in(plan: FilePlan) -> None:
     """Create the task's directory (0700) and place its inputs there (on this machine)."""
-    os.makedirs(plan.task_dir, mode=0o700, exist_ok=True)
+    from .safe_files import private_dir, safe_open
+
+    private_dir(plan.task_dir)
     for item in plan.inputs:
         target = os.path.join(plan.task_dir, item.name)
         if os.path.lexists(target):
@@ -145,15 +147,21 @@ def stage_in(plan: FilePlan) -> None:
             if not os.path.exists(item.source):
                 raise FileNotFoundError(f"input {item.name!r}: {item.source} does not exist")
             os.symlink(item.source, target)
-        elif _is_url(item.source):
-            parsed = urllib.parse.urlparse(item.source)
-            if parsed.scheme == "file":
-                shutil.copyfile(urllib.parse.unquote(parsed.path), target)
+            continue
+        # a copy: a new private file (no link followed), filled from a path or a URL
+        fd = safe_open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as dst:
+            if _is_url(item.source):
+                parsed = urllib.parse.urlparse(item.source)
+                if parsed.scheme == "file":
+                    with open(urllib.parse.unquote(parsed.path), "rb") as src:
+                        shutil.copyfileobj(src, dst)
+                else:
+                    with urllib.request.urlopen(item.source) as src:
+                        shutil.copyfileobj(src, dst)
             else:
-                with urllib.request.urlopen(item.source) as src, open(target, "wb") as dst:
+                with open(item.source, "rb") as src:
                     shutil.copyfileobj(src, dst)
-        else:
-            shutil.copyfile(item.source, target)
 
 
 def missing_outputs(plan: FilePlan) -> list[str]:

@@ -582,8 +582,9 @@ def _spill(fh: Any, size: int, keep: int, name: str) -> SpilledOutput:
 
 def _stdio_file(path: str) -> Any:
     """A captured output file: created (or emptied) owner-only, never through a symlink."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    return os.fdopen(fd, "w+b")
+    from ..safe_files import safe_open
+
+    return os.fdopen(safe_open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), "w+b")
 
 
 def _killpg(pgid: int, sig: int) -> None:
