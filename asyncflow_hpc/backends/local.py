@@ -340,6 +340,10 @@ class LocalExecutionBackend(ExecutionBackend):
             finally:
                 reaper.remove(proc.pid)
             if returncode != 0:
+                err_size = os.fstat(err_f.fileno()).st_size
+                if err_size > STDERR_TAIL_BYTES and "stderr_path" not in paths:
+                    # the error keeps the tail; the whole stderr goes to a private file
+                    paths["stderr_path"] = _spill(err_f, err_size, 0, spec.name, ".stderr").path
                 raise TaskExecutionError(spec.command_line, returncode,
                                          _read_text(err_f, tail=STDERR_TAIL_BYTES), task=spec.name,
                                          **paths)
@@ -561,10 +565,11 @@ class SpilledOutput(str):
     size: int
 
 
-def _spill(fh: Any, size: int, keep: int, name: str) -> SpilledOutput:
-    """Copy the whole output to a private file (no symlink followed); keep its head in memory."""
+def _spill(fh: Any, size: int, keep: int, name: str, suffix: str = ".stdout") -> SpilledOutput:
+    """Copy the whole output to a new private file (``mkstemp``: 0600, ``O_EXCL``); keep its
+    first ``keep`` bytes in memory."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
-    fd, path = tempfile.mkstemp(prefix=f"asyncflow-hpc-{safe}-", suffix=".stdout")
+    fd, path = tempfile.mkstemp(prefix=f"asyncflow-hpc-{safe}-", suffix=suffix)
     try:
         src, offset = fh.fileno(), 0
         while offset < size:

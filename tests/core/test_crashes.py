@@ -203,3 +203,27 @@ def test_huge_stdout_is_capped_in_memory_and_spilled_to_a_file(tmp_path):
             assert await small() == "hi\n" and not isinstance(await small(), SpilledOutput)
 
     asyncio.run(main())
+
+
+def test_huge_stderr_of_a_failed_executable_is_kept_whole_in_a_file():
+    import asyncio
+
+    from asyncflow_hpc import TaskExecutionError, WorkflowEngine
+
+    async def main():
+        async with WorkflowEngine.create(install_signal_handlers=False) as flow:
+            @flow.executable_task
+            def noisy():
+                return "sh -c 'head -c 3000000 /dev/zero | tr \"\\\\0\" e >&2; exit 2'"
+
+            try:
+                await noisy()
+            except TaskExecutionError as err:
+                assert len(err.stderr) == 1 << 20  # the tail in memory
+                assert os.path.getsize(err.stderr_path) == 3_000_000
+                assert str(err.stderr_path) in str(err)
+                os.unlink(err.stderr_path)
+            else:
+                raise AssertionError("noisy did not fail")
+
+    asyncio.run(main())
