@@ -235,16 +235,7 @@ class TaskSummary:
     attempts = 0
 
     _KEYS = TaskRecord._KEYS
-
-    def __getitem__(self, key: str) -> Any:
-        if key == "description":
-            return _describe(self)
-        if key == "type":
-            return self.kind.value
-        if key in self._KEYS:
-            return getattr(self, key)
-        raise KeyError(key)
-
+    __getitem__ = TaskRecord.__getitem__
     get = TaskRecord.get
     keys = TaskRecord.keys
     __contains__ = TaskRecord.__contains__

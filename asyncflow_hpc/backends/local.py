@@ -157,7 +157,7 @@ class LocalExecutionBackend(ExecutionBackend):
                 fut: asyncio.Future = loop.create_task(self._run_executable(spec))
             elif spec.is_async and not self._processes and not spec.inline:
                 loops = self._worker_loops()
-                running[uid] = _OffLoop(loops, uid)
+                running[uid] = _Elsewhere(functools.partial(loops.cancel, uid))
                 loops.submit(uid, functools.partial(_start_body, spec))
                 if spec.timeout:
                     self._timers[uid] = loop.call_later(spec.timeout, self._timed_out, uid, spec)
@@ -194,7 +194,7 @@ class LocalExecutionBackend(ExecutionBackend):
                         f"arguments are not picklable ({type(exc).__name__}: {exc})"))
                     continue
                 pool = self._process_runner()
-                running[uid] = _InPool(pool, uid)
+                running[uid] = _Elsewhere(functools.partial(pool.give_up, uid))
                 pool.submit(spec, blob)
                 reporter.running(uid, self._host)
                 if spec.timeout:
@@ -635,28 +635,14 @@ def _text(exc: BaseException) -> str:
         return "<unprintable>"
 
 
-class _InPool:
-    """Stands in ``_running`` for a body in the process pool."""
+class _Elsewhere:
+    """Stands in ``_running`` for a body run by a worker loop or the process pool: cancelling
+    it asks that runner to drop or stop the body."""
 
-    __slots__ = ("_pool", "_uid")
+    __slots__ = ("cancel",)
 
-    def __init__(self, pool: ProcessRunner, uid: str) -> None:
-        self._pool, self._uid = pool, uid
-
-    def cancel(self) -> None:
-        self._pool.give_up(self._uid)
-
-
-class _OffLoop:
-    """Stands in ``_running`` for a body on a worker loop: cancelling it cancels the body."""
-
-    __slots__ = ("_loops", "_uid")
-
-    def __init__(self, loops: WorkerLoops, uid: str) -> None:
-        self._loops, self._uid = loops, uid
-
-    def cancel(self) -> None:
-        self._loops.cancel(self._uid)
+    def __init__(self, cancel: Any) -> None:
+        self.cancel = cancel
 
 
 def _start_body(spec: TaskSpec) -> Any:
