@@ -12,15 +12,17 @@ import difflib
 import os
 import re
 import types
+import urllib.parse
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, MissingOutputError
 from ..tasks import TaskKind, TaskSpec
 
 __all__ = [
     "PILOT_KEYS", "RAPTOR_KEYS", "suggest", "validate_pilot_keywords", "validate_raptor",
     "task_description", "pack_call", "unpack_result", "REMOTE_CALL", "rp_uid_for",
+    "stdio_fields", "staging_fields", "clear_stale_inputs",
 ]
 
 # ----------------------------------------------------------------------------- suggestions
@@ -241,6 +243,115 @@ def executable_fields(spec: TaskSpec) -> tuple[str, list[str]]:
     return argv[0], argv[1:]
 
 
+# ----------------------------------------------------------------------------- files
+
+#: RP's launch script writes ``1> PATH 2> PATH`` and its stagers run ``cp -r SRC TGT`` without
+#: quoting: a path RP puts into a shell line must not need quoting
+_SHELL_SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./~-]+")
+
+
+def _shell_safe(path: str, what: str, spec: TaskSpec) -> str:
+    if not _SHELL_SAFE.fullmatch(path):
+        raise ConfigurationError(
+            f"{what} of task {spec.name!r} is {path!r}: RADICAL-Pilot writes such paths into "
+            "shell lines unquoted, so they must not contain spaces or shell characters; "
+            "choose a work_dir without them")
+    return path
+
+
+def stdio_fields(spec: TaskSpec, fields: Mapping[str, Any]) -> dict[str, str]:
+    """``stdout`` / ``stderr`` of an executable with ``capture_stdio=True``: the engine's paths.
+
+    RP's executor takes an absolute ``stdout``/``stderr`` as is (a relative one goes into the
+    task sandbox) and still reads the files back for ``task.stdout`` / ``task.stderr``.
+    """
+    if spec.stdio is None:
+        return {}
+    for key in ("stdout", "stderr"):
+        if fields.get(key):
+            raise ConfigurationError(
+                f"task {spec.name!r} has capture_stdio=True, which sends its {key} to "
+                f"{spec.stdio[key == 'stderr']}; task_description[{key!r}] would send it "
+                "elsewhere: give one or the other")
+    out, err = spec.stdio
+    return {"stdout": _shell_safe(out, "the stdout file", spec),
+            "stderr": _shell_safe(err, "the stderr file", spec)}
+
+
+#: URL schemes RP's agent fetches itself (``rp.DOWNLOAD``, with ``requests``)
+_DOWNLOAD_SCHEMES = ("http", "https")
+
+
+def staging_fields(spec: TaskSpec, fields: Mapping[str, Any],
+                   actions: Mapping[str, str]) -> dict[str, Any]:
+    """``sandbox`` and ``input_staging`` of a task with a :class:`~asyncflow_hpc.files.FilePlan`.
+
+    The task runs in the plan's ``task_dir`` (a ``sandbox``/``cwd`` of the user's own wins, as
+    on the local backend; the inputs still go to ``task_dir``). ``actions`` maps ``link``,
+    ``transfer`` and ``download`` to RP's constants: another task's output is *linked* by the
+    agent (RP makes a hard link: same file system), a file from outside the campaign is
+    *transferred* by RP's client-side stager (it lives on the submitting machine), an
+    ``http(s)`` URL is *downloaded* by the agent. The user's own ``input_staging`` follows ours.
+    """
+    plan = spec.files
+    if plan is None:
+        return {}
+    task_dir = plan.task_dir
+    sandbox = fields.get("sandbox") or task_dir
+    in_task_dir = os.path.normpath(sandbox) == os.path.normpath(task_dir)
+    staging = []
+    for item in plan.inputs:
+        name = item.name
+        target = f"task:///{name}" if in_task_dir else os.path.join(task_dir, name)
+        _shell_safe(os.path.join(task_dir, name), f"input {name!r}", spec)
+        source = item.source
+        if item.action == "link":
+            action = actions["link"]
+        else:
+            scheme = urllib.parse.urlparse(source).scheme if "://" in source else ""
+            if scheme in _DOWNLOAD_SCHEMES:
+                action = actions["download"]
+            elif scheme in ("", "file"):
+                if scheme:
+                    source = urllib.parse.unquote(urllib.parse.urlparse(source).path)
+                action = actions["transfer"]
+            else:
+                raise ConfigurationError(
+                    f"InputFile {source!r} of task {spec.name!r}: RADICAL-Pilot stages "
+                    "files, file:// and http(s):// URLs only; fetch it in an earlier task "
+                    "and pass it on as an OutputFile")
+            _shell_safe(source, f"input {name!r}", spec)
+        staging.append({"source": source, "target": target, "action": action})
+    user = fields.get("input_staging")
+    if user:
+        staging.extend(user if isinstance(user, (list, tuple)) else [user])
+    out: dict[str, Any] = {"sandbox": sandbox}
+    if staging:
+        out["input_staging"] = staging
+    return out
+
+
+def clear_stale_inputs(spec: TaskSpec) -> None:
+    """Remove inputs an earlier attempt staged into ``task_dir``: RP's agent links with
+    ``os.link``, which fails on an existing target (a retry or a resubmission)."""
+    plan = spec.files
+    if plan is None or not plan.inputs or not os.path.isdir(plan.task_dir):
+        return
+    for item in plan.inputs:
+        target = os.path.join(plan.task_dir, item.name)
+        if os.path.lexists(target):
+            os.unlink(target)
+
+
+def missing_output_error(spec: TaskSpec) -> MissingOutputError | None:
+    """The error of a finished task whose declared outputs are not in its ``task_dir``."""
+    plan = spec.files
+    if plan is None or not plan.outputs:
+        return None
+    missing = [n for n in plan.outputs if not os.path.exists(os.path.join(plan.task_dir, n))]
+    return MissingOutputError(spec.name, missing, plan.task_dir) if missing else None
+
+
 _UID_BAD = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -261,7 +372,10 @@ def rp_uid_for(spec_uid: str, taken: Collection[str]) -> str:
 
 # ----------------------------------------------------------------------------- function tasks
 
-_OK, _ERR = "ok", "err"
+_OK, _ERR, _MISSING = "ok", "err", "missing"
+#: where REMOTE_CALL keeps the event loop of a worker process (a module object in
+#: sys.modules: REMOTE_CALL is shipped by value and has no module globals of its own)
+LOOP_HOLDER = "__asyncflow_remote_loop__"
 
 
 def _remote_call(payload: str) -> str:  # pragma: no cover - runs inside the raptor worker
@@ -270,36 +384,71 @@ def _remote_call(payload: str) -> str:  # pragma: no cover - runs inside the rap
     # numpy arrays and user exception classes survive RP's msgpack transport unchanged.
     import asyncio
     import base64
-    import inspect
+    import os
+    import sys
     import threading
     import traceback
+    import types
 
     import dill
 
     def dump(obj: object) -> str:
         return base64.b64encode(dill.dumps(obj)).decode("ascii")
 
+    def worker_loop() -> asyncio.AbstractEventLoop:
+        # One loop per process, created on first use and running forever in a daemon thread;
+        # kept in sys.modules so that later calls in this process find it. A forked child
+        # inherits the object but not the thread: it gets a loop of its own.
+        holder = sys.modules.get("__asyncflow_remote_loop__")
+        if holder is None:
+            fresh = types.ModuleType("__asyncflow_remote_loop__")
+            fresh.lock = threading.Lock()
+            fresh.loop = fresh.thread = fresh.pid = None
+            holder = sys.modules.setdefault("__asyncflow_remote_loop__", fresh)
+            if holder is fresh and hasattr(os, "register_at_fork"):
+                def forget() -> None:  # the lock may have been held by a thread not copied
+                    fresh.lock = threading.Lock()
+                    fresh.loop = fresh.thread = fresh.pid = None
+                os.register_at_fork(after_in_child=forget)
+        with holder.lock:
+            loop = holder.loop
+            if loop is None or holder.pid != os.getpid() or loop.is_closed() \
+                    or not holder.thread.is_alive():
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def serve() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                thread = threading.Thread(target=serve, name="asyncflow-hpc-remote-loop",
+                                          daemon=True)
+                thread.start()
+                ready.wait()
+                holder.loop, holder.thread, holder.pid = loop, thread, os.getpid()
+        return loop
+
+    async def guarded(coro):  # a body must never stop the shared loop
+        try:
+            return await coro
+        except (KeyboardInterrupt, SystemExit) as exc:
+            raise RuntimeError(f"task body raised {type(exc).__name__}") from exc
+
     try:
-        func, args, kwargs = dill.loads(base64.b64decode(payload))
-        if inspect.iscoroutinefunction(func):
-            # the worker calls us inside its own running loop: a coroutine gets a fresh
-            # loop in a helper thread instead of nesting asyncio.run
-            box: dict = {}
-
-            def run() -> None:
-                try:
-                    box["v"] = asyncio.run(func(*args, **kwargs))
-                except BaseException as e:  # noqa: BLE001
-                    box["e"] = e
-
-            t = threading.Thread(target=run, name="asyncflow-hpc-async-task")
-            t.start()
-            t.join()
-            if "e" in box:
-                raise box["e"]
-            value = box["v"]
-        else:
-            value = func(*args, **kwargs)
+        call = dill.loads(base64.b64decode(payload))
+        func, args, kwargs = call[:3]
+        check = call[3] if len(call) > 3 else None
+        value = func(*args, **kwargs)
+        if asyncio.iscoroutine(value):
+            # the worker calls us inside its own running loop: the coroutine goes to this
+            # process's loop (another thread), and we wait for its result here
+            value = asyncio.run_coroutine_threadsafe(guarded(value), worker_loop()).result()
+        if check is not None:  # (task name, task dir, declared outputs)
+            name, task_dir, outputs = check
+            missing = [n for n in outputs if not os.path.exists(os.path.join(task_dir, n))]
+            if missing:
+                return dump(("missing", name, missing, task_dir))
         return dump(("ok", value))
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the client
         tb = traceback.format_exc()
@@ -324,7 +473,10 @@ def pack_call(spec: TaskSpec) -> str:
     import dill
 
     assert spec.kind is TaskKind.FUNCTION and spec.function is not None
-    call = (spec.function, tuple(spec.args), dict(spec.kwargs))
+    call: tuple = (spec.function, tuple(spec.args), dict(spec.kwargs))
+    plan = spec.files
+    if plan is not None and plan.outputs:  # the worker checks them where the body ran
+        call += ((spec.name, plan.task_dir, list(plan.outputs)),)
     try:
         # recurse: functions from __main__ carry the globals they use, not the whole script
         data = dill.dumps(call, recurse=True)
@@ -349,6 +501,9 @@ def unpack_result(value: Any) -> tuple[bool, Any]:
         return False, RemoteError(f"cannot unpickle the function task's result: {exc!r}")
     if obj[0] == _OK:
         return True, obj[1]
+    if obj[0] == _MISSING:
+        _, name, missing, task_dir = obj
+        return False, MissingOutputError(name, missing, task_dir)
     _, blob, text, tb = obj
     exc: BaseException | None = None
     if blob is not None:

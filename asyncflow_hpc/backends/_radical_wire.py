@@ -62,18 +62,23 @@ class FrameReader:
 
 
 def spec_to_wire(spec: TaskSpec, packed_call: str | None) -> tuple:
-    """A spec without its function: ``packed_call`` carries a function task's call."""
+    """A spec without its function: ``packed_call`` carries a function task's call.
+
+    ``files`` (a FilePlan) pickles through its ``__reduce__``; ``stdio`` is a pair of paths.
+    """
     return (spec.uid, spec.name, spec.kind.value, packed_call, spec.is_async, spec.command,
-            spec.shell, spec.description, spec.workflow_id, spec.timeout, spec.attempt)
+            spec.shell, spec.description, spec.workflow_id, spec.timeout, spec.attempt,
+            spec.inline, spec.stdio, spec.files)
 
 
 def spec_from_wire(t: tuple) -> TaskSpec:
     """Rebuild a spec in the child; a function task's packed call sits in ``args[0]``."""
     (uid, name, kind, packed, is_async, command, shell, description, workflow_id, timeout,
-     attempt) = t
+     attempt, inline, stdio, files) = t
     return TaskSpec(uid, name, TaskKind(kind), args=(packed,) if packed is not None else (),
                     is_async=is_async, command=command, shell=shell, description=description,
-                    workflow_id=workflow_id, timeout=timeout, attempt=attempt)
+                    workflow_id=workflow_id, timeout=timeout, attempt=attempt, inline=inline,
+                    stdio=tuple(stdio) if stdio is not None else None, files=files)
 
 
 def dump_error(exc: BaseException) -> bytes:

@@ -666,9 +666,17 @@ class RadicalPilotBackend(ExecutionBackend):
         """RP task description and raptor master uid (function tasks) for ``spec``."""
         rp = self._rp
         fields = tr.task_description(spec, self._td_keys)
+        if spec.files is not None:
+            # sandbox = the task's directory; inputs staged by RP (for raptor tasks too: the
+            # agent stages every task before scheduling it, and the worker runs the function
+            # in its sandbox)
+            fields.update(tr.staging_fields(spec, fields, {
+                "link": rp.LINK, "transfer": rp.TRANSFER, "download": rp.DOWNLOAD}))
+            tr.clear_stale_inputs(spec)
         if spec.kind is _EXECUTABLE:
             executable, arguments = tr.executable_fields(spec)
             fields.update(mode=rp.TASK_EXECUTABLE, executable=executable, arguments=arguments)
+            fields.update(tr.stdio_fields(spec, fields))
             raptor = None
         elif spec.kind is _FUNCTION:
             raptor = self._ensure_raptor()
@@ -923,7 +931,12 @@ class RadicalPilotBackend(ExecutionBackend):
                     rep.threadsafe(spec.uid, _FAILED, error=TaskExecutionError(
                         spec.command_line, task.exit_code, task.stderr or "", task=spec.name,
                         details=f"srun lost node {lost} and exited 0, so RADICAL-Pilot reported "
-                                f"DONE; the output is incomplete; sandbox: {sandbox}"), node=node)
+                                f"DONE; the output is incomplete; sandbox: {sandbox}",
+                        **_stdio_paths(spec)), node=node)
+                elif (missing := tr.missing_output_error(spec)) is not None:
+                    rep.threadsafe(spec.uid, _FAILED, error=missing, node=node)
+                elif spec.stdio is not None:  # capture_stdio: the result is the file's path
+                    rep.threadsafe(spec.uid, _DONE, spec.stdio[0], node=node)
                 else:
                     rep.threadsafe(spec.uid, _DONE, _full_stdout(task), node=node)
             elif state == "FAILED":
@@ -960,7 +973,8 @@ class RadicalPilotBackend(ExecutionBackend):
             return PilotFailedError(puid, pstate, self._pilot_sandbox, exc_text)
         return TaskExecutionError(
             spec.command_line, code, stderr, task=spec.name,
-            details=f"RP exception: {exc_text or 'none'}; sandbox: {sandbox}")
+            details=f"RP exception: {exc_text or 'none'}; sandbox: {sandbox}",
+            **_stdio_paths(spec))
 
     def _pilot_cb(self, pilot: Any, state: str) -> None:
         if state == "PMGR_ACTIVE" and not self._active_evt.done():
@@ -1182,6 +1196,13 @@ def _node_of(task: Any) -> str | None:
     except Exception:
         pass
     return None
+
+
+def _stdio_paths(spec: TaskSpec) -> dict[str, str]:
+    """``stdout_path`` / ``stderr_path`` of a TaskExecutionError (capture_stdio=True)."""
+    if spec.stdio is None:
+        return {}
+    return {"stdout_path": spec.stdio[0], "stderr_path": spec.stdio[1]}
 
 
 def _full_stdout(task: Any) -> str:
