@@ -82,7 +82,8 @@ def derive(m: Measurement, w: Workload) -> Measurement:
     m.throughput = m.completed / best if best > 0 else None
     m.overhead_per_task_s = max(0.0, best - m.ideal_s) / m.tasks
     work = 0.0 if dry else w.work()
-    m.utilisation = work / (m.slots * best) if work and m.slots and best > 0 else None
+    slots = w.workers or m.slots  # bodies on executor threads: those are the slots
+    m.utilisation = work / (slots * best) if work and slots and best > 0 else None
     return m
 
 

@@ -13,9 +13,9 @@ from asyncflow_hpc.bench.runner import Measurement
 pytestmark = pytest.mark.timeout(120)
 
 SMALL = {"noop": 20, "chain": 20, "fanout": 20, "seed": 10, "true": 6, "sleep": 10,
-         "sleep-exe": 4, "mpi": 2}
+         "sleep-exe": 4, "mpi": 2, "seed-blocking": 2}
 EXPECTED_TASKS = {"noop": 20, "chain": 20, "fanout": 22, "seed": 30, "true": 6, "sleep": 10,
-                  "sleep-exe": 4, "mpi": 2}
+                  "sleep-exe": 4, "mpi": 2, "seed-blocking": 6}
 
 
 def small(name: str):
@@ -47,7 +47,7 @@ def test_workload_on_local_backend(name: str) -> None:
     [m] = run(run_suite([small(name)], backend="local", repeat=2, slots=2))
     check_sane(m, EXPECTED_TASKS[name])
     assert m.slots == 2
-    if name in ("sleep", "sleep-exe"):
+    if name in ("sleep", "sleep-exe", "seed-blocking"):
         # the sleep itself is a floor no engine can beat
         assert m.makespan_s >= m.ideal_s * 0.99 > 0
 
