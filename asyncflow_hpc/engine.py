@@ -191,7 +191,8 @@ class WorkflowEngine:
         # an explicit work_dir holds backend state (RP sessions, sandboxes); without one the
         # engine works in the current directory and backends pick private folders themselves
         self._work_dir_given = work_dir is not None
-        self.work_dir = Path(work_dir) if work_dir is not None else Path.cwd()
+        # absolute: task directories, staged links and stdio paths must not depend on a cwd
+        self.work_dir = Path(work_dir).absolute() if work_dir is not None else Path.cwd()
         self._backend_arg = backend
         self._install_signals = install_signal_handlers
         self.backends: dict[str, ExecutionBackend] = {}
