@@ -439,3 +439,26 @@ def test_no_thread_outlives_shutdown(kind):
         assert left == []
 
     run(main())
+
+
+def test_files_with_a_relative_work_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    async def main():
+        flow = await WorkflowEngine.create(work_dir="runs", uid="rel",
+                                           install_signal_handlers=False)
+
+        @flow.executable_task
+        def produce(out):
+            return f"sh -c 'echo rel > {out.filename}'"
+
+        @flow.executable_task(capture_stdio=True)
+        def consume(_):
+            return "cat a.txt"
+
+        path = await consume(produce(OutputFile("a.txt")))
+        assert os.path.isabs(path) and open(path).read() == "rel\n"
+        assert str(flow.files_root) == str(tmp_path / "runs" / "rel")
+        await flow.shutdown()
+
+    run(main())
