@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._threads import in_thread
 from ..errors import BackendError, ConfigurationError
 from ..tasks import TaskKind, TaskSpec, TaskState
 from . import _radical_translate as tr
@@ -163,9 +164,9 @@ class ProcessClient:
         if proc.poll() is None:
             log.warning("RADICAL-Pilot client process %d did not exit; killing it", proc.pid)
             proc.kill()  # by pid, through our own Popen
-            await asyncio.get_running_loop().run_in_executor(None, proc.wait)
+            await in_thread(proc.wait)
         if not clean:
-            await asyncio.get_running_loop().run_in_executor(None, self._kill_session_leftovers)
+            await in_thread(self._kill_session_leftovers)
         self._fail_unfinished(None)
 
     def _kill_session_leftovers(self) -> None:

@@ -25,6 +25,7 @@ import sys
 import traceback
 from typing import Any
 
+from .._threads import in_thread
 from ..errors import BackendError
 from ..tasks import TaskState
 from . import _radical_wire as wire
@@ -142,7 +143,7 @@ class Host:
         import cloudpickle
 
         fn, args = pickle.loads(blob)
-        value = await self.loop.run_in_executor(None, fn, self.backend, *args)
+        value = await in_thread(fn, self.backend, *args)
         return cloudpickle.dumps(value)
 
     def abandon(self, why: str) -> None:

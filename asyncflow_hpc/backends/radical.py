@@ -41,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._threads import in_thread
 from ..errors import (
     BackendError,
     ConfigurationError,
@@ -385,7 +386,7 @@ class RadicalPilotBackend(ExecutionBackend):
             return await self._proc.call(fn, args)
         if self._rp_exec is None:
             raise BackendError(f"backend {self.name!r} is not running")
-        return await asyncio.get_running_loop().run_in_executor(None, fn, self, *args)
+        return await in_thread(fn, self, *args)
 
     @property
     def client_pid(self) -> int | None:
