@@ -8,6 +8,7 @@ task at once with a suggestion instead of being silently dropped.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -50,7 +51,8 @@ def suggest(key: str, known: frozenset[str] | set[str], aliases: Mapping[str, st
 
 def _number(key: str, value: Any, *, integer: bool = False, minimum: float = 0) -> None:
     ok_type = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, ok_type) or value < minimum:
+    if (isinstance(value, bool) or not isinstance(value, ok_type) or not math.isfinite(value)
+            or value < minimum):
         kind = "an integer" if integer else "a number"
         raise ConfigurationError(
             f"task_description[{key!r}] must be {kind} >= {minimum}, got {value!r}")

@@ -1322,7 +1322,13 @@ def _find_futures(args: tuple, kwargs: dict) -> tuple[list[asyncio.Future] | Non
             elif id(a) in visited:
                 continue
             visited.add(id(a))
-            items = a.values() if isinstance(a, dict) else a
+            if isinstance(a, dict):
+                for k in a:  # a future as a key is a dependency too
+                    if isinstance(k, asyncio.Future):
+                        stack.append(k)
+                items = a.values()
+            else:
+                items = a
             for x in items:
                 if type(x) not in _ATOMS:
                     stack.append(x)
@@ -1373,7 +1379,8 @@ def _resolve(obj: Any, problems: list) -> Any:
     if t is list:
         return [_resolve(x, problems) for x in obj]
     if t is dict:
-        return {k: _resolve(v, problems) for k, v in obj.items()}
+        return {_resolve(k, problems) if isinstance(k, asyncio.Future) else k:
+                _resolve(v, problems) for k, v in obj.items()}
     if t is set or t is frozenset:
         return t(_resolve(x, problems) for x in obj)
     if isinstance(obj, _CONTAINERS):
@@ -1404,8 +1411,10 @@ def _rebuild(obj: Any, problems: list) -> Any:
             new = copy.copy(obj)  # keeps the type, attributes, default_factory, maxlen
             if type(new) is t:
                 if isinstance(obj, dict):
+                    new.clear()  # the type's own methods: OrderedDict keeps its order links
                     for k, v in obj.items():
-                        dict.__setitem__(new, k, _resolve(v, problems))
+                        key = _resolve(k, problems) if isinstance(k, asyncio.Future) else k
+                        new[key] = _resolve(v, problems)
                     return new
                 if isinstance(obj, list):
                     list.__setitem__(new, slice(None), [_resolve(x, problems) for x in obj])

@@ -270,3 +270,26 @@ def test_fuzzed_containers_never_pass_a_future_through(kinds, extra, size):
         await flow.shutdown()
 
     run(main())
+
+
+def test_futures_as_dict_keys_and_bad_numbers_at_call_time(make_flow):
+    async def main():
+        flow = await make_flow()
+
+        @flow.function_task
+        async def key():
+            return "k"
+
+        @flow.function_task
+        def echo(x):
+            return x
+
+        assert await echo({key(): 1}) == {"k": 1}
+        got = await echo(collections.OrderedDict([(key(), 1), ("z", 2)]))
+        assert list(got.items()) == [("k", 1), ("z", 2)]
+        for bad in ({"retry_backoff": math.nan}, {"timeout": math.inf}, {"retries": -2}):
+            with pytest.raises(ConfigurationError):
+                await asyncio.wait_for(echo(1, task_description=bad), 10)
+        await flow.shutdown()
+
+    run(main())
