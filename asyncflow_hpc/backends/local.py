@@ -275,7 +275,12 @@ class LocalExecutionBackend(ExecutionBackend):
         if fut is None:
             return
         fut.cancel()  # kills an executable's process group; a thread cannot be stopped
-        what = "killed" if spec.kind is _EXECUTABLE else "abandoned"
+        if spec.kind is _EXECUTABLE:
+            what = "killed"
+        elif spec.is_async and not self._processes:
+            what = "cancelled"  # a coroutine, on a worker loop or inline
+        else:
+            what = "abandoned (a running thread or pool process cannot be interrupted)"
         self.reporter.failed(uid, TaskTimeoutError(
             f"task {spec.name!r} exceeded its timeout of {spec.timeout:g} s and was {what}"))
 
