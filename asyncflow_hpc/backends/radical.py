@@ -1259,7 +1259,9 @@ def leftover_processes(session_uid: str, work_dir: str | os.PathLike | None = No
     this process: a walk of our children misses them. Every process started while the
     backend started inherits its environment, whose RP folders point into the backend's own
     ``work_dir``; that, the session id in the command line, or a working directory inside
-    the session's sandbox identifies them, never a program name.
+    the session's sandbox (whose path holds the session id) identifies them, never a
+    program name. This process and its ancestors never count (the campaign's own command
+    line may name the work dir), nor does a process that merely names the work dir.
     """
     import psutil
 
@@ -1267,15 +1269,19 @@ def leftover_processes(session_uid: str, work_dir: str | os.PathLike | None = No
     keys = ("TMPDIR", "RADICAL_PILOT_BASE", "RADICAL_CONFIG_USER_DIR", "RADICAL_BASE",
             "RP_SESSION_ID", "RP_PILOT_SANDBOX")
     me = os.getpid()
+    try:
+        spared = {me, *(p.pid for p in psutil.Process(me).parents())}
+    except psutil.Error:
+        spared = {me}
     uid = os.getuid()
     out = []
     for proc in psutil.process_iter(["pid", "uids", "status"]):
         try:
-            if proc.pid == me or proc.info["uids"].real != uid \
+            if proc.pid in spared or proc.info["uids"].real != uid \
                     or proc.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
             text = " ".join(proc.cmdline())
-            if not any(m in text for m in marks):
+            if session_uid not in text:
                 env = proc.environ()
                 text = " ".join(env.get(k, "") for k in keys)
                 if not any(m in text for m in marks):
@@ -1285,7 +1291,7 @@ def leftover_processes(session_uid: str, work_dir: str | os.PathLike | None = No
                         text = proc.cwd()
                     except (psutil.Error, OSError):
                         continue
-                    if not any(m in text for m in marks):
+                    if session_uid not in text:
                         continue
             out.append(proc)
         except (psutil.Error, OSError):
