@@ -1229,10 +1229,6 @@ class Components(Mapping):
         self._keep = keep
         self._sweep_at = 4096
 
-    @property
-    def keeps_finished(self) -> bool:
-        return self._keep
-
     def _add(self, uid: str, rec: TaskRecord) -> None:
         recs = self._recs
         if self._keep:

@@ -196,9 +196,6 @@ class ProcessRunner:
         self.pool = renew(old)
         return codes
 
-    def busy(self) -> bool:
-        return bool(self._running) or self.abandoned > 0
-
 
 def _how(codes: list[int]) -> str:
     if not codes:

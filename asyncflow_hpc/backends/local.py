@@ -163,6 +163,7 @@ class LocalExecutionBackend(ExecutionBackend):
                     self._timers[uid] = loop.call_later(spec.timeout, self._timed_out, uid, spec)
                 continue
             elif spec.is_async and not self._processes and not spec.files:
+                # inline (a task with files is staged in a worker thread, below, instead)
                 try:
                     coro = spec.function(*spec.args, **spec.kwargs)  # type: ignore[misc]
                 except BaseException as exc:  # bad arguments: report on the next iteration
