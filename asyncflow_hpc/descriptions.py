@@ -1,92 +1,91 @@
-"""What may appear in ``task_description``, and the checks applied before a task runs.
+"""``task_description``: the engine's own keys, and the value checks backends share.
 
-One catalogue for every backend keeps a campaign portable: a key RADICAL-Pilot understands is
-accepted on a laptop too (and ignored where it has no local meaning), while a typo fails the
-task at once with a suggestion instead of being silently dropped.
+The engine checks the keys it consumes itself (``shell``, ``timeout``, ``retries``,
+``retry_backoff``) and then asks the task's backend to check the rest
+(:meth:`ExecutionBackend.check_task_description`): each backend owns its keys. The
+helpers below keep the wording of errors the same across backends.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigurationError
+from .suggestions import did_you_mean
 
-__all__ = ["ENGINE_KEYS", "LOCAL_KEYS", "RADICAL_KEYS", "KNOWN_KEYS", "check_task_description",
-           "suggest"]
+__all__ = ["ENGINE_KEYS", "check_commands", "check_engine_keys", "check_environment",
+           "check_number", "check_path", "unknown_key"]
 
-#: keys the engine itself consumes
+#: keys the engine itself consumes (never forwarded to a backend's task)
 ENGINE_KEYS = frozenset({"shell", "timeout", "retries", "retry_backoff"})
-#: keys the local backend honours
-LOCAL_KEYS = frozenset({"cwd", "env", "environment", "sandbox", "pre_exec", "ranks", "stdin"})
-#: RADICAL-Pilot TaskDescription fields (radical.pilot 1.103) that users may set
-RADICAL_KEYS = frozenset({
-    "arguments", "cleanup", "cores_per_rank", "cpu_process_type", "cpu_processes",
-    "cpu_thread_type", "cpu_threads", "environment", "executable", "gpu_process_type",
-    "gpu_processes", "gpu_thread_type", "gpu_threads", "gpu_type", "gpus_per_rank",
-    "info_pattern", "input_staging", "lfs_per_process", "lfs_per_rank", "mem_per_process",
-    "mem_per_rank", "metadata", "mode", "name", "named_env", "output_staging", "partition",
-    "pilot", "post_exec", "post_launch", "pre_exec", "pre_exec_sync", "pre_launch", "priority",
-    "ranks", "ranks_per_node", "restartable", "sandbox", "scheduler", "services", "slots",
-    "stage_on_error", "startup_timeout", "stderr", "stdout", "tags", "threading_type",
-    "timeout", "uid", "use_mpi",
-})
-KNOWN_KEYS = ENGINE_KEYS | LOCAL_KEYS | RADICAL_KEYS
-
-_ALIASES = {"walltime": "timeout", "cores": "cores_per_rank", "gpus": "gpus_per_rank",
-            "nprocs": "ranks", "np": "ranks", "workdir": "cwd", "cmd": "executable",
-            "retry": "retries"}
 
 
-def suggest(key: str, known: frozenset[str] | set[str], aliases: Mapping[str, str] = _ALIASES) -> str:
-    """' (did you mean 'x'?)' for a mistyped key, or ''."""
-    if key in aliases and aliases[key] in known:
-        return f" (did you mean {aliases[key]!r}?)"
-    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def _where(task: str) -> str:
+    return f" of task {task!r}" if task else ""
 
 
-def _number(key: str, value: Any, *, integer: bool = False, minimum: float = 0) -> None:
+def unknown_key(key: str, known: frozenset[str] | set[str], task: str = "", backend: str = "",
+                aliases: Mapping[str, str] | None = None) -> ConfigurationError:
+    """The error for a key no one consumes, with a suggestion among ``known``."""
+    on = f" on backend {backend!r}" if backend else ""
+    hint = did_you_mean(key, set(known) | ENGINE_KEYS,
+                        {k: v for k, v in (aliases or {}).items()
+                         if v in known or v in ENGINE_KEYS})
+    return ConfigurationError(f"unknown task_description key {key!r}{_where(task)}{on}{hint}")
+
+
+def check_number(key: str, value: Any, task: str = "", *, integer: bool = False,
+                 minimum: float = 0) -> None:
+    """``value`` is a finite number (an integer if ``integer``) >= ``minimum``."""
     ok_type = int if integer else (int, float)
     if (isinstance(value, bool) or not isinstance(value, ok_type) or not math.isfinite(value)
             or value < minimum):
         kind = "an integer" if integer else "a number"
         raise ConfigurationError(
-            f"task_description[{key!r}] must be {kind} >= {minimum}, got {value!r}")
+            f"task_description[{key!r}]{_where(task)} must be {kind} >= {minimum}, "
+            f"got {value!r}")
 
 
-def check_task_description(td: Mapping[str, Any], task: str = "") -> None:
-    """Raise :class:`ConfigurationError` naming the first bad key or value in ``td``."""
-    where = f" of task {task!r}" if task else ""
+def check_path(key: str, value: Any, task: str = "") -> None:
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigurationError(
+            f"task_description[{key!r}]{_where(task)} must be a path, got "
+            f"{type(value).__name__}")
+
+
+def check_environment(key: str, value: Any, task: str = "") -> None:
+    if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in value.items()):
+        raise ConfigurationError(
+            f"task_description[{key!r}]{_where(task)} must map names to strings, got {value!r}")
+
+
+def check_commands(key: str, value: Any, task: str = "") -> None:
+    if isinstance(value, str) or not all(isinstance(c, str) for c in value):
+        raise ConfigurationError(
+            f"task_description[{key!r}]{_where(task)} must be a list of shell commands")
+
+
+def check_engine_keys(td: Mapping[str, Any], task: str = "") -> None:
+    """Raise :class:`ConfigurationError` for a non-string key or a bad engine value."""
     for key, value in td.items():
         if not isinstance(key, str):
-            raise ConfigurationError(f"task_description{where} has a non-string key {key!r}")
-        if key not in KNOWN_KEYS:
-            raise ConfigurationError(
-                f"unknown task_description key {key!r}{where}{suggest(key, KNOWN_KEYS)}")
-        if key == "shell" and not isinstance(value, bool):
-            raise ConfigurationError(f"task_description['shell']{where} must be True or False")
-        elif key == "timeout" and value is not None:
-            _number(key, value)
+            raise ConfigurationError(f"task_description{_where(task)} has a non-string key "
+                                     f"{key!r}")
+        if key not in ENGINE_KEYS or value is None:
+            continue
+        if key == "shell":
+            if not isinstance(value, bool):
+                raise ConfigurationError(
+                    f"task_description['shell']{_where(task)} must be True or False")
+        elif key == "timeout":
+            check_number(key, value, task)
             if value == 0:
-                raise ConfigurationError(f"task_description['timeout']{where} must be > 0")
-        elif key in ("retries", "ranks", "cores_per_rank") and value is not None:
-            _number(key, value, integer=True, minimum=1 if key != "retries" else 0)
-        elif key == "retry_backoff" and value is not None:
-            _number(key, value)
-        elif key in ("cwd", "sandbox") and value is not None:
-            if not isinstance(value, (str, os.PathLike)):
-                raise ConfigurationError(
-                    f"task_description[{key!r}]{where} must be a path, got {type(value).__name__}")
-        elif key in ("env", "environment") and value is not None:
-            if not isinstance(value, Mapping) or not all(
-                    isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in value.items()):
-                raise ConfigurationError(
-                    f"task_description[{key!r}]{where} must map names to strings, got {value!r}")
-        elif key == "pre_exec" and value is not None:
-            if isinstance(value, str) or not all(isinstance(c, str) for c in value):
-                raise ConfigurationError(
-                    f"task_description['pre_exec']{where} must be a list of shell commands")
+                raise ConfigurationError(f"task_description['timeout']{_where(task)} must be > 0")
+        elif key == "retries":
+            check_number(key, value, task, integer=True)
+        else:
+            check_number(key, value, task)

@@ -37,7 +37,7 @@ from typing import Any, AsyncIterator, TypeVar
 
 from .backends import create_backend_from_env
 from .backends.base import ExecutionBackend, Reporter
-from .descriptions import check_task_description
+from .descriptions import check_engine_keys
 from .errors import (
     ConfigurationError,
     DependencyFailureError,
@@ -71,7 +71,8 @@ class _TaskOptions:
     """What a decorator captured once, so a call does no introspection."""
 
     __slots__ = ("kind", "func", "name", "is_async", "task_description", "backend", "service",
-                 "capture_stdio", "retries", "timeout", "retry_backoff", "inline", "engine")
+                 "capture_stdio", "retries", "timeout", "retry_backoff", "inline", "engine",
+                 "td_checked_on")
 
     def __init__(self, kind: TaskKind, func: Callable, *, backend: str | None, service: bool,
                  capture_stdio: bool, retries: int, timeout: float | None,
@@ -113,12 +114,18 @@ class _TaskOptions:
             td.update(param.default)
         if task_description:
             td.update(task_description)
-        if td:
-            check_task_description(td, self.name)
-        self.task_description = td
         if backend is not None and not isinstance(backend, str):
             raise TypeError(f"backend= must be a backend name, got {backend!r}")
         self.backend = backend
+        self.task_description = td
+        #: the backend that accepted ``task_description`` (checked again on another one)
+        self.td_checked_on: str | None = None
+        if td:
+            check_engine_keys(td, self.name)
+            target = engine._backend_named(backend)
+            if target is not None:  # a started engine: the task's backend checks its keys
+                target.check_task_description(td, self.name)
+                self.td_checked_on = target.name
         self.service = service
         self.capture_stdio = capture_stdio
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
@@ -364,6 +371,27 @@ class WorkflowEngine:
         """The default backend (the first one given)."""
         return self._default_backend
 
+    def _backend_named(self, name: str | None) -> ExecutionBackend | None:
+        """The backend ``name`` (the default one for None); None before start or if unknown."""
+        if name is None:
+            return self._default_backend
+        return self.backends.get(name)
+
+    def _backend_rejects(self, opts: _TaskOptions, name: str,
+                         call_td: Mapping | None) -> ConfigurationError | None:
+        """The task's backend checks the keys it has not seen: the declared
+        ``task_description`` once per backend, a call's own one every time."""
+        backend = self.backends[name]
+        try:
+            if opts.task_description and opts.td_checked_on != name:
+                backend.check_task_description(opts.task_description, opts.name)
+                opts.td_checked_on = name
+            if call_td:
+                backend.check_task_description(call_td, opts.name)
+        except ConfigurationError as exc:
+            return exc
+        return None
+
     @property
     def files_root(self) -> Path:
         """``{work_dir}/{uid}``: captured stdio files and the directories of file tasks."""
@@ -591,6 +619,7 @@ class WorkflowEngine:
         td = opts.task_description
         wid = None
         bad_td: BaseException | None = None
+        call_td_to_check: Mapping | None = None
         if kwargs:
             if "task_description" in kwargs:
                 call_td = kwargs.pop("task_description")
@@ -598,9 +627,11 @@ class WorkflowEngine:
                     if isinstance(call_td, Mapping):
                         td = {**td, **call_td}
                         try:
-                            check_task_description(call_td, opts.name)
+                            check_engine_keys(call_td, opts.name)
                         except ConfigurationError as exc:
                             bad_td = exc
+                        else:
+                            call_td_to_check = call_td
                     else:
                         raise TaskDescriptionError(
                             f"task_description of {opts.name!r} must be a dict, got "
@@ -647,6 +678,9 @@ class WorkflowEngine:
         else:
             rec.backend = bname
             bad_td = UnknownBackendError(bname, list(self.backends))
+        if bad_td is None and (call_td_to_check or (
+                opts.task_description and opts.td_checked_on != rec.backend)):
+            bad_td = self._backend_rejects(opts, rec.backend, call_td_to_check)
         if self._observers:
             self._emit(EventType.CREATED, rec)
         if bad_td is not None:

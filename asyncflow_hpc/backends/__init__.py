@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..suggestions import did_you_mean
 from .base import ExecutionBackend, Reporter
 
 __all__ = ["BACKENDS", "ExecutionBackend", "Reporter", "backend_class", "create_backend",
@@ -32,7 +33,8 @@ def backend_class(name: str) -> type[ExecutionBackend]:
     key = name.strip().lower()
     if key not in BACKENDS:
         raise ConfigurationError(
-            f"unknown backend {name!r}; choose one of: {', '.join(sorted(BACKENDS))}")
+            f"unknown backend {name!r}{did_you_mean(key, BACKENDS)}; choose one of: "
+            f"{', '.join(sorted(BACKENDS))}")
     module, _, cls = BACKENDS[key].partition(":")
     try:
         mod = importlib.import_module(module)
@@ -52,33 +54,12 @@ async def create_backend(name: str, **options: Any) -> ExecutionBackend:
 
 
 async def create_backend_from_env(work_dir: Any = None) -> ExecutionBackend:
-    """The default backend: ``$ASYNCFLOW_HPC_BACKEND`` (``local`` when unset).
+    """The default backend: ``$ASYNCFLOW_HPC_BACKEND`` (``local`` when unset), built by its
+    class from the environment (:meth:`ExecutionBackend.from_env`) and started.
 
-    For ``radical``, a site (``$ASYNCFLOW_HPC_SITE``, set by ``asyncflow-hpc run --site`` or
-    ``--in-allocation``) supplies the resource name, the generated RP resource config and the
-    pilot's nodes, runtime, queue and project (see
-    :func:`asyncflow_hpc.hpc.resources.radical_backend_options`); without a site,
-    ``$ASYNCFLOW_HPC_RESOURCE`` names an RP resource. A site with any other backend is
-    ignored (inside an allocation ``--backend local`` runs tasks as the job's subprocesses).
+    ``work_dir`` is the engine's explicit work directory, for backends that keep files.
     """
     name = os.environ.get(ENV_BACKEND, "").strip() or "local"
-    if name.lower() == "radical":
-        options: dict[str, Any] = {}
-        if work_dir is not None:
-            options["work_dir"] = work_dir
-        if os.environ.get("ASYNCFLOW_HPC_SITE", "").strip():
-            from ..hpc.resources import radical_backend_options
-
-            options.update(radical_backend_options())
-            resource = os.environ.get("ASYNCFLOW_HPC_RESOURCE", "").strip()
-            if resource and resource != options.get("resource"):
-                raise ConfigurationError(
-                    f"ASYNCFLOW_HPC_SITE={os.environ['ASYNCFLOW_HPC_SITE']!r} and "
-                    f"ASYNCFLOW_HPC_RESOURCE={resource!r} both name where to run: give one "
-                    "(--site or --resource)")
-        else:
-            resource = os.environ.get("ASYNCFLOW_HPC_RESOURCE")
-            if resource:
-                options["resource"] = resource
-        return await create_backend(name, **options)
-    return await create_backend(name)
+    backend = backend_class(name).from_env(work_dir)
+    await backend.start()
+    return backend

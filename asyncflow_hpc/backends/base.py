@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import re
-from collections.abc import Generator, Sequence
+import os
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
+from ..descriptions import ENGINE_KEYS, unknown_key
 from ..tasks import TaskSpec, TaskState
 
 __all__ = ["ExecutionBackend", "Reporter"]
@@ -74,11 +75,36 @@ class ExecutionBackend(abc.ABC):
 
     #: key under which the engine files this backend; tasks select it with ``backend=``
     name: str = "backend"
+    #: ``task_description`` keys this backend honours (the engine's own keys come on top)
+    task_keys: frozenset[str] = frozenset()
+    #: other spellings of those keys, for the "did you mean" of an unknown one
+    key_aliases: Mapping[str, str] = {}
 
     def __init__(self) -> None:
         self._reporter: Reporter | None = None
         self._started = False
         self._closed = False
+
+    @classmethod
+    def from_env(cls, work_dir: str | os.PathLike | None = None) -> ExecutionBackend:
+        """This backend as the environment configures it (``$ASYNCFLOW_HPC_BACKEND`` named it).
+
+        ``work_dir`` is the engine's explicit work directory, if it was given one. Backends
+        with settings of their own (a site, a resource) read their variables here.
+        """
+        return cls()
+
+    def check_task_description(self, td: Mapping[str, Any], task: str = "") -> None:
+        """Raise :class:`~asyncflow_hpc.errors.ConfigurationError` naming the first key or
+        value of ``td`` this backend cannot honour.
+
+        Called by the engine when a task is declared and for each call's own
+        ``task_description``, after the engine checked its own keys. The default accepts
+        :attr:`task_keys`; backends that check values too extend it.
+        """
+        for key in td:
+            if key not in ENGINE_KEYS and key not in self.task_keys:
+                raise unknown_key(key, self.task_keys, task, self.name, self.key_aliases)
 
     # -- life cycle -------------------------------------------------------------------
     def __await__(self) -> Generator[Any, None, ExecutionBackend]:
@@ -138,14 +164,3 @@ class ExecutionBackend(abc.ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"
 
-
-_NODE_FAILURE = re.compile(r"srun: error: Node failure on (\S+)")
-
-
-def launcher_node_failure(stderr: str | None) -> str | None:
-    """The node srun says it lost, if it did: SLURM's srun prints "Node failure on <node>" and
-    may still exit 0, so a task killed with its node would otherwise count as a success."""
-    if not stderr or "Node failure" not in stderr:
-        return None
-    m = _NODE_FAILURE.search(stderr)
-    return m.group(1) if m else None

@@ -26,16 +26,21 @@ import functools
 import mmap
 import os
 import shlex
-import shutil
 import signal
 import socket
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 from .._threads import ThreadCall
+from ..descriptions import (
+    check_commands,
+    check_environment,
+    check_number,
+    check_path,
+)
 from ..errors import (
     ConfigurationError,
     ExecutableNotFoundError,
@@ -44,15 +49,34 @@ from ..errors import (
     TaskTimeoutError,
 )
 from ..files import FilePlan, missing_outputs, stage_in
+from ..hpc.launchers import mpi_launch_prefix, node_failure
 from ..tasks import TaskKind, TaskSpec, TaskState
 from ._process_pool import ProcessRunner
 from ._reaper import Reaper
 from ._worker_loops import Door, WorkerLoops
-from .base import ExecutionBackend, launcher_node_failure
+from .base import ExecutionBackend
+from .radical_keys import TASK_FIELDS as PILOT_TASK_KEYS
 
 __all__ = ["LocalExecutionBackend"]
 
 _EXECUTABLE = TaskKind.EXECUTABLE
+#: task_description keys with a meaning here
+LOCAL_KEYS = frozenset({"cwd", "env", "environment", "sandbox", "pre_exec", "ranks", "stdin"})
+
+
+def check_local_values(td: Mapping[str, Any], task: str = "") -> None:
+    """The values of the keys that mean something here."""
+    for key, value in td.items():
+        if value is None:
+            continue
+        if key in ("ranks", "cores_per_rank"):
+            check_number(key, value, task, integer=True, minimum=1)
+        elif key in ("cwd", "sandbox"):
+            check_path(key, value, task)
+        elif key in ("env", "environment"):
+            check_environment(key, value, task)
+        elif key == "pre_exec":
+            check_commands(key, value, task)
 
 
 class LocalExecutionBackend(ExecutionBackend):
@@ -64,6 +88,16 @@ class LocalExecutionBackend(ExecutionBackend):
     """
 
     name = "local"
+    #: the local keys, and the pilot's resource keys: those are accepted (and mean nothing on
+    #: one machine) so that a campaign written for a cluster runs here unchanged
+    task_keys = LOCAL_KEYS | PILOT_TASK_KEYS
+    key_aliases = {"workdir": "cwd", "nprocs": "ranks", "np": "ranks",
+                   "cores": "cores_per_rank", "gpus": "gpus_per_rank", "walltime": "timeout",
+                   "cmd": "executable", "retry": "retries"}
+
+    def check_task_description(self, td: Mapping[str, Any], task: str = "") -> None:
+        super().check_task_description(td, task)
+        check_local_values(td, task)
 
     def __init__(self, executor: Executor | None = None, *, name: str = "local",
                  max_processes: int | None = None, kill_grace: float = 2.0,
@@ -355,7 +389,7 @@ class LocalExecutionBackend(ExecutionBackend):
                                          **paths)
             if os.fstat(err_f.fileno()).st_size:
                 stderr = _read_text(err_f, tail=STDERR_TAIL_BYTES)
-                lost = launcher_node_failure(stderr)
+                lost = node_failure(stderr)
                 if lost:
                     raise TaskExecutionError(
                         spec.command_line, returncode, stderr, task=spec.name,
@@ -454,7 +488,7 @@ def _process_args(spec: TaskSpec) -> tuple[list[str], str | None, dict[str, str]
     if desc:
         ranks = desc.get("ranks") or 1
         if ranks > 1:
-            argv = _mpi_prefix(ranks) + argv
+            argv = mpi_launch_prefix(ranks, "mpirun", oversubscribe=True) + argv
         pre = desc.get("pre_exec")
         if pre:
             argv = ["/bin/sh", "-c", " && ".join([*pre, "exec " + shlex.join(argv)])]
@@ -507,18 +541,6 @@ class _Slots:
                 continue
             self.free -= want
             fut.set_result(None)
-
-
-def _mpi_prefix(ranks: int) -> list[str]:
-    for launcher in ("mpirun", "mpiexec"):
-        path = shutil.which(launcher)
-        if path:
-            prefix = [path, "-n", str(ranks)]
-            if os.geteuid() == 0:
-                prefix.append("--allow-run-as-root")
-            return prefix + ["--oversubscribe"]
-    raise ConfigurationError(
-        f"a task asks for {ranks} ranks but no MPI launcher (mpirun/mpiexec) is on PATH")
 
 
 class _SpoolPool:

@@ -6,10 +6,12 @@ before spending an allocation on it. What would have run is kept in ``submitted`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..tasks import TaskKind, TaskSpec
 from .base import ExecutionBackend
+from .local import LocalExecutionBackend, check_local_values
 
 __all__ = ["NoopExecutionBackend"]
 
@@ -18,6 +20,13 @@ class NoopExecutionBackend(ExecutionBackend):
     """Completes every task with ``None`` (functions) or ``""`` (executables)."""
 
     name = "dryrun"
+    #: a dry run checks the keys the local backend would (a typo fails here as it would there)
+    task_keys = LocalExecutionBackend.task_keys
+    key_aliases = LocalExecutionBackend.key_aliases
+
+    def check_task_description(self, td: Mapping[str, Any], task: str = "") -> None:
+        super().check_task_description(td, task)
+        check_local_values(td, task)
 
     def __init__(self, name: str = "dryrun", *, keep: bool = True) -> None:
         super().__init__()

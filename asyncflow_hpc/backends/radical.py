@@ -50,9 +50,11 @@ from ..errors import (
     TaskExecutionError,
     TaskTimeoutError,
 )
+from ..hpc.launchers import node_failure as launcher_node_failure
 from ..tasks import TaskKind, TaskSpec, TaskState
 from . import _radical_translate as tr
-from .base import ExecutionBackend, Reporter, launcher_node_failure
+from .base import ExecutionBackend, Reporter
+from .radical_keys import TASK_FIELDS
 
 if TYPE_CHECKING:
     from ._radical_client import ProcessClient
@@ -124,6 +126,34 @@ class RadicalPilotBackend(ExecutionBackend):
     """
 
     name = "radical"
+    task_keys = TASK_FIELDS | {"cwd", "env", "stdin"}
+
+    @classmethod
+    def from_env(cls, work_dir: str | os.PathLike | None = None) -> RadicalPilotBackend:
+        """A pilot as the environment describes it.
+
+        A site (``$ASYNCFLOW_HPC_SITE``, set by ``asyncflow-hpc run --site`` or
+        ``--in-allocation``) supplies the resource name, the generated RP resource config and
+        the pilot's nodes, runtime, queue and project (see
+        :func:`asyncflow_hpc.hpc.resources.radical_backend_options`); without a site,
+        ``$ASYNCFLOW_HPC_RESOURCE`` names an RP resource.
+        """
+        options: dict[str, Any] = {}
+        if work_dir is not None:
+            options["work_dir"] = work_dir
+        resource = os.environ.get(ENV_RESOURCE, "").strip()
+        if os.environ.get("ASYNCFLOW_HPC_SITE", "").strip():
+            from ..hpc.resources import radical_backend_options
+
+            options.update(radical_backend_options())
+            if resource and resource != options.get("resource"):
+                raise ConfigurationError(
+                    f"ASYNCFLOW_HPC_SITE={os.environ['ASYNCFLOW_HPC_SITE']!r} and "
+                    f"{ENV_RESOURCE}={resource!r} both name where to run: give one "
+                    "(--site or --resource)")
+        elif resource:
+            options["resource"] = resource
+        return cls(**options)
 
     def __init__(
         self,

@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..hpc.launchers import mpi_launch_prefix
+
 __all__ = ["DEFAULT_SIZES", "WORKLOADS", "Workload", "make_workload", "mpi_prefix"]
 
 Run = Callable[[], Awaitable[int]]
@@ -354,13 +356,7 @@ def sleep_exe(n: int, *, duration: float = 0.2, **_: Any) -> Workload:
 
 def mpi_prefix(ranks: int) -> list[str]:
     """``mpirun -n RANKS`` as the local backend builds it (root and oversubscription allowed)."""
-    launcher = shutil.which("mpirun") or shutil.which("mpiexec")
-    if launcher is None:
-        raise RuntimeError("no MPI launcher (mpirun/mpiexec) on PATH")
-    prefix = [launcher, "-n", str(ranks)]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        prefix.append("--allow-run-as-root")
-    return prefix + ["--oversubscribe"]
+    return mpi_launch_prefix(ranks, "mpirun", oversubscribe=True)
 
 
 class _MpiSessionDirs:

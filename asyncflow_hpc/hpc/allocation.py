@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = ["Allocation", "allocation_variables", "current_allocation", "expand_hostlist",
-           "mpi_launch_prefix", "time_left_minutes"]
+           "time_left_minutes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,28 +157,3 @@ def _parse_slurm_duration(text: str) -> int | None:
         return None
     days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
     return (((days * 24 + hours) * 60 + minutes) * 60 + seconds) // 60
-
-
-def mpi_launch_prefix(ranks: int, launcher: str | None = None,
-                      env: Mapping[str, str] | None = None) -> list[str]:
-    """argv prefix that starts ``ranks`` MPI ranks with the right launcher.
-
-    Inside a SLURM allocation ``srun`` (its MPI plugin, pmix here, wires the ranks up and the
-    ranks land on the allocation's CPUs); elsewhere ``mpirun``/``mpiexec``. ``launcher``
-    forces one of ``srun``, ``mpirun``, ``mpiexec``.
-    """
-    env = os.environ if env is None else env
-    alloc = current_allocation(env)
-    choice = launcher or ("srun" if alloc is not None and alloc.scheduler == "slurm" else None)
-    if choice == "srun":
-        return ["srun", "--ntasks", str(ranks), "--cpus-per-task", "1", "--overlap",
-                "--quit-on-interrupt"]
-    for name in ([choice] if choice else ["mpirun", "mpiexec"]):
-        path = shutil.which(name)
-        if path:
-            prefix = [path, "-n", str(ranks)]
-            if hasattr(os, "geteuid") and os.geteuid() == 0:
-                prefix.append("--allow-run-as-root")
-            return prefix
-    raise FileNotFoundError(f"no MPI launcher ({choice or 'mpirun/mpiexec'}) on PATH for a "
-                            f"{ranks}-rank task")

@@ -8,8 +8,8 @@ from asyncflow_hpc.hpc.allocation import (
     _parse_slurm_duration,
     current_allocation,
     expand_hostlist,
-    mpi_launch_prefix,
 )
+from asyncflow_hpc.hpc.launchers import mpi_launch_prefix
 
 
 @pytest.mark.parametrize("text, names", [

@@ -175,18 +175,11 @@ def test_run_with_site_reaches_the_script(runner, tmp_path, monkeypatch):
 
 
 def test_create_backend_from_env_uses_the_site(tmp_path, monkeypatch):
-    """ASYNCFLOW_HPC_SITE (from run --site) becomes RadicalPilotBackend keywords."""
-    import asyncio
+    """ASYNCFLOW_HPC_SITE (from run --site) becomes the pilot of the backend the registry
+    builds from the environment (built, not started: no RP session here)."""
+    pytest.importorskip("radical.pilot")
+    from asyncflow_hpc.backends import backend_class
 
-    import asyncflow_hpc.backends as backends
-
-    seen = {}
-
-    async def fake_create(name, **options):
-        seen.update(name=name, **options)
-        return "backend"
-
-    monkeypatch.setattr(backends, "create_backend", fake_create)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "s.toml").write_text('[sites.c]\nscheduler = "slurm"\npartition = "p"\n'
@@ -197,17 +190,16 @@ def test_create_backend_from_env_uses_the_site(tmp_path, monkeypatch):
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("ASYNCFLOW_HPC_RESOURCE", raising=False)
     monkeypatch.delenv("ASYNCFLOW_HPC_IN_ALLOCATION", raising=False)
-    assert asyncio.run(backends.create_backend_from_env(work_dir=tmp_path / "w")) == "backend"
-    assert seen["name"] == "radical" and seen["resource"] == "afhpc_c.batch"
-    assert (seen["nodes"], seen["runtime"], seen["queue"], seen["project"]) == (3, 20, "p", "a")
-    assert seen["work_dir"] == tmp_path / "w"
-    entry = seen["site_config"]["afhpc_c.batch"]
+    backend = backend_class("radical").from_env(tmp_path / "w")
+    described = backend.describe()
+    assert described["resource"] == "afhpc_c.batch"
+    pilot = backend._pd
+    assert (pilot["nodes"], pilot["runtime"], pilot["queue"], pilot["project"]) == (3, 20, "p", "a")
+    assert backend.work_dir == tmp_path / "w"
+    entry = backend._site_config["afhpc_c.batch"]
     assert entry["schemas"]["batch"]["job_manager_endpoint"] == "slurm://localhost/"
     monkeypatch.setenv("ASYNCFLOW_HPC_RESOURCE", "local.localhost")
     with pytest.raises(Exception, match="give one"):
-        asyncio.run(backends.create_backend_from_env())
+        backend_class("radical").from_env()
     # a site with the local backend (in an allocation: tasks are the job's subprocesses)
-    monkeypatch.setenv("ASYNCFLOW_HPC_BACKEND", "local")
-    seen.clear()
-    asyncio.run(backends.create_backend_from_env())
-    assert seen == {"name": "local"}
+    assert type(backend_class("local").from_env()).__name__ == "LocalExecutionBackend"
