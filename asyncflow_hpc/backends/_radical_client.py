@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._threads import in_thread
+from ..child_env import with_package_on_path
 from ..errors import BackendError, ConfigurationError
 from ..tasks import TaskKind, TaskSpec, TaskState
 from . import _radical_translate as tr
@@ -58,13 +59,9 @@ def _child_environment() -> dict[str, str]:
     child finds it through PYTHONPATH and then restores the user's PYTHONPATH, so RP's
     processes and the tasks see the environment unchanged.
     """
-    import asyncflow_hpc
-
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(asyncflow_hpc.__file__)))
-    user = env.get("PYTHONPATH")
+    user = os.environ.get("PYTHONPATH")
+    env = with_package_on_path()
     env[ORIGINAL_PYTHONPATH] = "-" if user is None else "=" + user
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     return env
 
 

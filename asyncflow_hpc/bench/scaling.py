@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..child_env import with_package_on_path
 from ..errors import ConfigurationError
 from .report import document
 
@@ -177,18 +178,9 @@ def wait_job(job: str, timeout: float) -> str:
     raise TimeoutError(f"job {job} did not finish in {timeout:.0f} s (cancelled)")
 
 
-def _job_env() -> dict[str, str]:
-    """sbatch passes its environment on: put this package first on the job's PYTHONPATH, so a
-    point runs the code that submitted it whatever is installed on the compute nodes."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    return env
-
-
 def submit(script: Path, *args: str) -> str:
     """``sbatch --parsable [ARGS] SCRIPT``; the job id."""
-    proc = _run(["sbatch", "--parsable", *args, str(script)], env=_job_env())
+    proc = _run(["sbatch", "--parsable", *args, str(script)], env=with_package_on_path())
     if proc.returncode != 0:
         raise RuntimeError(f"sbatch {script} failed: {proc.stderr.strip() or proc.stdout}")
     job = proc.stdout.strip().split(";")[0]
