@@ -16,7 +16,7 @@ from typing import Any
 from .errors import ConfigurationError
 from .suggestions import did_you_mean
 
-__all__ = ["ENGINE_KEYS", "check_commands", "check_engine_keys", "check_environment",
+__all__ = ["ENGINE_KEYS", "check_commands", "check_engine_keys", "check_environment", "check_values",
            "check_number", "check_path", "unknown_key"]
 
 #: keys the engine itself consumes (never forwarded to a backend's task)
@@ -89,3 +89,19 @@ def check_engine_keys(td: Mapping[str, Any], task: str = "") -> None:
             check_number(key, value, task, integer=True)
         else:
             check_number(key, value, task)
+
+
+def check_values(td: Mapping[str, Any], task: str = "") -> None:
+    """The values of the common keys (ranks, cores, working folder, environment, pre_exec),
+    for the backends that give them the same meaning."""
+    for key, value in td.items():
+        if value is None:
+            continue
+        if key in ("ranks", "cores_per_rank"):
+            check_number(key, value, task, integer=True, minimum=1)
+        elif key in ("cwd", "sandbox"):
+            check_path(key, value, task)
+        elif key in ("env", "environment"):
+            check_environment(key, value, task)
+        elif key == "pre_exec":
+            check_commands(key, value, task)

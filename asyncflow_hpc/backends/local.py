@@ -20,63 +20,31 @@ Why each choice:
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextvars
 import functools
-import mmap
 import os
-import shlex
-import signal
 import socket
-import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 from .._threads import ThreadCall
-from ..descriptions import (
-    check_commands,
-    check_environment,
-    check_number,
-    check_path,
-)
-from ..errors import (
-    ConfigurationError,
-    ExecutableNotFoundError,
-    MissingOutputError,
-    TaskExecutionError,
-    TaskTimeoutError,
-)
-from ..files import FilePlan, missing_outputs, stage_in
-from ..hpc.launchers import mpi_launch_prefix, node_failure
+from ..descriptions import check_values
+from ..errors import ConfigurationError, TaskTimeoutError
 from ..tasks import TaskKind, TaskSpec, TaskState
+from ._bodies import Elsewhere, call_body, dumps_call, run_pickled, start_body
+from ._executables import ExecutableRunner, SpilledOutput
 from ._process_pool import ProcessRunner
-from ._reaper import Reaper
 from ._worker_loops import Door, WorkerLoops
 from .base import ExecutionBackend
 from .radical_keys import TASK_FIELDS as PILOT_TASK_KEYS
 
-__all__ = ["LocalExecutionBackend"]
+__all__ = ["LocalExecutionBackend", "SpilledOutput"]
 
 _EXECUTABLE = TaskKind.EXECUTABLE
 #: task_description keys with a meaning here
 LOCAL_KEYS = frozenset({"cwd", "env", "environment", "sandbox", "pre_exec", "ranks", "stdin"})
-
-
-def check_local_values(td: Mapping[str, Any], task: str = "") -> None:
-    """The values of the keys that mean something here."""
-    for key, value in td.items():
-        if value is None:
-            continue
-        if key in ("ranks", "cores_per_rank"):
-            check_number(key, value, task, integer=True, minimum=1)
-        elif key in ("cwd", "sandbox"):
-            check_path(key, value, task)
-        elif key in ("env", "environment"):
-            check_environment(key, value, task)
-        elif key == "pre_exec":
-            check_commands(key, value, task)
 
 
 class LocalExecutionBackend(ExecutionBackend):
@@ -97,7 +65,7 @@ class LocalExecutionBackend(ExecutionBackend):
 
     def check_task_description(self, td: Mapping[str, Any], task: str = "") -> None:
         super().check_task_description(td, task)
-        check_local_values(td, task)
+        check_values(td, task)
 
     def __init__(self, executor: Executor | None = None, *, name: str = "local",
                  max_processes: int | None = None, kill_grace: float = 2.0,
@@ -120,16 +88,13 @@ class LocalExecutionBackend(ExecutionBackend):
             raise ConfigurationError(f"max_processes must be an integer >= 0, got {max_processes!r}")
         self.max_processes = max_processes
         self.kill_grace = kill_grace
-        self._limit: _Slots | None = None
         self._running: dict[str, asyncio.Future] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._host = socket.gethostname()
-        self._spools = _SpoolPool()
-        self._devnull = -1
+        self._executables: ExecutableRunner | None = None
         self._door: Door | None = None
         self._loops: WorkerLoops | None = None
         self._pool: ProcessRunner | None = None
-        self._reaper: Reaper | None = None
         self._workers = getattr(self.executor, "_max_workers", None) or (os.cpu_count() or 1)
 
     def describe(self) -> dict[str, Any]:
@@ -137,9 +102,13 @@ class LocalExecutionBackend(ExecutionBackend):
                 "executor": type(self.executor).__name__, "max_processes": self.max_processes}
 
     async def _start(self) -> None:
-        self._devnull = os.open(os.devnull, os.O_RDONLY)
-        if self.max_processes:
-            self._limit = _Slots(self.max_processes)
+        self._executables = ExecutableRunner(
+            self._executable_started,
+            max_processes=self.max_processes, kill_grace=self.kill_grace,
+            max_output=self.max_output)
+
+    def _executable_started(self, uid: str) -> None:
+        self.reporter.running(uid, self._host)
 
     def _worker_loops(self) -> WorkerLoops:
         if self._loops is None:
@@ -150,7 +119,7 @@ class LocalExecutionBackend(ExecutionBackend):
     def _process_runner(self) -> ProcessRunner:
         if self._pool is None:
             self._pool = ProcessRunner(self.executor, self.reporter.loop,  # type: ignore[arg-type]
-                                       _run_pickled, self._from_pool)
+                                       run_pickled, self._from_pool)
         return self._pool
 
     def _from_pool(self, uid: str, ok: bool, value: Any) -> None:
@@ -188,11 +157,11 @@ class LocalExecutionBackend(ExecutionBackend):
         for spec in specs:
             uid = spec.uid
             if spec.kind is _EXECUTABLE:
-                fut: asyncio.Future = loop.create_task(self._run_executable(spec))
+                fut: asyncio.Future = loop.create_task(self._executables.run(spec))  # type: ignore[union-attr]
             elif spec.is_async and not self._processes and not spec.inline:
                 loops = self._worker_loops()
-                running[uid] = _Elsewhere(functools.partial(loops.cancel, uid))
-                loops.submit(uid, functools.partial(_start_body, spec))
+                running[uid] = Elsewhere(functools.partial(loops.cancel, uid))
+                loops.submit(uid, functools.partial(start_body, spec))
                 if spec.timeout:
                     self._timers[uid] = loop.call_later(spec.timeout, self._timed_out, uid, spec)
                 continue
@@ -222,14 +191,14 @@ class LocalExecutionBackend(ExecutionBackend):
                 continue
             elif self._processes:
                 try:
-                    blob = _dumps(spec)
+                    blob = dumps_call(spec)
                 except Exception as exc:
                     loop.call_soon(reporter.failed, uid, ConfigurationError(
                         f"task {spec.name!r} cannot be sent to a process pool: its function or "
                         f"arguments are not picklable ({type(exc).__name__}: {exc})"))
                     continue
                 pool = self._process_runner()
-                running[uid] = _Elsewhere(functools.partial(pool.give_up, uid))
+                running[uid] = Elsewhere(functools.partial(pool.give_up, uid))
                 pool.submit(spec, blob)
                 reporter.running(uid, self._host)
                 if spec.timeout:
@@ -286,7 +255,7 @@ class LocalExecutionBackend(ExecutionBackend):
 
     def _call_in_thread(self, uid: str, spec: TaskSpec) -> Any:
         self.reporter.threadsafe(uid, TaskState.RUNNING, node=self._host)
-        return _call_body(spec.function, spec.args, spec.kwargs, spec.files, spec.name)
+        return call_body(spec.function, spec.args, spec.kwargs, spec.files, spec.name)
 
 
     def _finished(self, uid: str, fut: asyncio.Future) -> None:
@@ -327,104 +296,6 @@ class LocalExecutionBackend(ExecutionBackend):
         if fut is not None:
             fut.cancel()
 
-    # ------------------------------------------------------------------ executables
-    async def _run_executable(self, spec: TaskSpec) -> str:
-        argv, cwd, env = _process_args(spec)
-        if spec.files is not None:
-            stage_in(spec.files)
-            cwd = cwd or spec.files.task_dir
-        if self._limit is None:
-            return await self._spawn(spec, argv, cwd, env)
-        # an MPI task of R ranks is R processes: it takes R slots (all of them at most)
-        taken = await self._limit.acquire(int(spec.description.get("ranks") or 1))
-        try:
-            return await self._spawn(spec, argv, cwd, env)
-        finally:
-            self._limit.release(taken)
-
-    async def _spawn(self, spec: TaskSpec, argv: list[str], cwd: str | None,
-                     env: dict[str, str] | None) -> str:
-        # stdout and stderr go to spool files, not pipes: the child writes straight to the
-        # file, the loop reads nothing while it runs, and a 100 MB output is decoded once
-        # from a memory map instead of being buffered, joined and copied. The files are
-        # reused (truncated) from a pool because creating one costs more than a fork here.
-        if spec.stdio is not None:  # capture_stdio=True: the task's own files
-            out_f, err_f = _stdio_file(spec.stdio[0]), _stdio_file(spec.stdio[1])
-            paths = {"stdout_path": spec.stdio[0], "stderr_path": spec.stdio[1]}
-        else:
-            out_f, err_f = self._spools.get(), self._spools.get()
-            paths = {}
-        try:
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv, stdin=self._devnull, stdout=out_f, stderr=err_f, cwd=cwd, env=env,
-                    start_new_session=True)
-            except FileNotFoundError:
-                if cwd is not None and not os.path.isdir(cwd):
-                    raise ConfigurationError(
-                        f"working directory {cwd!r} of task {spec.name!r} does not exist") from None
-                raise ExecutableNotFoundError(argv[0], spec.command_line) from None
-            except PermissionError:
-                raise ExecutableNotFoundError(argv[0], spec.command_line,
-                                              "is not executable (permission denied)") from None
-            self.reporter.running(spec.uid, self._host)
-            reaper = self._reaper
-            if reaper is None:
-                reaper = self._reaper = Reaper(self.kill_grace)
-            reaper.add(proc.pid)  # its group dies with the campaign, even after kill -9
-            try:
-                returncode = await proc.wait()
-            except asyncio.CancelledError:
-                await self._kill(proc)
-                raise
-            finally:
-                reaper.remove(proc.pid)
-            if returncode != 0:
-                err_size = os.fstat(err_f.fileno()).st_size
-                if err_size > STDERR_TAIL_BYTES and "stderr_path" not in paths:
-                    # the error keeps the tail; the whole stderr goes to a private file
-                    paths["stderr_path"] = _spill(err_f, err_size, 0, spec.name, ".stderr").path
-                raise TaskExecutionError(spec.command_line, returncode,
-                                         _read_text(err_f, tail=STDERR_TAIL_BYTES), task=spec.name,
-                                         **paths)
-            if os.fstat(err_f.fileno()).st_size:
-                stderr = _read_text(err_f, tail=STDERR_TAIL_BYTES)
-                lost = node_failure(stderr)
-                if lost:
-                    raise TaskExecutionError(
-                        spec.command_line, returncode, stderr, task=spec.name,
-                        details=f"srun lost node {lost} and exited 0; the output is incomplete",
-                        **paths)
-            if spec.files is not None:
-                _check_outputs(spec.files, spec.name)
-            if spec.stdio is not None:
-                return spec.stdio[0]  # radical.asyncflow: the result is the stdout file's path
-            size = os.fstat(out_f.fileno()).st_size
-            if size > self.max_output:
-                return _spill(out_f, size, self.max_output, spec.name)
-            return _read_text(out_f)
-        finally:
-            if spec.stdio is not None:
-                out_f.close()
-                err_f.close()
-            else:
-                self._spools.put(out_f)
-                self._spools.put(err_f)
-
-    async def _kill(self, proc: asyncio.subprocess.Process) -> None:
-        """SIGTERM the task's process group, SIGKILL what is left after the grace period."""
-        pgid = proc.pid  # start_new_session: the child leads its own group
-        _killpg(pgid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), self.kill_grace)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            pass
-        _killpg(pgid, signal.SIGKILL)  # grandchildren that ignored SIGTERM or outlived the leader
-        try:
-            await asyncio.wait_for(proc.wait(), 5)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            pass
-
     # ------------------------------------------------------------------ shutdown
     async def _shutdown(self) -> None:
         for timer in self._timers.values():
@@ -437,10 +308,6 @@ class LocalExecutionBackend(ExecutionBackend):
         pending = [f for f in pending if isinstance(f, asyncio.Future)]
         if pending:
             await asyncio.wait(pending, timeout=self.kill_grace + 10)
-        self._spools.close()
-        if self._devnull >= 0:
-            os.close(self._devnull)
-            self._devnull = -1
         pools = [self.executor]
         if self._pool is not None:  # re-created after crashes: the current one and the old
             pools = [self._pool.pool, *self._pool.old_pools]
@@ -458,9 +325,9 @@ class LocalExecutionBackend(ExecutionBackend):
                 await waiter.wait(5)
         if self._loops is not None:
             self._loops.close()
-        if self._reaper is not None:
-            self._reaper.close()
-            self._reaper = None
+        if self._executables is not None:
+            self._executables.close()
+            self._executables = None
 
 
 def _shut(pool: Executor, manager: threading.Thread | None) -> None:
@@ -476,253 +343,3 @@ def _terminate_workers(pools: list[Executor]) -> None:
                 p.terminate()
 
 
-def _process_args(spec: TaskSpec) -> tuple[list[str], str | None, dict[str, str] | None]:
-    """argv, cwd and environment of an executable task, from its spec and description."""
-    desc = spec.description
-    command = spec.command
-    if spec.shell:
-        argv = ["/bin/sh", "-c", command]  # type: ignore[list-item]
-    else:
-        argv = list(command)  # type: ignore[arg-type]
-    cwd = env = None
-    if desc:
-        ranks = desc.get("ranks") or 1
-        if ranks > 1:
-            argv = mpi_launch_prefix(ranks, "mpirun", oversubscribe=True) + argv
-        pre = desc.get("pre_exec")
-        if pre:
-            argv = ["/bin/sh", "-c", " && ".join([*pre, "exec " + shlex.join(argv)])]
-        where = desc.get("cwd") or desc.get("sandbox")
-        cwd = os.fspath(where) if where else None
-        extra = desc.get("env") or desc.get("environment")
-        if extra:
-            env = dict(os.environ)
-            env.update({k: str(v) for k, v in extra.items()})
-    return argv, cwd, env
-
-
-class _Slots:
-    """A FIFO weighted semaphore: a task takes as many process slots as it starts processes.
-
-    FIFO so that a wide MPI task is not starved by a stream of single-process tasks.
-    """
-
-    def __init__(self, total: int) -> None:
-        self.total = self.free = total
-        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
-
-    async def acquire(self, want: int) -> int:
-        want = max(1, min(want, self.total))
-        if not self._waiters and self.free >= want:
-            self.free -= want
-            return want
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (want, fut)
-        self._waiters.append(entry)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release(want)  # granted just as we were cancelled: give it back
-            else:
-                self._waiters.remove(entry)
-                self._wake()
-            raise
-        return want
-
-    def release(self, taken: int) -> None:
-        self.free += taken
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiters and self.free >= self._waiters[0][0]:
-            want, fut = self._waiters.popleft()
-            if fut.done():
-                continue
-            self.free -= want
-            fut.set_result(None)
-
-
-class _SpoolPool:
-    """Reusable unlinked temporary files for executables' stdout and stderr."""
-
-    def __init__(self, keep: int = 64) -> None:
-        self._free: list[Any] = []
-        self._keep = keep
-
-    def get(self) -> Any:
-        return self._free.pop() if self._free else tempfile.TemporaryFile()
-
-    def put(self, fh: Any) -> None:
-        if len(self._free) >= self._keep or fh.closed:
-            fh.close()
-            return
-        fd = fh.fileno()
-        os.ftruncate(fd, 0)  # also frees the disk space of a large output at once
-        os.lseek(fd, 0, os.SEEK_SET)
-        self._free.append(fh)
-
-    def close(self) -> None:
-        for fh in self._free:
-            fh.close()
-        self._free.clear()
-
-
-#: how much of a failed task's stderr is kept (its end: where the error is)
-STDERR_TAIL_BYTES = 1 << 20
-
-
-def _read_text(fh: Any, tail: int | None = None) -> str:
-    """Decode a spooled output file; large ones straight from a memory map (one copy)."""
-    fd = fh.fileno()
-    size = os.fstat(fd).st_size
-    start = max(0, size - tail) if tail else 0
-    if size - start <= 0:
-        return ""
-    if size - start < (1 << 20):
-        return os.pread(fd, size - start, start).decode(errors="replace")
-    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm, memoryview(mm) as view:
-        return str(view[start:], "utf-8", "replace")
-
-
-class SpilledOutput(str):
-    """An executable's stdout larger than ``max_output``: the first ``max_output`` bytes as
-    text, and the whole output in the file at ``.path`` (``.size`` bytes)."""
-
-    path: str
-    size: int
-
-
-def _spill(fh: Any, size: int, keep: int, name: str, suffix: str = ".stdout") -> SpilledOutput:
-    """Copy the whole output to a new private file (``mkstemp``: 0600, ``O_EXCL``); keep its
-    first ``keep`` bytes in memory."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
-    fd, path = tempfile.mkstemp(prefix=f"asyncflow-hpc-{safe}-", suffix=suffix)
-    try:
-        src, offset = fh.fileno(), 0
-        while offset < size:
-            sent = os.sendfile(fd, src, offset, size - offset)
-            if sent == 0:
-                break
-            offset += sent
-    finally:
-        os.close(fd)
-    head = os.pread(fh.fileno(), keep, 0).decode(errors="replace") if keep else ""
-    out = SpilledOutput(head)
-    out.path, out.size = path, size
-    return out
-
-
-def _stdio_file(path: str) -> Any:
-    """A captured output file: created (or emptied) owner-only, never through a symlink."""
-    from ..safe_files import safe_open
-
-    return os.fdopen(safe_open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), "w+b")
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _dumps(spec: TaskSpec) -> bytes:
-    import cloudpickle
-
-    return cloudpickle.dumps((spec.function, spec.args, spec.kwargs))
-
-
-def _run_pickled(blob: bytes, plan: FilePlan | None = None) -> Any:
-    """Runs in a worker process: unpack the function and call it."""
-    import pickle
-
-    func, args, kwargs = pickle.loads(blob)
-    name = getattr(func, "__name__", "task")
-    try:
-        return _call_body(func, args, kwargs, plan, name)
-    except BaseException as exc:  # noqa: BLE001 - sent back as itself when it survives pickling
-        try:
-            pickle.loads(pickle.dumps(exc))
-        except Exception:  # noqa: BLE001 - would break the pool in the parent: send its text
-            import traceback
-
-            raise TaskBodyError(f"task {name!r} raised {type(exc).__name__}: {_text(exc)}\n"
-                                + "".join(traceback.format_exception(exc))) from None
-        raise
-
-
-class TaskBodyError(RuntimeError):
-    """A body's exception that could not be sent back from a worker process as itself."""
-
-
-def _text(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:  # noqa: BLE001
-        return "<unprintable>"
-
-
-class _Elsewhere:
-    """Stands in ``_running`` for a body run by a worker loop or the process pool: cancelling
-    it asks that runner to drop or stop the body."""
-
-    __slots__ = ("cancel",)
-
-    def __init__(self, cancel: Any) -> None:
-        self.cancel = cancel
-
-
-def _start_body(spec: TaskSpec) -> Any:
-    """On a worker loop: stage the task's files, then make its coroutine."""
-    plan = spec.files
-    if plan is not None:
-        stage_in(plan)
-    coro = spec.function(*spec.args, **spec.kwargs)  # type: ignore[misc]
-    if not asyncio.iscoroutine(coro):
-        return coro
-    return _guarded(coro, plan, spec.name)
-
-
-async def _guarded(coro: Any, plan: FilePlan | None = None, name: str = "") -> Any:
-    """Run a body's coroutine; KeyboardInterrupt and SystemExit become the task's error (a
-    worker loop must never be stopped by a body), and declared outputs are checked."""
-    try:
-        value = await coro
-    except (KeyboardInterrupt, SystemExit) as exc:
-        raise RuntimeError(f"task {name!r} raised {type(exc).__name__}") from exc
-    if plan is not None:
-        _check_outputs(plan, name)
-    return value
-
-
-def _check_outputs(plan: FilePlan, name: str) -> None:
-    missing = missing_outputs(plan)
-    if missing:
-        raise MissingOutputError(name, missing, plan.task_dir)
-
-
-_local = threading.local()
-
-
-def _thread_loop() -> asyncio.AbstractEventLoop:
-    """An event loop kept for this thread (or worker process) for ``async def`` bodies."""
-    loop = getattr(_local, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = _local.loop = asyncio.new_event_loop()
-    return loop
-
-
-def _call_body(func: Any, args: tuple, kwargs: dict, plan: FilePlan | None, name: str) -> Any:
-    """Call a task body in a worker thread or process, with its files staged and checked."""
-    if plan is not None:
-        stage_in(plan)
-    try:
-        result = func(*args, **kwargs)
-        if asyncio.iscoroutine(result):  # an async def body, or a callable returning one
-            result = _thread_loop().run_until_complete(_guarded(result, None, name))
-    except StopIteration as exc:  # a future cannot carry it: the same error as a coroutine's
-        raise RuntimeError(f"task body {name!r} raised StopIteration") from exc
-    if plan is not None:
-        _check_outputs(plan, name)
-    return result

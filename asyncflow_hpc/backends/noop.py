@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..descriptions import check_values
 from ..tasks import TaskKind, TaskSpec
 from .base import ExecutionBackend
-from .local import LocalExecutionBackend, check_local_values
+from .local import LocalExecutionBackend
 
 __all__ = ["NoopExecutionBackend"]
 
@@ -26,7 +27,7 @@ class NoopExecutionBackend(ExecutionBackend):
 
     def check_task_description(self, td: Mapping[str, Any], task: str = "") -> None:
         super().check_task_description(td, task)
-        check_local_values(td, task)
+        check_values(td, task)
 
     def __init__(self, name: str = "dryrun", *, keep: bool = True) -> None:
         super().__init__()
