@@ -55,7 +55,7 @@ from ._process_pool import ProcessRunner
 from ._reaper import Reaper
 from ._worker_loops import Door, WorkerLoops
 from .base import ExecutionBackend
-from .radical_keys import TASK_FIELDS as PILOT_TASK_KEYS
+from .radical.keys import TASK_FIELDS as PILOT_TASK_KEYS
 
 __all__ = ["LocalExecutionBackend"]
 
