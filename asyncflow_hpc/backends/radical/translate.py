@@ -199,10 +199,7 @@ def rp_uid_for(spec_uid: str, taken: Collection[str]) -> str:
 
 # ----------------------------------------------------------------------------- function tasks
 
-_OK, _ERR, _MISSING = "ok", "err", "missing"
-#: where REMOTE_CALL keeps the event loop of a worker process (a module object in
-#: sys.modules: REMOTE_CALL is shipped by value and has no module globals of its own)
-LOOP_HOLDER = "__asyncflow_remote_loop__"
+_OK, _MISSING = "ok", "missing"
 
 
 def _remote_call(payload: str) -> str:  # pragma: no cover - runs inside the raptor worker
