@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...descriptions import ENGINE_KEYS, unknown_key
+from ...descriptions import ENGINE_KEYS, check_number, check_path, unknown_key
 from ...errors import ConfigurationError
 from ...tasks import TaskSpec
 from ..base import ExecutionBackend, Reporter
@@ -129,7 +129,8 @@ class RadicalPilotBackend(ExecutionBackend):
     # ================================================================ task descriptions
     def check_task_description(self, td: Mapping[str, Any], task: str = "") -> None:
         """Keys RP understands (or their portable names ``cwd``/``env``), not those the
-        backend sets itself, no ``stdin``; ``env``/``environment`` must be mappings."""
+        backend sets itself, no ``stdin``; the values translation relies on (mappings,
+        paths, counts) have the right type."""
         where = f" of task {task!r}" if task else ""
         for key, value in td.items():
             if key in ENGINE_KEYS:
@@ -146,8 +147,16 @@ class RadicalPilotBackend(ExecutionBackend):
             if key not in self.task_keys:
                 raise unknown_key(key, self.task_keys - {"stdin"}, task, self.name,
                                   self.key_aliases)
-            if name == "environment" and value is not None and not isinstance(value, Mapping):
+            if value is None:
+                continue
+            if name == "environment" and not isinstance(value, Mapping):
                 raise ConfigurationError(f"task_description[{key!r}]{where} must be a mapping")
+            if name == "sandbox":
+                check_path(key, value, task)
+            elif name in ("ranks", "cores_per_rank"):
+                check_number(key, value, task, integer=True, minimum=1)
+            elif name == "gpus_per_rank":
+                check_number(key, value, task)
 
     # ================================================================ life cycle
     async def _start(self) -> None:
