@@ -16,10 +16,11 @@ RP is never imported at module import time: ``import asyncflow_hpc`` stays cheap
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ...descriptions import ENGINE_KEYS, check_number, check_path, unknown_key
 from ...errors import ConfigurationError
@@ -28,7 +29,26 @@ from ..base import ExecutionBackend, Reporter
 from .keys import RENAMED, RESERVED_KEYS, TASK_FIELDS, TD_ALIASES
 from .options import ENV_RESOURCE, Options
 
-__all__ = ["RadicalPilotBackend"]
+__all__ = ["RPClient", "RadicalPilotBackend"]
+
+
+class RPClient(Protocol):
+    """What the front asks of a client (:class:`~.inprocess.InProcessClient`,
+    :class:`~.process_parent.ProcessClient`); none of it blocks the event loop."""
+
+    pid: int | None  # of the client process, if RP's client runs in one
+    pilot_uid: str | None
+    session_uid: str | None
+    timings: dict[str, float]
+
+    async def start(self) -> None: ...
+    def bind(self, reporter: Reporter) -> None: ...
+    def submit(self, specs: Sequence[TaskSpec]) -> None: ...
+    def cancel(self, uid: str) -> None: ...
+    async def shutdown(self) -> None: ...
+    async def wait_active(self) -> str: ...
+    async def call(self, fn: Any, args: tuple) -> Any: ...
+    def describe(self) -> dict[str, Any]: ...
 
 
 class RadicalPilotBackend(ExecutionBackend):
@@ -111,7 +131,7 @@ class RadicalPilotBackend(ExecutionBackend):
         if self.opts.client == "process":
             from .process_parent import ProcessClient
 
-            self._client: Any = ProcessClient(self.opts, self.name)
+            self._client: RPClient = ProcessClient(self.opts, self.name)
         else:
             from .inprocess import InProcessClient
 
@@ -177,8 +197,6 @@ class RadicalPilotBackend(ExecutionBackend):
 
     async def wait_active(self, timeout: float | None = None) -> str:
         """Wait until the pilot runs (returns its state); raises PilotFailedError if it ended."""
-        import asyncio
-
         return await asyncio.wait_for(self._client.wait_active(), timeout)
 
     async def run_in_client(self, fn: Any, *args: Any) -> Any:
@@ -195,7 +213,7 @@ class RadicalPilotBackend(ExecutionBackend):
     @property
     def client_pid(self) -> int | None:
         """Pid of the RP client process (process mode, once started), else None."""
-        return getattr(self._client, "pid", None)
+        return self._client.pid
 
     @property
     def pilot_uid(self) -> str | None:

@@ -73,6 +73,8 @@ class InProcessClient:
     :meth:`describe` reports changed (the client process forwards it to the parent).
     """
 
+    pid = None  # RP's client runs in this process, not in a client process of its own
+
     def __init__(self, opts: Options, name: str, *,
                  pack_call: Callable[[TaskSpec], str] = tr.pack_call,
                  unpack_result: Callable[[Any], tuple[bool, Any]] = tr.unpack_result,
