@@ -212,8 +212,7 @@ class ProcessClient:
         """The child's latest description (empty before it started)."""
         if not self.info:
             return {}
-        return {**self.info, "unfinished_tasks": len(self.reporters) + len(self.pending),
-                "client_pid": self.pid}
+        return {**self.info, "unfinished_tasks": len(self.reporters), "client_pid": self.pid}
 
     # ================================================================ submit / cancel
     def submit(self, specs: Sequence[TaskSpec]) -> None:
