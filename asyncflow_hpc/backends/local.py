@@ -38,7 +38,7 @@ from ._executables import ExecutableRunner, SpilledOutput
 from ._process_pool import ProcessRunner
 from ._worker_loops import Door, WorkerLoops
 from .base import ExecutionBackend
-from .radical_keys import TASK_FIELDS as PILOT_TASK_KEYS
+from .radical.keys import TASK_FIELDS as PILOT_TASK_KEYS
 
 __all__ = ["LocalExecutionBackend", "SpilledOutput"]
 

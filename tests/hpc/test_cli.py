@@ -193,10 +193,10 @@ def test_create_backend_from_env_uses_the_site(tmp_path, monkeypatch):
     backend = backend_class("radical").from_env(tmp_path / "w")
     described = backend.describe()
     assert described["resource"] == "afhpc_c.batch"
-    pilot = backend._pd
+    pilot = backend.opts.pilot
     assert (pilot["nodes"], pilot["runtime"], pilot["queue"], pilot["project"]) == (3, 20, "p", "a")
     assert backend.work_dir == tmp_path / "w"
-    entry = backend._site_config["afhpc_c.batch"]
+    entry = backend.opts.site_config["afhpc_c.batch"]
     assert entry["schemas"]["batch"]["job_manager_endpoint"] == "slurm://localhost/"
     monkeypatch.setenv("ASYNCFLOW_HPC_RESOURCE", "local.localhost")
     with pytest.raises(Exception, match="give one"):

@@ -31,8 +31,8 @@ from asyncflow_hpc import (
     TaskTimeoutError,
     WorkflowEngine,
 )
-from asyncflow_hpc.backends import _radical_wire as wire
 from asyncflow_hpc.backends.radical import RadicalPilotBackend, leftover_processes
+from asyncflow_hpc.backends.radical import messages as wire
 from asyncflow_hpc.errors import UnknownBackendError
 
 pytestmark = pytest.mark.radical

@@ -8,6 +8,7 @@ pytest.importorskip("radical.pilot")
 
 from asyncflow_hpc import ConfigurationError  # noqa: E402
 from asyncflow_hpc.backends.radical import RadicalPilotBackend  # noqa: E402
+from asyncflow_hpc.backends.radical.environment import write_resource_configs  # noqa: E402
 
 pytestmark = pytest.mark.radical
 
@@ -49,29 +50,21 @@ def test_default_resource_and_env_override(tmp_path, monkeypatch):
     ("enviroment", "environment"), ("pre_exe", "pre_exec"), ("walltime", "timeout"),
     ("nprocs", "ranks"),
 ])
-def test_unknown_task_key_suggests_the_rp_key(key, right):
-    import radical.pilot as rp
-
-    from asyncflow_hpc import TaskKind, TaskSpec
-    from asyncflow_hpc.backends import _radical_translate as tr
-
-    spec = TaskSpec("t.1", "t", TaskKind.EXECUTABLE, command=["/bin/true"],
-                    description={key: 1})
+def test_unknown_task_key_suggests_the_rp_key(key, right, tmp_path):
+    backend = RadicalPilotBackend(work_dir=tmp_path)
     with pytest.raises(ConfigurationError, match=f"'{key}'.*did you mean '{right}'"):
-        tr.task_description(spec, frozenset(rp.TaskDescription._schema))
+        backend.check_task_description({key: 1}, "t")
 
 
 @pytest.mark.timeout(30)
 def test_translation_of_cwd_env_and_shell():
-    import radical.pilot as rp
-
     from asyncflow_hpc import TaskKind, TaskSpec
-    from asyncflow_hpc.backends import _radical_translate as tr
+    from asyncflow_hpc.backends.radical import translate as tr
 
     spec = TaskSpec("t.1", "t", TaskKind.EXECUTABLE, command="echo $X | wc -c", shell=True,
                     description={"cwd": "/tmp", "env": {"X": 1}, "shell": True,
                                  "retries": 2, "pre_exec": "module load x"}, timeout=5)
-    fields = tr.task_description(spec, frozenset(rp.TaskDescription._schema))
+    fields = tr.task_description(spec)
     assert fields == {"sandbox": "/tmp", "environment": {"X": "1"}, "timeout": 5.0,
                       "pre_exec": ["module load x"], "name": "t"}
     assert tr.executable_fields(spec) == ("/bin/sh", ["-c", "echo $X | wc -c"])
@@ -86,12 +79,12 @@ def test_translation_of_cwd_env_and_shell():
 def test_rp_environment_defaults_and_folders(tmp_path, monkeypatch):
     import os
 
-    from asyncflow_hpc.backends.radical import _rp_environment
+    from asyncflow_hpc.backends.radical.environment import rp_environment
 
     monkeypatch.delenv("RADICAL_PROFILE", raising=False)
     monkeypatch.setenv("RADICAL_DEFAULT_IFACE", "eth7")  # the user's choice wins
     monkeypatch.delenv("RADICAL_PILOT_SESSION_BASE", raising=False)
-    with _rp_environment(tmp_path):
+    with rp_environment(tmp_path):
         assert os.environ["RADICAL_PROFILE"] == "FALSE"
         assert os.environ["RADICAL_DEFAULT_IFACE"] == "eth7"
         assert os.environ["RADICAL_PILOT_SESSION_BASE"] == str(tmp_path / "session")
@@ -102,7 +95,7 @@ def test_rp_environment_defaults_and_folders(tmp_path, monkeypatch):
     assert "RADICAL_PILOT_SESSION_BASE" not in os.environ
     assert os.environ["RADICAL_DEFAULT_IFACE"] == "eth7"
     monkeypatch.delenv("RADICAL_DEFAULT_IFACE")
-    with _rp_environment(tmp_path):
+    with rp_environment(tmp_path):
         assert os.environ["RADICAL_DEFAULT_IFACE"] == "lo"
 
 
@@ -112,7 +105,7 @@ def test_local_resource_config_written_into_work_dir(tmp_path, monkeypatch):
 
     monkeypatch.setenv("RADICAL_CONFIG_USER_DIR", str(tmp_path / "nowhere"))
     backend = RadicalPilotBackend(cores=64, work_dir=tmp_path / "w")
-    backend._write_resource_configs(str(tmp_path / "nowhere"))
+    write_resource_configs(backend.opts, str(tmp_path / "nowhere"))
     cfg = json.loads((tmp_path / "w" / "config" / ".radical" / "pilot" / "configs"
                       / "resource_local.json").read_text())["localhost"]
     assert any("export PATH=" in line for line in cfg["pre_bootstrap_0"])
@@ -120,7 +113,7 @@ def test_local_resource_config_written_into_work_dir(tmp_path, monkeypatch):
     assert cfg["launch_methods"]["order"].index("MPIRUN") < cfg["launch_methods"]["order"].index(
         "MPIEXEC")
     small = RadicalPilotBackend(cores=1, work_dir=tmp_path / "s")
-    small._write_resource_configs(str(tmp_path / "nowhere"))
+    write_resource_configs(small.opts, str(tmp_path / "nowhere"))
     cfg = json.loads((tmp_path / "s" / "config" / ".radical" / "pilot" / "configs"
                       / "resource_local.json").read_text())["localhost"]
     assert "launch_methods" not in cfg

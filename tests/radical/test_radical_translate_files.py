@@ -17,21 +17,22 @@ import pytest
 rp = pytest.importorskip("radical.pilot")
 
 from asyncflow_hpc import ConfigurationError, MissingOutputError, TaskKind, TaskSpec  # noqa: E402
-from asyncflow_hpc.backends import _radical_translate as tr  # noqa: E402
-from asyncflow_hpc.backends import _radical_wire as wire  # noqa: E402
 from asyncflow_hpc.backends.radical import RadicalPilotBackend  # noqa: E402
+from asyncflow_hpc.backends.radical import messages as wire  # noqa: E402
+from asyncflow_hpc.backends.radical import translate as tr  # noqa: E402
+from asyncflow_hpc.backends.radical.inprocess import InProcessClient  # noqa: E402
 from asyncflow_hpc.files import FilePlan, StageIn  # noqa: E402
+from asyncflow_hpc.framing import FrameReader, frame  # noqa: E402
 
 pytestmark = pytest.mark.radical
 
 
-def _translator(tmp_path) -> RadicalPilotBackend:
-    """A backend that never starts: enough for ``_translate`` (raptor faked)."""
-    backend = RadicalPilotBackend(cores=4, client="thread", work_dir=tmp_path / "w")
-    backend._rp = rp
-    backend._td_keys = frozenset(rp.TaskDescription._schema)
-    backend._ensure_raptor = lambda: "raptor.0000"  # type: ignore[method-assign]
-    return backend
+def _translator(tmp_path) -> InProcessClient:
+    """A client that never starts: enough for ``_translate`` (raptor faked)."""
+    client = RadicalPilotBackend(cores=4, client="thread", work_dir=tmp_path / "w")._client
+    client._rp = rp
+    client.cores.ensure_raptor = lambda: "raptor.0000"  # type: ignore[method-assign]
+    return client
 
 
 def _exe(uid="t.1", **kw) -> TaskSpec:
@@ -40,7 +41,7 @@ def _exe(uid="t.1", **kw) -> TaskSpec:
 
 @pytest.mark.timeout(30)
 def test_file_plan_becomes_sandbox_and_staging_directives(tmp_path):
-    backend = _translator(tmp_path)
+    client = _translator(tmp_path)
     task_dir = str(tmp_path / "eng" / "t.1")
     producer = str(tmp_path / "eng" / "t.0" / "a.txt")
     outside = tmp_path / "outside.txt"
@@ -55,7 +56,7 @@ def test_file_plan_becomes_sandbox_and_staging_directives(tmp_path):
     for kind in (TaskKind.EXECUTABLE, TaskKind.FUNCTION):
         spec = TaskSpec("t.1", "job", kind, command=["/bin/true"], function=len,
                         args=("ab",), files=plan, description={"input_staging": [user_sd]})
-        td, _ = backend._translate(spec)
+        td, _ = client._translate(spec)
         assert td.sandbox == task_dir
         assert [(sd["source"], sd["target"], sd["action"]) for sd in td.input_staging] == [
             (producer, "task:///a.txt", rp.LINK),
@@ -66,45 +67,45 @@ def test_file_plan_becomes_sandbox_and_staging_directives(tmp_path):
         ]
     # a sandbox of the user's own wins (as on the local backend); inputs still go to task_dir
     spec = _exe(files=plan, description={"cwd": str(tmp_path)})
-    td, _ = backend._translate(spec)
+    td, _ = client._translate(spec)
     assert td.sandbox == str(tmp_path)
     assert td.input_staging[0]["target"] == os.path.join(task_dir, "a.txt")
     # schemes RP cannot stage fail that task with a clear error
     bad = FilePlan(task_dir, [StageIn("ftp://example.org/z", "z", "copy")], [])
     with pytest.raises(ConfigurationError, match="ftp://example.org/z"):
-        backend._translate(_exe(files=bad))
+        client._translate(_exe(files=bad))
 
 
 @pytest.mark.timeout(30)
 def test_a_retry_finds_no_stale_inputs(tmp_path):
     """RP's agent links with os.link, which fails on an existing target: a second attempt
     (retry, resubmission to a replacement pilot) must find the task dir clean."""
-    backend = _translator(tmp_path)
+    client = _translator(tmp_path)
     task_dir = tmp_path / "t.1"
     task_dir.mkdir()
     (task_dir / "a.txt").write_text("old")
     (task_dir / "mine.txt").write_text("kept")
     plan = FilePlan(str(task_dir), [StageIn(str(tmp_path / "src"), "a.txt", "link")], [])
-    backend._translate(_exe(files=plan, attempt=2))
+    client._translate(_exe(files=plan, attempt=2))
     assert sorted(os.listdir(task_dir)) == ["mine.txt"]
 
 
 @pytest.mark.timeout(30)
 def test_capture_stdio_sends_output_to_the_engine_files(tmp_path):
-    backend = _translator(tmp_path)
+    client = _translator(tmp_path)
     out, err = str(tmp_path / "e" / "t.1.stdout"), str(tmp_path / "e" / "t.1.stderr")
-    td, _ = backend._translate(_exe(stdio=(out, err)))
+    td, _ = client._translate(_exe(stdio=(out, err)))
     assert (td.stdout, td.stderr) == (out, err)  # absolute: RP's executor uses them as is
-    td, _ = backend._translate(_exe())
+    td, _ = client._translate(_exe())
     assert not td.stdout and not td.stderr  # RP's default <uid>.out in the sandbox
     with pytest.raises(ConfigurationError, match="capture_stdio"):
-        backend._translate(_exe(stdio=(out, err), description={"stdout": "mine.out"}))
+        client._translate(_exe(stdio=(out, err), description={"stdout": "mine.out"}))
     spaced = str(tmp_path / "my runs" / "t.1.stdout")
     with pytest.raises(ConfigurationError, match="spaces"):
-        backend._translate(_exe(stdio=(spaced, err)))
+        client._translate(_exe(stdio=(spaced, err)))
     # function tasks ignore capture_stdio
     fn = TaskSpec("t.2", "fn", TaskKind.FUNCTION, function=len, args=("ab",), stdio=(out, err))
-    td, _ = backend._translate(fn)
+    td, _ = client._translate(fn)
     assert not td.stdout
 
 
@@ -124,7 +125,7 @@ def test_wire_carries_inline_stdio_and_files():
     plan = FilePlan("/w/e/t.1", [StageIn("/w/e/t.0/a.txt", "a.txt", "link")], ["b.txt"])
     spec = TaskSpec("t.1", "job", TaskKind.EXECUTABLE, command=["/bin/true"], inline=True,
                     stdio=("/w/e/t.1.stdout", "/w/e/t.1.stderr"), files=plan, attempt=3)
-    [[msg]] = wire.FrameReader().feed(wire.frame([wire.spec_to_wire(spec, None)]))
+    [[msg]] = FrameReader().feed(frame([wire.spec_to_wire(spec, None)]))
     back = wire.spec_from_wire(msg)
     assert back.inline is True and back.attempt == 3
     assert back.stdio == ("/w/e/t.1.stdout", "/w/e/t.1.stderr")
@@ -139,7 +140,7 @@ def test_wire_carries_inline_stdio_and_files():
 _REMOTE_SCRIPT = textwrap.dedent("""
     import asyncio, base64, multiprocessing, os, sys, threading
     import dill
-    from asyncflow_hpc.backends import _radical_translate as tr
+    from asyncflow_hpc.backends.radical import translate as tr
     from asyncflow_hpc import TaskKind, TaskSpec
     from asyncflow_hpc.files import FilePlan
 

@@ -1,4 +1,4 @@
-"""Parent side of the RADICAL-Pilot client process (see ``_radical_host``).
+"""Parent side of the RADICAL-Pilot client process (the child side: :mod:`.process_child`).
 
 The engine's loop never blocks on the child: messages go out through a non-blocking socket
 (whatever does not fit waits for ``add_writer``), reports come in through ``add_reader`` (no
@@ -6,8 +6,9 @@ polling) and are handed to the engine's reporter right there, on the loop. The r
 registered on whichever loop is using the backend: one backend may serve several engines in
 turn, each ``asyncio.run`` with a loop of its own (the tests share one pilot that way).
 
-Only ``describe()`` and the ``pilot_uid`` property are synchronous in the backend's API, so
-they make a blocking round trip (bounded; a cached answer when the child is gone).
+The child pushes what the synchronous parts of the backend's API read (pilot uid and state,
+session, timings: its ``describe()``) whenever it changes; :meth:`ProcessClient.describe`
+returns the latest copy, so nothing here ever waits for the child on the loop.
 """
 
 from __future__ import annotations
@@ -17,26 +18,25 @@ import itertools
 import logging
 import os
 import pickle
-import select
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from .._threads import in_thread
-from ..child_env import with_package_on_path
-from ..errors import BackendError, ConfigurationError
-from ..tasks import TaskKind, TaskSpec, TaskState
-from . import _radical_translate as tr
-from . import _radical_wire as wire
-from .base import Reporter
+from ..._threads import in_thread
+from ...child_env import with_package_on_path
+from ...errors import BackendError, ConfigurationError
+from ...framing import FrameReader, frame
+from ...tasks import TaskKind, TaskSpec, TaskState
+from ..base import Reporter
+from . import messages as msgs
+from .cleanup import end_session
+from .options import Options
+from .translate import pack_call, unpack_result
 
-if TYPE_CHECKING:
-    from .radical import RadicalPilotBackend
-
-__all__ = ["ProcessClient"]
+__all__ = ["ORIGINAL_PYTHONPATH", "ProcessClient"]
 
 log = logging.getLogger("asyncflow_hpc.backends.radical")
 
@@ -47,7 +47,6 @@ _FLUSH_SLICE = 0.010
 EXIT_TIMEOUT = 30.0
 #: how long shutdown waits for RP's own close in the child
 CLOSE_TIMEOUT = 300.0
-_SYNC_TIMEOUT = 30.0
 #: the user's PYTHONPATH ("=value", or "-": unset) while the child's carries this package
 ORIGINAL_PYTHONPATH = "_ASYNCFLOW_HPC_USER_PYTHONPATH"
 
@@ -66,25 +65,24 @@ def _child_environment() -> dict[str, str]:
 
 
 class ProcessClient:
-    """Runs ``owner``'s RP client in a child process and relays everything to the loop."""
+    """Runs an :class:`~.inprocess.InProcessClient` in a child process; relays to the loop."""
 
-    def __init__(self, owner: RadicalPilotBackend, kwargs: dict[str, Any]) -> None:
-        self.owner = owner
-        self.kwargs = kwargs
+    def __init__(self, opts: Options, name: str) -> None:
+        self.opts = opts
+        self.name = name
+        self.reporter: Reporter | None = None
         self.proc: subprocess.Popen | None = None
         self.sock: socket.socket | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # where our reader is registered
-        self.frames = wire.FrameReader()
+        self.frames = FrameReader()
         self.out = bytearray()
         self.writing = False
         self.ids = itertools.count(1)
         self.calls: dict[int, asyncio.Future] = {}
-        self.sync_replies: dict[int, tuple] = {}
-        self.backlog: list[tuple] = []  # messages read during a blocking round trip
         self.reporters: dict[str, Reporter] = {}  # spec uid -> reporter, unfinished tasks
         self.pending: list[TaskSpec] = []
         self.flush_handle: asyncio.Handle | None = None
-        self.info: dict[str, Any] = {}  # the child's last describe()
+        self.info: dict[str, Any] = {}  # the child's latest describe()
         self.forked: list[tuple[int, float]] = []  # (pid, start time) RP forked in the child
         self.dead: BaseException | None = None  # the child is gone (or going)
         self.closing = False
@@ -99,11 +97,11 @@ class ProcessClient:
                     s.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
                 except OSError:
                     pass
-        cfg = {"kwargs": self.kwargs, "sys_path": list(sys.path),
+        cfg = {"options": self.opts, "name": self.name, "sys_path": list(sys.path),
                "log_level": logging.getLogger("asyncflow_hpc").getEffectiveLevel()}
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "asyncflow_hpc.backends._radical_host",
+                [sys.executable, "-m", "asyncflow_hpc.backends.radical.process_child",
                  str(child.fileno())], pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
                 env=_child_environment())
         except OSError as exc:
@@ -116,12 +114,10 @@ class ProcessClient:
         self._attach(asyncio.get_running_loop())
         self._send(cfg)
         try:
-            started = await self.request("start")
+            self.forked = await self.request("start")
         except BaseException:
             await self.shutdown()
             raise
-        self.forked = started["forked"]
-        self._update(started["describe"])
 
     def bind(self, reporter: Reporter) -> None:
         # a flush scheduled on a previous engine's loop would never run: send its batch now
@@ -129,6 +125,7 @@ class ProcessClient:
             self.flush_handle.cancel()
             self.flush_handle = None
             self._flush_all()
+        self.reporter = reporter
         self._attach(reporter.loop)
 
     async def shutdown(self) -> None:
@@ -145,8 +142,7 @@ class ProcessClient:
         if self.dead is None and self.sock is not None:
             self._attach(asyncio.get_running_loop())
             try:
-                info = await asyncio.wait_for(self.request("shutdown"), CLOSE_TIMEOUT)
-                self._update(info)
+                await asyncio.wait_for(self.request("shutdown"), CLOSE_TIMEOUT)
                 clean = True
             except (asyncio.TimeoutError, BackendError) as exc:
                 if proc.poll() is None:
@@ -162,29 +158,9 @@ class ProcessClient:
             log.warning("RADICAL-Pilot client process %d did not exit; killing it", proc.pid)
             proc.kill()  # by pid, through our own Popen
             await in_thread(proc.wait)
-        if not clean:
-            await in_thread(self._kill_session_leftovers)
+        if not clean and self.session_uid:
+            await in_thread(end_session, self.session_uid, self.opts.work_dir, self.forked)
         self._fail_unfinished(None)
-
-    def _kill_session_leftovers(self) -> None:
-        """The child died before closing RP: end its session's processes (by session id)
-        and the processes RP forked in the child (by pid and start time)."""
-        sid = self.info.get("session")
-        if not sid:
-            return
-        import psutil
-
-        from .radical import end_processes, leftover_processes
-
-        procs = leftover_processes(sid, self.owner.work_dir)
-        for pid, started in self.forked:
-            try:
-                proc = psutil.Process(pid)
-                if proc.create_time() == started and all(p.pid != pid for p in procs):
-                    procs.append(proc)
-            except psutil.Error:
-                pass
-        end_processes(procs)
 
     # ================================================================ requests
     async def request(self, op: str, *args: Any) -> Any:
@@ -192,7 +168,7 @@ class ProcessClient:
         if self.dead is not None:
             raise self.dead
         if self.sock is None:
-            raise BackendError(f"backend {self.owner.name!r} is not running (not started, or "
+            raise BackendError(f"backend {self.name!r} is not running (not started, or "
                                "shut down)")
         loop = asyncio.get_running_loop()
         self._attach(loop)
@@ -205,76 +181,45 @@ class ProcessClient:
         finally:
             self.calls.pop(rid, None)
 
-    def request_sync(self, op: str, timeout: float = _SYNC_TIMEOUT) -> Any:
-        """A blocking round trip, for the synchronous parts of the backend's API."""
-        if self.dead is not None or self.sock is None:
-            raise self.dead or BackendError("the RADICAL-Pilot client process is not running")
-        rid = next(self.ids)
-        self.sync_replies[rid] = ()
-        self._send((op, rid))
-        deadline = time.monotonic() + timeout
-        fd = self.sock.fileno()
-        try:
-            while not self.sync_replies[rid]:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BackendError(f"RADICAL-Pilot client process: no answer to {op!r} "
-                                       f"within {timeout:.0f} s")
-                want_w = [fd] if self.out else []
-                readable, writable, _ = select.select([fd], want_w, [], left)
-                if writable:
-                    self._write_some()
-                if readable:
-                    self._read_some(sync=True)
-                if self.dead is not None:
-                    raise self.dead
-        finally:
-            got = self.sync_replies.pop(rid)
-        if self.backlog and self.loop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self._drain_backlog)
-        _, _, ok, value = got
-        if not ok:
-            raise wire.load_error(value)
-        return value
+    async def wait_active(self) -> str:
+        return await self.request("wait")
 
-    async def call(self, fn: Any, args: tuple) -> Any:
+    async def call(self, fn: Callable[..., Any], args: tuple) -> Any:
+        """``fn(client, *args)`` in the child, on the client there (everything pickles)."""
         import cloudpickle
 
         blob = await self.request("call", cloudpickle.dumps((fn, args)))
         return pickle.loads(blob)
 
+    # ================================================================ what the child told
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def pilot_uid(self) -> str | None:
+        return self.info.get("pilot_uid")
+
+    @property
+    def session_uid(self) -> str | None:
+        return self.info.get("session")
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return dict(self.info.get("timings") or {})
+
     def describe(self) -> dict[str, Any]:
-        if self.dead is None and self.sock is not None and not self.closing \
-                and self._may_block_here():
-            try:
-                self._update(self.request_sync("describe"))
-            except BackendError as exc:
-                log.debug("describe() from the RP client process failed: %s", exc)
-        return dict(self.info)
-
-    def _may_block_here(self) -> bool:
-        """A round trip reads the socket: only from the loop that serves it (or none runs).
-
-        From another thread while that loop runs, the two readers would split frames:
-        such callers get the last known answer instead.
-        """
-        loop = self.loop
-        if loop is None or loop.is_closed() or not loop.is_running():
-            return True
-        try:
-            return asyncio.get_running_loop() is loop
-        except RuntimeError:
-            return False
-
-    def _update(self, info: dict[str, Any]) -> None:
-        self.info = info
-        self.owner.timings.update(info.get("timings") or {})
+        """The child's latest description (empty before it started)."""
+        if not self.info:
+            return {}
+        return {**self.info, "unfinished_tasks": len(self.reporters), "client_pid": self.pid}
 
     # ================================================================ submit / cancel
     def submit(self, specs: Sequence[TaskSpec]) -> None:
-        reporter = self.owner.reporter
+        reporter = self.reporter
+        assert reporter is not None, "bind() comes first"
         if self.dead is not None or self.closing or self.sock is None:
-            err = self.dead or BackendError(f"backend {self.owner.name!r} is not running")
+            err = self.dead or BackendError(f"backend {self.name!r} is not running")
             for spec in specs:
                 reporter.failed(spec.uid, err)
             return
@@ -298,24 +243,24 @@ class ProcessClient:
             packed = None
             if spec.kind is TaskKind.FUNCTION:
                 try:
-                    packed = tr.pack_call(spec)
+                    packed = pack_call(spec)
                 except Exception as exc:  # unpicklable function or argument: that task only
                     self._report(spec.uid, TaskState.FAILED, None, exc, None)
                     continue
-            batch.append(wire.spec_to_wire(spec, packed))
+            batch.append(msgs.spec_to_wire(spec, packed))
             if packed is not None and time.perf_counter() > stop:
                 break  # dill is slow on big arguments: the rest goes next iteration
         del self.pending[:taken]
         if self.pending:
-            self.flush_handle = self.owner.reporter.loop.call_soon(self._flush)
+            self.flush_handle = self.reporter.loop.call_soon(self._flush)
         if batch:
             try:
-                msg = wire.frame(("submit", batch))
+                data = frame(("submit", batch))
             except Exception:  # something in a task_description does not pickle
                 batch = self._picklable(batch)
-                msg = wire.frame(("submit", batch)) if batch else b""
-            if msg:
-                self._send_bytes(msg)
+                data = frame(("submit", batch)) if batch else b""
+            if data:
+                self._send_bytes(data)
 
     def _picklable(self, batch: list[tuple]) -> list[tuple]:
         """The specs of ``batch`` that pickle; the others fail with a clear error."""
@@ -360,14 +305,12 @@ class ProcessClient:
             old.remove_writer(fd)
         self.loop = loop
         self.writing = False
-        loop.add_reader(fd, self._on_readable)
+        loop.add_reader(fd, self._read_some)
         if self.out:
             self._want_write()
-        if self.backlog:
-            loop.call_soon(self._drain_backlog)
 
     def _send(self, msg: Any) -> None:
-        self._send_bytes(wire.frame(msg))
+        self._send_bytes(frame(msg))
 
     def _send_bytes(self, data: bytes) -> None:
         if self.sock is None:
@@ -401,13 +344,8 @@ class ProcessClient:
             self.out.clear()
             self._child_gone(f"the socket to it failed: {exc}")
 
-    def _on_readable(self) -> None:
-        if self.backlog:
-            self._drain_backlog()
-        self._read_some(sync=False)
-
-    def _read_some(self, sync: bool) -> None:
-        msgs: list[tuple] = []
+    def _read_some(self) -> None:
+        msgs_in: list[tuple] = []
         eof = False
         while self.sock is not None:
             try:
@@ -420,34 +358,26 @@ class ProcessClient:
                 eof = True
                 break
             for batch in self.frames.feed(data):
-                msgs.extend(batch)  # the child sends lists of messages
-        for msg in msgs:
-            if msg[0] == "reply" and msg[1] in self.sync_replies:
-                self.sync_replies[msg[1]] = msg
-            elif sync:
-                self.backlog.append(msg)
-            else:
-                self._handle(msg)
+                msgs_in.extend(batch)  # the child sends lists of messages
+        for msg in msgs_in:
+            self._handle(msg)
         if eof:
             self._child_gone("its socket was closed")
-
-    def _drain_backlog(self) -> None:
-        backlog, self.backlog = self.backlog, []
-        for msg in backlog:
-            self._handle(msg)
 
     def _handle(self, msg: tuple) -> None:
         op = msg[0]
         if op == "r":
             _, uid, code, value, err, node = msg
-            if code == wire.PACKED:
-                ok, value = tr.unpack_result(value)
+            if code == msgs.PACKED:
+                ok, value = unpack_result(value)
                 state, error = (TaskState.DONE, None) if ok else (TaskState.FAILED, value)
                 value = value if ok else None
             else:
-                state = wire.CODE_STATES[code]
-                error = wire.load_error(err) if err is not None else None
+                state = msgs.CODE_STATES[code]
+                error = msgs.load_error(err) if err is not None else None
             self._report(uid, state, value, error, node)
+        elif op == "info":
+            self.info = msg[1]
         elif op == "reply":
             _, rid, ok, value = msg
             fut = self.calls.get(rid)
@@ -456,7 +386,7 @@ class ProcessClient:
             if ok:
                 fut.set_result(value)
             else:
-                fut.set_exception(wire.load_error(value))
+                fut.set_exception(msgs.load_error(value))
         elif op == "log":
             _, name, level, text = msg
             logging.getLogger(name).log(level, "%s", text)
@@ -484,8 +414,8 @@ class ProcessClient:
             return
         code = self.proc.poll() if self.proc is not None else None
         self.dead = BackendError(
-            f"the RADICAL-Pilot client process (pid {self.proc.pid if self.proc else '?'}) "
-            f"ended ({why}; exit code {code})")
+            f"the RADICAL-Pilot client process (pid {self.pid or '?'}) ended ({why}; exit "
+            f"code {code})")
         if not self.closing:
             log.error("%s", self.dead)
         self._close_socket()
@@ -513,4 +443,3 @@ class ProcessClient:
                 rep.threadsafe(uid, TaskState.CANCELLED)
             else:
                 rep.threadsafe(uid, TaskState.FAILED, error=err)
-

@@ -1,11 +1,11 @@
-"""The RADICAL-Pilot client process: ``python -m asyncflow_hpc.backends._radical_host FD``.
+"""The RADICAL-Pilot client process: ``python -m asyncflow_hpc.backends.radical.process_child FD``.
 
 Why a process: RP's client threads (its ZMQ listeners decode every state update with msgpack
 and stringify it) hold the GIL for tens of milliseconds during a burst of updates. In the
-engine's process that stalls its event loop; here it stalls nobody. This process runs the
-ordinary in-process :class:`RadicalPilotBackend` (``client="thread"``) on an asyncio loop of
-its own, bound to a reporter that forwards every report over the socket FD to the parent
-(``_radical_client.ProcessClient``).
+engine's process that stalls its event loop; here it stalls nobody. This process runs an
+:class:`~.inprocess.InProcessClient` on an asyncio loop of its own, bound to a reporter that
+forwards every report over the socket FD to the parent (:mod:`.process_parent`), and pushes
+the client's ``describe()`` to the parent whenever it changes.
 
 It never outlives its parent: SIGINT is ignored (the parent drives shutdown, and a Ctrl-C
 reaches the whole process group), and when the socket reaches EOF (the parent exited or was
@@ -25,13 +25,15 @@ import sys
 import traceback
 from typing import Any
 
-from .._threads import in_thread
-from ..errors import BackendError
-from ..tasks import TaskState
-from . import _radical_wire as wire
-from ._radical_client import ORIGINAL_PYTHONPATH
-from .base import Reporter
-from .radical import RadicalPilotBackend
+from ..._threads import in_thread
+from ...errors import BackendError
+from ...framing import FrameReader, frame, read_frame
+from ...tasks import TaskSpec, TaskState
+from ..base import Reporter
+from . import messages as msgs
+from .cleanup import identities
+from .inprocess import InProcessClient
+from .process_parent import ORIGINAL_PYTHONPATH
 
 log = logging.getLogger("asyncflow_hpc.backends.radical")
 
@@ -45,30 +47,30 @@ class _Packed:
         self.payload = payload
 
 
-class HostedBackend(RadicalPilotBackend):
-    """The in-process backend, minus the pickling of user objects (the parent does that)."""
+def _packed_call(spec: TaskSpec) -> str:
+    return spec.args[0]  # the parent pickled the call already (see messages.spec_from_wire)
 
-    def _pack_call(self, spec: Any) -> str:
-        return spec.args[0]
 
-    def _unpack_result(self, value: Any) -> tuple[bool, Any]:
-        return True, _Packed(value)
+def _left_packed(value: Any) -> tuple[bool, Any]:
+    return True, _Packed(value)
 
 
 class Host:
     """Serves the parent's messages; sends reports and replies in batches, one per loop turn."""
 
-    def __init__(self, writer: asyncio.StreamWriter, backend: HostedBackend) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, cfg: dict[str, Any]) -> None:
         self.loop = asyncio.get_running_loop()
         self.writer = writer
-        self.backend = backend
+        self.client = InProcessClient(cfg["options"], cfg["name"], pack_call=_packed_call,
+                                      unpack_result=_left_packed, on_change=self.info_changed)
         self.outbox: list[tuple] = []
         self.flush_handle: asyncio.Handle | None = None
+        self.info_due = False  # an "info" message is scheduled
         self.closing: asyncio.Task | None = None
         self.abandoned: str | None = None  # why we shut down without the parent asking
         self.closed = self.loop.create_future()  # set once RP is shut down
         self.tasks: set[asyncio.Task] = set()
-        backend.bind(Reporter(self.report, self.loop))
+        self.client.bind(Reporter(self.report, self.loop))
 
     # -- outgoing ---------------------------------------------------------------------
     def post(self, msg: tuple) -> None:
@@ -82,31 +84,44 @@ class Host:
         if not batch or self.writer.is_closing():
             return
         try:
-            data = wire.frame(batch)
+            data = frame(batch)
         except Exception:  # a value that does not pickle: send the rest, fail that one
-            data = b"".join(wire.frame([m]) if _pickles(m) else wire.frame([_unpicklable(m)])
+            data = b"".join(frame([m]) if _pickles(m) else frame([_unpicklable(m)])
                             for m in batch)
         self.writer.write(data)  # buffered by asyncio; the parent drains it from its loop
 
+    def info_changed(self) -> None:
+        """The client's description changed (any thread): send it once this loop turn."""
+        if not self.info_due:
+            self.info_due = True
+            try:
+                self.loop.call_soon_threadsafe(self.push_info)
+            except RuntimeError:  # loop closed: we are exiting
+                pass
+
+    def push_info(self) -> None:
+        self.info_due = False
+        self.post(("info", self.client.describe()))
+
     def report(self, uid: str, state: Any, value: Any, error: BaseException | None,
                node: str | None) -> None:
-        """The backend's reporter sink (on this loop): one report, forwarded."""
+        """The client's reporter sink (on this loop): one report, forwarded."""
         if state is TaskState.CANCELLED and self.abandoned:
             # the user did not cancel it: a signal ended this process under the engine
             state, error = TaskState.FAILED, BackendError(
                 f"the RADICAL-Pilot client process shut down ({self.abandoned}) before the "
                 "task finished")
-        code = wire.STATE_CODES[state]
+        code = msgs.STATE_CODES[state]
         if isinstance(value, _Packed):
-            code, value = wire.PACKED, value.payload
-        self.post(("r", uid, code, value, wire.dump_error(error) if error else None, node))
+            code, value = msgs.PACKED, value.payload
+        self.post(("r", uid, code, value, msgs.dump_error(error) if error else None, node))
 
     def reply(self, rid: int, coro: Any) -> None:
         async def run() -> None:
             try:
                 value = await coro
             except BaseException as exc:  # noqa: BLE001 - goes to the parent's awaiter
-                self.post(("reply", rid, False, wire.dump_error(exc)))
+                self.post(("reply", rid, False, msgs.dump_error(exc)))
             else:
                 self.post(("reply", rid, True, value))
 
@@ -117,17 +132,15 @@ class Host:
     # -- incoming ---------------------------------------------------------------------
     def handle(self, msg: tuple) -> None:
         op = msg[0]
-        backend = self.backend
+        client = self.client
         if op == "submit":
-            backend.submit([wire.spec_from_wire(t) for t in msg[1]])
+            client.submit([msgs.spec_from_wire(t) for t in msg[1]])
         elif op == "cancel":
-            backend.cancel(msg[1])
+            client.cancel(msg[1])
         elif op == "start":
             self.reply(msg[1], self._start())
         elif op == "wait":
-            self.reply(msg[1], backend.wait_active())
-        elif op == "describe":
-            self.reply(msg[1], _now(backend.describe))
+            self.reply(msg[1], client.wait_active())
         elif op == "call":
             self.reply(msg[1], self._call(msg[2]))
         elif op == "shutdown":
@@ -135,15 +148,16 @@ class Host:
         else:
             log.error("RADICAL-Pilot client process: unknown message %r", op)
 
-    async def _start(self) -> dict[str, Any]:
-        await self.backend.start()
-        return {"describe": self.backend.describe(), "forked": _identities(self.backend._own_pids)}
+    async def _start(self) -> list[tuple[int, float]]:
+        await self.client.start()
+        self.push_info()  # before the reply: the parent's describe() is current at once
+        return identities(self.client._own_pids)
 
     async def _call(self, blob: bytes) -> bytes:
         import cloudpickle
 
         fn, args = pickle.loads(blob)
-        value = await in_thread(fn, self.backend, *args)
+        value = await in_thread(fn, self.client, *args)
         return cloudpickle.dumps(value)
 
     def abandon(self, why: str) -> None:
@@ -154,33 +168,19 @@ class Host:
         self.shutdown()
 
     def shutdown(self) -> asyncio.Task:
-        """RP down (once, however many ask: the parent, EOF, SIGTERM); describe() after."""
+        """RP down (once, however many ask: the parent, EOF, SIGTERM)."""
         if self.closing is None:
-            async def close() -> dict[str, Any]:
+            async def close() -> None:
                 try:
-                    await self.backend.shutdown()
+                    await self.client.shutdown()
                     await asyncio.sleep(0)  # the reports of the leftover tasks go out first
                 finally:
+                    self.push_info()
                     if not self.closed.done():
                         self.closed.set_result(None)
-                return self.backend.describe()
 
             self.closing = self.loop.create_task(close())
         return self.closing
-
-
-def _identities(pids: set[int]) -> list[tuple[int, float]]:
-    """(pid, start time) of processes RP forked from this one: if this process is killed,
-    the parent ends them (they carry this command line and nothing else that names them)."""
-    import psutil
-
-    out = []
-    for pid in pids:
-        try:
-            out.append((pid, psutil.Process(pid).create_time()))
-        except psutil.Error:
-            pass
-    return out
 
 
 def _pickles(msg: tuple) -> bool:
@@ -197,17 +197,13 @@ def _unpicklable(msg: tuple) -> tuple:
                            f"the RADICAL-Pilot client process: {type(msg[3]).__name__}")
         return ("r", msg[1], "F", None, pickle.dumps(err), msg[5])
     if msg[0] == "reply":
-        return ("reply", msg[1], False, wire.dump_error(
+        return ("reply", msg[1], False, msgs.dump_error(
             TypeError(f"the reply could not be pickled: {type(msg[3]).__name__}")))
     return ("log", log.name, logging.ERROR, f"a {msg[0]!r} message could not be pickled")
 
 
-async def _now(fn: Any) -> Any:
-    return fn()
-
-
 class _ForwardLog(logging.Handler):
-    """The backend's log records go to the parent's logging (from any thread)."""
+    """The client's log records go to the parent's logging (from any thread)."""
 
     def __init__(self, host: Host) -> None:
         super().__init__()
@@ -227,15 +223,14 @@ class _ForwardLog(logging.Handler):
 async def serve(sock: socket.socket, cfg: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_connection(sock=sock)
-    backend = HostedBackend(**cfg["kwargs"])
-    host = Host(writer, backend)
+    host = Host(writer, cfg)
     pkg = logging.getLogger("asyncflow_hpc")
     pkg.setLevel(cfg.get("log_level", logging.WARNING))
     pkg.addHandler(_ForwardLog(host))
     pkg.propagate = False
     for sig in (signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, host.abandon, f"it received {sig.name}")
-    frames = wire.FrameReader()
+    frames = FrameReader()
     try:
         while not host.closed.done():
             data = await _read_or_closed(reader, host)
@@ -268,7 +263,7 @@ def main() -> None:
     # Ctrl-C reaches the whole process group: the parent decides when RP shuts down
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     fd = int(sys.argv[1])
-    user_path = os.environ.pop(ORIGINAL_PYTHONPATH, "-")  # see _child_environment()
+    user_path = os.environ.pop(ORIGINAL_PYTHONPATH, "-")  # see process_parent
     if user_path.startswith("="):
         os.environ["PYTHONPATH"] = user_path[1:]
     else:
@@ -279,8 +274,10 @@ def main() -> None:
     os.register_at_fork(after_in_child=lambda: _close_quietly(fd))
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
-    head = _recv_exactly(sock, wire.HEADER.size)
-    cfg = pickle.loads(_recv_exactly(sock, wire.HEADER.unpack(head)[0]))
+    try:
+        cfg = read_frame(sock.recv)
+    except EOFError:
+        os._exit(0)  # the parent went away before it said anything
     sys.path[:] = cfg["sys_path"]  # raptor workers get the parent's import path
     code = 0
     try:
@@ -292,16 +289,6 @@ def main() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            os._exit(0)  # the parent went away before it said anything
-        buf += chunk
-    return buf
 
 
 def _close_quietly(fd: int) -> None:

@@ -1,14 +1,13 @@
-"""Pure helpers of the RADICAL-Pilot backend: key validation, spec translation, remote calls.
+"""A spec's translation for RADICAL-Pilot: TaskDescription fields, staging, the remote call.
 
-Nothing here imports radical.pilot, so the checks run (and fail early, with a suggestion)
-before RP is loaded. The backend passes the set of keys RP's ``TaskDescription`` accepts.
+Nothing here imports radical.pilot (the caller passes RP's constants where they are needed).
+The input was checked before (``RadicalPilotBackend.check_task_description``).
 """
 
 from __future__ import annotations
 
 import base64
 import builtins
-import difflib
 import os
 import re
 import types
@@ -16,203 +15,31 @@ import urllib.parse
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from ..errors import ConfigurationError, MissingOutputError
-from ..tasks import TaskKind, TaskSpec
+from ...descriptions import ENGINE_KEYS
+from ...errors import ConfigurationError, MissingOutputError
+from ...tasks import TaskKind, TaskSpec
+from .keys import RENAMED
 
 __all__ = [
-    "PILOT_KEYS", "RAPTOR_KEYS", "suggest", "validate_pilot_keywords", "validate_raptor",
-    "task_description", "pack_call", "unpack_result", "REMOTE_CALL", "rp_uid_for",
-    "stdio_fields", "staging_fields", "clear_stale_inputs",
+    "REMOTE_CALL", "RemoteError", "clear_stale_inputs", "executable_fields",
+    "missing_output_error", "pack_call", "rp_uid_for", "staging_fields", "stdio_fields",
+    "task_description", "unpack_result",
 ]
-
-# ----------------------------------------------------------------------------- suggestions
-
-def suggest(key: str, known: Collection[str], aliases: Mapping[str, str] | None = None,
-            exclude: Collection[str] = ()) -> str:
-    """`` (did you mean 'x'?)`` for a mistyped key, or ``''``.
-
-    Aliases are matched too, so a typo of an alias (``coress``) still leads to the real key.
-    """
-    aliases = aliases or {}
-    if key in aliases:
-        return f" (did you mean {aliases[key]!r}?)"
-    pool = sorted({k for k in known if k not in exclude} | set(aliases))
-    close = difflib.get_close_matches(key.lower(), pool, n=1, cutoff=0.6)
-    if not close:
-        return ""
-    return f" (did you mean {aliases.get(close[0], close[0])!r}?)"
-
-
-# ----------------------------------------------------------------------------- pilot keys
-
-#: PilotDescription fields of radical.pilot 1.103, with the check applied to each value
-PILOT_KEYS: dict[str, str] = {
-    "resource": "str", "access_schema": "str", "runtime": "int+", "sandbox": "path",
-    "nodes": "int", "cores": "int", "gpus": "int", "memory": "int", "backup_nodes": "int",
-    "queue": "str", "project": "str", "job_name": "str", "cleanup": "bool",
-    "exit_on_error": "false", "input_staging": "list", "output_staging": "list",
-    "prepare_env": "dict", "services": "list", "app_comm": "list", "enable_ep": "bool",
-    "reconfig_src": "str", "uid": "str",
-}
-#: names that are accepted and renamed (unambiguous synonyms)
-PILOT_SYNONYMS = {"account": "project"}
-#: names RP rejects or that mean something else; the error points at the right key
-PILOT_ALIASES = {
-    "walltime": "runtime", "wall_time": "runtime", "time": "runtime", "minutes": "runtime",
-    "gpus_per_node": "gpus", "partition": "queue", "allocation": "project",
-    "cores_per_node": "cores", "num_nodes": "nodes", "n_nodes": "nodes", "ncores": "cores",
-}
-_PILOT_HINTS = {
-    "runtime": "runtime is in minutes",
-    "gpus": "gpus is the pilot's total number of GPUs",
-    "cores": "cores is the pilot's total number of cores",
-}
-
-
-def validate_pilot_keywords(kw: Mapping[str, Any]) -> dict[str, Any]:
-    """Check user pilot keywords; return a dict RP's PilotDescription accepts."""
-    out: dict[str, Any] = {}
-    for key, value in kw.items():
-        name = PILOT_SYNONYMS.get(key, key)
-        if name not in PILOT_KEYS:
-            hint = suggest(key, PILOT_KEYS, PILOT_ALIASES)
-            target = PILOT_ALIASES.get(key)
-            extra = f"; {_PILOT_HINTS[target]}" if target in _PILOT_HINTS else ""
-            raise ConfigurationError(
-                f"unknown pilot keyword {key!r} for RadicalPilotBackend{hint}{extra}; "
-                f"valid keys: {', '.join(sorted(PILOT_KEYS))}")
-        if name in out:
-            raise ConfigurationError(f"pilot keyword {name!r} given twice (as {key!r})")
-        out[name] = _check_pilot_value(name, value)
-    return out
-
-
-def _check_pilot_value(key: str, value: Any) -> Any:
-    kind = PILOT_KEYS[key]
-    bad = ConfigurationError
-    if value is None:
-        return None
-    if kind in ("int", "int+"):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value < (kind == "int+"):
-            raise bad(f"pilot keyword {key!r} must be an integer "
-                      f"{'> 0' if kind == 'int+' else '>= 0'}, got {value!r}"
-                      + (" (minutes)" if key == "runtime" else ""))
-        return value
-    if kind == "str":
-        if not isinstance(value, str) or not value:
-            raise bad(f"pilot keyword {key!r} must be a non-empty string, got {value!r}")
-        return value
-    if kind == "path":
-        if not isinstance(value, (str, os.PathLike)):
-            raise bad(f"pilot keyword {key!r} must be a path, got {value!r}")
-        return os.path.abspath(os.fspath(value))
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise bad(f"pilot keyword {key!r} must be True or False, got {value!r}")
-        return value
-    if kind == "false":  # exit_on_error=True makes RP SIGTERM this very process
-        if value is not False:
-            raise bad("exit_on_error must be False: with True RADICAL-Pilot kills the client "
-                      "process when the pilot fails; asyncflow-hpc fails the tasks instead")
-        return False
-    if kind == "list":
-        if not isinstance(value, (list, tuple)):
-            raise bad(f"pilot keyword {key!r} must be a list, got {value!r}")
-        return list(value)
-    if kind == "dict":
-        if not isinstance(value, Mapping):
-            raise bad(f"pilot keyword {key!r} must be a mapping, got {value!r}")
-        return dict(value)
-    raise AssertionError(kind)
-
-
-# ----------------------------------------------------------------------------- raptor config
-
-#: keys of ``raptor={...}``
-RAPTOR_KEYS = {
-    "workers": "number of raptor workers (default 1)",
-    "cores_per_worker": "cores of each worker = function tasks it runs at once",
-    "gpus_per_worker": "GPUs of each worker",
-    "master": "extra TaskDescription keys of the master",
-    "worker": "extra TaskDescription keys of each worker",
-    "environment": "environment of the workers (and so of function tasks)",
-    "pythonpath": "pass this process's sys.path to the workers (default True)",
-}
-
-
-def validate_raptor(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    cfg = dict(cfg or {})
-    for key, value in cfg.items():
-        if key not in RAPTOR_KEYS:
-            raise ConfigurationError(
-                f"unknown raptor= key {key!r}{suggest(key, RAPTOR_KEYS)}; "
-                f"valid keys: {', '.join(RAPTOR_KEYS)}")
-        if key in ("workers", "cores_per_worker") and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigurationError(f"raptor[{key!r}] must be an integer >= 1, got {value!r}")
-        if key == "gpus_per_worker" and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-            raise ConfigurationError(f"raptor[{key!r}] must be a number >= 0, got {value!r}")
-        if key in ("master", "worker", "environment") and not isinstance(value, Mapping):
-            raise ConfigurationError(f"raptor[{key!r}] must be a mapping, got {value!r}")
-        if key == "pythonpath" and not isinstance(value, bool):
-            raise ConfigurationError("raptor['pythonpath'] must be True or False")
-    return cfg
-
 
 # ----------------------------------------------------------------------------- task descriptions
 
-#: consumed by the engine; never forwarded
-ENGINE_KEYS = frozenset({"shell", "timeout", "retries", "retry_backoff"})
-#: the backend sets these itself; a user value would break the translation
-RESERVED_KEYS = frozenset({
-    "uid", "mode", "executable", "arguments", "function", "args", "kwargs", "code",
-    "command", "method", "raptor_id", "scheduler", "raptor_class", "raptor_file",
-    "worker_class", "worker_file", "slots",
-})
-#: portable names -> RP names
-RENAMED = {"cwd": "sandbox", "env": "environment"}
-#: common mistakes -> the RP key meant
-TD_ALIASES = {
-    "cores": "cores_per_rank", "gpus": "gpus_per_rank", "nprocs": "ranks", "np": "ranks",
-    "processes": "ranks", "walltime": "timeout", "workdir": "sandbox", "threads": "cores_per_rank",
-    "env_vars": "environment", "gpus_per_task": "gpus_per_rank", "ntasks": "ranks",
-    "cpus": "cores_per_rank", "cpus_per_task": "cores_per_rank", "cpus_per_rank": "cores_per_rank",
-    "nodes": "ranks", "mpi": "use_mpi", "workdir_path": "sandbox",
-}
-
-
-def task_description(spec: TaskSpec, accepted: Collection[str]) -> dict[str, Any]:
+def task_description(spec: TaskSpec) -> dict[str, Any]:
     """The user part of an RP TaskDescription for ``spec`` (no uid, mode, executable).
 
-    ``accepted`` is the key set of ``rp.TaskDescription``. Raises ConfigurationError naming
-    the first key RP would not understand.
+    The keys were checked by :meth:`RadicalPilotBackend.check_task_description`; here they
+    are only renamed and their values put in the shape RP wants.
     """
     out: dict[str, Any] = {}
     for key, value in spec.description.items():
-        if key in ENGINE_KEYS:
+        if key in ENGINE_KEYS or value is None:
             continue
         name = RENAMED.get(key, key)
-        if key == "stdin":
-            raise ConfigurationError(
-                f"task_description['stdin'] of task {spec.name!r} is not supported on "
-                "RADICAL-Pilot; use shell=True with a redirection, or input_staging")
-        if name in RESERVED_KEYS:
-            raise ConfigurationError(
-                f"task_description[{key!r}] of task {spec.name!r} is set by asyncflow-hpc "
-                "from the task itself and cannot be given")
-        if name not in accepted:
-            raise ConfigurationError(
-                f"unknown task_description key {key!r} of task {spec.name!r} for "
-                f"RADICAL-Pilot{suggest(key, accepted, TD_ALIASES, RESERVED_KEYS)}")
-        if value is None:
-            continue
         if name == "environment":
-            if not isinstance(value, Mapping):
-                raise ConfigurationError(
-                    f"task_description[{key!r}] of task {spec.name!r} must be a mapping")
             env = dict(out.get("environment") or {})
             env.update({str(k): str(v) for k, v in value.items()})
             value = env
@@ -372,10 +199,7 @@ def rp_uid_for(spec_uid: str, taken: Collection[str]) -> str:
 
 # ----------------------------------------------------------------------------- function tasks
 
-_OK, _ERR, _MISSING = "ok", "err", "missing"
-#: where REMOTE_CALL keeps the event loop of a worker process (a module object in
-#: sys.modules: REMOTE_CALL is shipped by value and has no module globals of its own)
-LOOP_HOLDER = "__asyncflow_remote_loop__"
+_OK, _MISSING = "ok", "missing"
 
 
 def _remote_call(payload: str) -> str:  # pragma: no cover - runs inside the raptor worker

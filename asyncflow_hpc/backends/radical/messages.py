@@ -1,7 +1,7 @@
 """What crosses the socket between the engine's process and the RADICAL-Pilot client process.
 
-Frames are a 4-byte big-endian length and a pickle. The parent sends one message per frame
-(``submit``, ``cancel``, requests); the child sends a *list* of messages per frame, everything
+Frames are :mod:`asyncflow_hpc.framing` frames holding a pickle. The parent sends one message
+per frame (``submit``, ``cancel``, requests); the child sends a *list* of messages per frame, everything
 that piled up in one iteration of its loop, so a burst of 500 state updates costs the
 parent's loop one read and one unpickle, not 500.
 
@@ -15,50 +15,19 @@ costs only its own task a clearer error, never the batch.
 from __future__ import annotations
 
 import pickle
-import struct
-from typing import Any
 
-from ..errors import BackendError
-from ..tasks import TaskKind, TaskSpec, TaskState
+from ...errors import BackendError
+from ...tasks import TaskKind, TaskSpec, TaskState
 
-__all__ = ["HEADER", "frame", "FrameReader", "spec_to_wire", "spec_from_wire", "dump_error",
-           "load_error", "STATE_CODES", "CODE_STATES", "PACKED"]
+__all__ = ["CODE_STATES", "PACKED", "STATE_CODES", "dump_error", "load_error", "spec_from_wire",
+           "spec_to_wire"]
 
-HEADER = struct.Struct(">I")
 #: task states as one-letter codes (an enum member costs a constructor call to unpickle)
 STATE_CODES = {TaskState.RUNNING: "R", TaskState.DONE: "D", TaskState.FAILED: "F",
                TaskState.CANCELLED: "C"}
 CODE_STATES = {v: k for k, v in STATE_CODES.items()}
 #: report code of a function task's result that the parent still has to unpack
 PACKED = "P"
-
-
-def frame(obj: Any) -> bytes:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return HEADER.pack(len(data)) + data
-
-
-class FrameReader:
-    """Splits a byte stream into unpickled frames (fed with whatever ``recv`` returned)."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, data: bytes) -> list[Any]:
-        self._buf += data
-        out = []
-        buf = self._buf
-        pos = 0
-        while len(buf) - pos >= HEADER.size:
-            (size,) = HEADER.unpack_from(buf, pos)
-            end = pos + HEADER.size + size
-            if len(buf) < end:
-                break
-            out.append(pickle.loads(memoryview(buf)[pos + HEADER.size:end]))
-            pos = end
-        if pos:
-            del buf[:pos]
-        return out
 
 
 def spec_to_wire(spec: TaskSpec, packed_call: str | None) -> tuple:
