@@ -38,6 +38,7 @@ from .tasks import TaskFuture, TaskKind, TaskSpec, TaskState
 
 if TYPE_CHECKING:
     from .backends.radical import RadicalPilotBackend  # noqa: F401
+    from .journal import Journal, ResultStore  # noqa: F401
 
 __all__ = [
     "AsyncFlowError",
@@ -49,6 +50,7 @@ __all__ = [
     "ExecutableNotFoundError",
     "ExecutionBackend",
     "InputFile",
+    "Journal",
     "JournalError",
     "LocalExecutionBackend",
     "MissingOutputError",
@@ -56,6 +58,7 @@ __all__ = [
     "OutputFile",
     "PilotFailedError",
     "Reporter",
+    "ResultStore",
     "TaskDescriptionError",
     "TaskExecutionError",
     "TaskFuture",
@@ -78,4 +81,8 @@ def __getattr__(name: str) -> Any:
         from .backends.radical import RadicalPilotBackend
 
         return RadicalPilotBackend
+    if name in ("Journal", "ResultStore"):  # hashing and signing: imported when asked for
+        from . import journal
+
+        return getattr(journal, name)
     raise AttributeError(f"module 'asyncflow_hpc' has no attribute {name!r}")

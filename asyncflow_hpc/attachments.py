@@ -1,9 +1,12 @@
-"""Observers the engine attaches from its arguments or the environment.
+"""Add-ons the engine sets up from its arguments or the environment.
 
-The engine knows only this hook; what each attachment does (a telemetry file, a progress
-display, a journal) lives in its own module, imported only when switched on so that a plain
-run imports nothing extra. Each attachment subscribes to the engine's events and has an
-``async close()`` that the engine awaits at shutdown.
+The engine knows only :func:`configure`; what each add-on does lives in its own module,
+imported only when switched on so that a plain run imports nothing extra. Each sees the
+engine through one public door: the journal is the engine's result store (a
+:class:`~asyncflow_hpc.journal.ResultStore` it asks before a task runs and tells after);
+telemetry reads the engine's tape (``WorkflowEngine.attach_tape``); the progress display
+polls ``WorkflowEngine.task_states()`` on a timer. Each has an ``async close()`` that the
+engine awaits at shutdown (the journal last).
 
 | argument    | environment variable        | module                     |
 |-------------|-----------------------------|----------------------------|
@@ -25,9 +28,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import MutableMapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-__all__ = ["Attachment", "attach_configured", "claim", "claimed_elsewhere"]
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .journal import ResultStore
+
+__all__ = ["Addons", "Attachment", "claim", "claimed_elsewhere", "configure"]
 
 CLAIM_VAR = "ASYNCFLOW_HPC_CLAIMED"
 FILE_VARS = ("ASYNCFLOW_HPC_JOURNAL", "ASYNCFLOW_HPC_TELEMETRY")
@@ -77,17 +85,33 @@ class Attachment(Protocol):
     async def close(self) -> None: ...
 
 
-def attach_configured(engine: Any, *, telemetry: Any = None, progress: Any = None,
-                      journal: Any = None) -> list[Attachment]:
-    """Attach what the arguments (or, when absent, the environment) switch on."""
+class Addons(NamedTuple):
+    journal: ResultStore | None  # asked before each task runs, told after it succeeds
+    attachments: list[Attachment]  # closed at shutdown, last attached first
+
+
+def _result_store(journal: Any) -> tuple[ResultStore, bool]:
+    """``journal=`` as a store, and whether it was opened here (a path) or given."""
+    from .journal import Journal, ResultStore
+
+    if isinstance(journal, (str, os.PathLike)):
+        return Journal(journal), True
+    if isinstance(journal, ResultStore):
+        return journal, False
+    raise ConfigurationError(
+        f"journal= must be a path or a ResultStore (key_for, lookup, record, close), got "
+        f"{type(journal).__name__}")
+
+
+def configure(engine: Any, *, telemetry: Any = None, progress: Any = None,
+              journal: Any = None) -> Addons:
+    """Set up what the arguments (or, when absent, the environment) switch on."""
     out: list[Attachment] = []
     used: dict[str, str] = {}
     # the journal first: it is the one that refuses to start (held by another run, unsafe path)
     journal = journal if journal is not None else _from_env("ASYNCFLOW_HPC_JOURNAL", used)
-    if journal:
-        from .journal import attach as attach_journal
-
-        out.append(attach_journal(engine, journal))
+    # not "if journal": a store may be empty (a Journal has a length)
+    store, opened = (None, False) if journal is None or journal == "" else _result_store(journal)
     try:
         telemetry = (telemetry if telemetry is not None
                      else _from_env("ASYNCFLOW_HPC_TELEMETRY", used))
@@ -101,10 +125,8 @@ def attach_configured(engine: Any, *, telemetry: Any = None, progress: Any = Non
 
             out.append(attach_progress(engine, progress))
     except BaseException:
-        for att in out:  # the journal's lock must not outlive a start that failed
-            release = getattr(att, "release", None)
-            if release is not None:
-                release()
+        if opened:  # the journal's lock must not outlive a start that failed
+            store.release()  # type: ignore[union-attr]
         raise
     claim(used)
-    return out
+    return Addons(store, out)

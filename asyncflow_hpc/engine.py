@@ -33,7 +33,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, TypeVar
 
 from .backends import create_backend_from_env
 from .backends.base import ExecutionBackend, Reporter
@@ -49,6 +49,9 @@ from .events import Event, EventType, Observer
 from .files import FilePlan, InputFile, OutputFile, StageIn, _FileMarker
 from .safe_files import private_dir
 from .tasks import TaskFuture, TaskKind, TaskRecord, TaskSpec, TaskState
+
+if TYPE_CHECKING:
+    from .journal import ResultStore
 
 __all__ = ["WorkflowEngine"]
 
@@ -170,6 +173,12 @@ class WorkflowEngine:
     or ``async with WorkflowEngine.create() as flow:``. With no backend the engine reads
     ``ASYNCFLOW_HPC_BACKEND`` (``local``, ``dryrun``, ``radical``), so one campaign script runs
     unchanged on a laptop and on a cluster.
+
+    ``journal=`` is the engine's result store: a path (a crash-safe
+    :class:`~asyncflow_hpc.journal.Journal` there) or any object with the
+    :class:`~asyncflow_hpc.journal.ResultStore` methods. The engine asks it before a task runs
+    (a recorded result settles the task without running it) and tells it after the task
+    succeeds; a store that cannot record stops the run with an :class:`EngineError`.
     """
 
     def __init__(
@@ -184,7 +193,7 @@ class WorkflowEngine:
         observers: Iterable[Observer] = (),
         telemetry: str | os.PathLike | None = None,
         progress: str | None = None,
-        journal: str | os.PathLike | None = None,
+        journal: str | os.PathLike | ResultStore | None = None,
         inline: bool | None = None,
         keep_components: bool | None = None,
     ) -> None:
@@ -220,17 +229,16 @@ class WorkflowEngine:
         self._flushing = False
         self._counter = 0
         self._observers: list[Observer] = list(observers)
-        self._raw_observers: set[Any] = set()  # called without an Event object
         # the tape (see attach_tape): completed records, steps stamped on them, for telemetry
         self._tape: list[TaskRecord] | None = None
         self._tape_rare: Any = None
         self._tape_full: Any = None
         self._tape_limit = 1 << 62
-        # attachments: observers configured by argument or environment (telemetry, progress,
-        # journal); each has an async close() called at shutdown
-        self._attach_options = {"telemetry": telemetry, "progress": progress, "journal": journal}
+        # add-ons configured by argument or environment (see attachments.configure): the
+        # result store (journal) and the attachments (telemetry, progress) closed at shutdown
+        self._addon_options = {"telemetry": telemetry, "progress": progress, "journal": journal}
         self._attachments: list[Any] = []
-        self._journal: Any = None  # set by asyncflow_hpc.journal.attach
+        self._journal: ResultStore | None = None
         # per-engine context: one engine's scope never leaks into another's tasks
         self._scope_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
             f"asyncflow_hpc.scope.{self.uid}", default=None)
@@ -279,10 +287,10 @@ class WorkflowEngine:
             b.bind(reporter)
             self.backends[b.name] = b
         self._default_backend = backends[0]
-        from .attachments import attach_configured
+        from .attachments import configure
 
         try:
-            self._attachments = attach_configured(self, **self._attach_options)
+            self._journal, self._attachments = configure(self, **self._addon_options)
         except BaseException:  # a refused journal or log: nothing may be left running
             await self._stop_backends()
             raise
@@ -349,6 +357,9 @@ class WorkflowEngine:
 
     async def _close_attachments(self) -> None:
         attachments, self._attachments = self._attachments, []
+        if self._journal is not None:  # closed last: it keeps what the others may still report
+            attachments.insert(0, self._journal)
+            self._journal = None
         for att in reversed(attachments):
             try:
                 await att.close()
@@ -523,27 +534,22 @@ class WorkflowEngine:
                 self._scope_var.set(None)
 
     @property
+    def journal(self) -> ResultStore | None:
+        """The result store in use (``journal=``, or ``ASYNCFLOW_HPC_JOURNAL``), if any."""
+        return self._journal
+
+    @property
     def current_workflow_id(self) -> str | None:
         return self._scope_var.get()
 
     # ------------------------------------------------------------------ observers
-    def subscribe(self, observer: Observer, *, raw: bool = False) -> Callable[[], None]:
-        """Call ``observer(event)`` for every task event; returns a function that unsubscribes.
-
-        ``raw=True``: call ``observer(type, record, error, value)`` instead, so that no
-        :class:`Event` is built per event (for hot-path observers such as telemetry). A raw
-        observer must not raise: when it is the only observer the engine calls it directly.
-        """
+    def subscribe(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer(event)`` for every task event; returns a function that unsubscribes."""
         self._observers.append(observer)
-        if raw:
-            self._raw_observers.add(observer)
-        self._wire_emit()
 
         def unsubscribe() -> None:
             if observer in self._observers:
                 self._observers.remove(observer)
-            self._raw_observers.discard(observer)
-            self._wire_emit()
 
         return unsubscribe
 
@@ -580,25 +586,12 @@ class WorkflowEngine:
         """The records of the tasks and blocks not finished yet, oldest first."""
         return list(self._active.values())
 
-    def _wire_emit(self) -> None:
-        """A single raw observer is called in place of :meth:`_emit` (no loop, no guard)."""
-        self.__dict__.pop("_emit", None)
-        obs = self._observers
-        if len(obs) == 1 and obs[0] in self._raw_observers:
-            self._emit = obs[0]  # type: ignore[method-assign]
-
     def _emit(self, etype: str, rec: TaskRecord, error: BaseException | None = None,
               value: Any = None) -> None:
-        ev = None
-        raw = self._raw_observers
+        ev = Event(etype, rec, error, value)
         for obs in self._observers:
             try:
-                if raw and obs in raw:
-                    obs(etype, rec, error, value)
-                else:
-                    if ev is None:
-                        ev = Event(etype, rec, error, value)
-                    obs(ev)
+                obs(ev)
             except Exception:  # an observer's bug must not break the workflow
                 log.exception("observer %r failed on %s", obs, etype)
 
@@ -1085,7 +1078,7 @@ class WorkflowEngine:
 
     def _settle_done(self, rec: TaskRecord, value: Any) -> None:
         fut = rec.future
-        if rec.journal_key is not None:
+        if rec.journal_key is not None and self._journal is not None:
             try:
                 self._journal.record(rec.journal_key, rec, value)
             except Exception as exc:  # noqa: BLE001 - a full disk, a removed file...

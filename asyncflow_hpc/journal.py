@@ -33,6 +33,7 @@ Why the format is what it is:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import errno as _errno
 import hashlib
@@ -46,13 +47,13 @@ import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import JournalError, UnsafePathError
 from .safe_files import private_dir, safe_open
 from .tasks import TaskKind, TaskRecord
 
-__all__ = ["Journal", "attach", "journal_key_path", "lock_journal", "task_key"]
+__all__ = ["Journal", "ResultStore", "journal_key_path", "lock_journal", "task_key"]
 
 log = logging.getLogger("asyncflow_hpc.journal")
 
@@ -222,8 +223,33 @@ def lock_journal(path: str | os.PathLike) -> int:
     return fd
 
 
+@runtime_checkable
+class ResultStore(Protocol):
+    """What the engine asks of a result store — the plug-in given as ``journal=``.
+
+    Before a task runs, the engine asks :meth:`key_for` for its key and :meth:`lookup` for a
+    recorded result (a hit settles the task at once, without running it); after the task
+    succeeds it calls :meth:`record`. All three run on the engine's loop; :meth:`record`
+    raising stops the run (see ``WorkflowEngine``). :meth:`close` is awaited at shutdown.
+    :class:`Journal` is the store the engine opens when ``journal=`` is a path.
+    """
+
+    def key_for(self, rec: TaskRecord, command: Any = None) -> str | None:
+        """The key of this call (None: the task cannot be stored and always runs)."""
+
+    def lookup(self, key: str) -> tuple[bool, Any]:
+        """``(True, value)`` when a result is recorded under ``key``, else ``(False, None)``."""
+
+    def record(self, key: str, rec: TaskRecord, value: Any) -> None:
+        """Keep the result of a task that succeeded."""
+
+    async def close(self) -> None:
+        """Make what was recorded durable and let go of the store."""
+
+
 class Journal:
-    """An append-only record of finished tasks; see the module docstring."""
+    """An append-only record of finished tasks (a :class:`ResultStore`); see the module
+    docstring."""
 
     def __init__(self, path: str | os.PathLike, *, sync_interval: float = 0.2) -> None:
         self.path = Path(path)
@@ -239,8 +265,7 @@ class Journal:
         self._key: bytes | None = None
         self._key_failed = False
         self._dirty = False
-        self._timer: Any = None
-        self._loop: Any = None
+        self._timer: asyncio.TimerHandle | None = None
         self._fd = -1
         self._lock_fd = lock_journal(self.path)
         try:
@@ -381,8 +406,12 @@ class Journal:
         self.written += 1
         if not self._dirty:
             self._dirty = True
-            if self._loop is not None and self._timer is None:
-                self._timer = self._loop.call_later(self.sync_interval, self._sync)
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # used outside an engine: durable at once
+                self._sync()
+            else:
+                self._timer = loop.call_later(self.sync_interval, self._sync)
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -430,12 +459,3 @@ class Journal:
             log.warning("journal %s: %d recorded result(s) were not trusted and their tasks "
                         "ran again", self.path, self.unverified)
 
-
-def attach(engine: Any, path: str | os.PathLike) -> Journal:
-    """Open (or continue) the journal at ``path`` and make ``engine`` use it."""
-    import asyncio
-
-    journal = Journal(path)
-    journal._loop = asyncio.get_running_loop()
-    engine._journal = journal
-    return journal
