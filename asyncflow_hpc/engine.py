@@ -160,7 +160,6 @@ class WorkflowEngine(Submission, Settlement, SignalHandling):
         self._closing = False
         self._closed = False
         self._signal_handlers: dict[int, Any] = {}
-        self._owner_task: asyncio.Task | None = None
         self._retry_handles: set[asyncio.TimerHandle] = set()
         self._work: collections.deque[tuple[object, TaskRecord]] = collections.deque()
         self._working = False
@@ -186,7 +185,6 @@ class WorkflowEngine(Submission, Settlement, SignalHandling):
             return self
         self._loop = asyncio.get_running_loop()
         self._thread_id = threading.get_ident()
-        self._owner_task = asyncio.current_task()
         if self._work_dir_given:
             self._private_work_dir()
         backends = await self._resolve_backends(self._backend_arg)
