@@ -192,15 +192,22 @@ class Settlement:
             self._emit(EventType.COMPLETED, rec, value=value)
         self._release(rec)
 
+    def _end(self, rec: TaskRecord, etype: str, state: TaskState, count: str,
+             error: BaseException | None) -> bool:
+        """Stamp the end of a task that fails or is cancelled; False if it had ended."""
+        if self._active.pop(rec.uid, None) is None:
+            return False
+        if self._tape is not None:  # before the record is stamped finished: see attach_tape
+            self._tape_rare(etype, rec, error)
+        rec.state = state
+        rec.finished = time.time()
+        self.counts[count] += 1
+        return True
+
     def _settle_failed(self, rec: TaskRecord, error: BaseException) -> None:
         fut = rec.future
-        if self._active.pop(rec.uid, None) is None:
+        if not self._end(rec, EventType.FAILED, _FAILED, "failed", error):
             return
-        if self._tape is not None:  # before the record is stamped finished: see attach_tape
-            self._tape_rare(EventType.FAILED, rec, error)
-        rec.state = _FAILED
-        rec.finished = time.time()
-        self.counts["failed"] += 1
         if fut is not None and not fut.done():
             if isinstance(error, (KeyboardInterrupt, SystemExit, StopIteration,
                                   StopAsyncIteration, GeneratorExit)):
@@ -243,13 +250,8 @@ class Settlement:
 
     def _on_future_cancelled(self, rec: TaskRecord) -> None:
         """TaskFuture.cancel() landed: stop the work and cancel dependents at once."""
-        if self._active.pop(rec.uid, None) is None:
+        if not self._end(rec, EventType.CANCELED, _CANCELLED, "cancelled", None):
             return
-        if self._tape is not None:  # before the record is stamped finished: see attach_tape
-            self._tape_rare(EventType.CANCELED, rec, None)
-        rec.state = _CANCELLED
-        rec.finished = time.time()
-        self.counts["cancelled"] += 1
         if rec.runner is not None and not rec.runner.done():
             rec.runner.cancel()
         if rec.children:
