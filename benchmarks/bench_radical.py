@@ -63,7 +63,7 @@ def install_stamps(backend: RadicalPilotBackend) -> None:
         if state in ("DONE", "FAILED", "CANCELED"):
             final_at[task.uid] = time.perf_counter()
 
-    backend._tmgr.register_callback(stamp)
+    backend.tmgr.register_callback(stamp)
 
 
 def final_times(backend: RadicalPilotBackend, spec_uids: list[str]) -> list[float | None]:
@@ -125,8 +125,8 @@ class LoopStall:
 
 def raw_rp(backend: RadicalPilotBackend, n: int, tag: str) -> float:
     """N /bin/true through the backend's task manager, as a plain RP script does it."""
-    rp = backend._rp
-    tmgr = backend._tmgr
+    rp = backend.rp
+    tmgr = backend.tmgr
     t0 = time.perf_counter()  # building the descriptions is part of a raw RP script's work
     tds = [rp.TaskDescription({"uid": f"raw.{tag}.{i:06d}", "executable": "/bin/true"})
            for i in range(n)]

@@ -260,7 +260,7 @@ def test_describe_and_many_tasks(make_flow, rp_backend):
         # a spy on the real task manager (in the RP client process, or this one): tasks
         # ready in one loop iteration -> ONE call
         def install(backend):
-            tmgr = backend._tmgr
+            tmgr = backend.tmgr
             backend.spy_calls = calls = []
             real_submit = tmgr.submit_tasks
 
@@ -271,7 +271,7 @@ def test_describe_and_many_tasks(make_flow, rp_backend):
             tmgr.submit_tasks = spy
 
         def remove(backend):
-            del backend._tmgr.submit_tasks
+            del backend.tmgr.submit_tasks
             return backend.spy_calls
 
         await rp_backend.run_in_client(install)

@@ -76,7 +76,7 @@ def test_cancelled_pilot_fails_unfinished_tasks(tmp_path):
             # cancel the pilot behind the backend's back, through RP (the agent then exits
             # cleanly and RP reports DONE; a job killed by the batch system ends FAILED)
             t0 = time.monotonic()
-            await backend.run_in_client(lambda b, uid: b._pmgr.cancel_pilots(uid),
+            await backend.run_in_client(lambda b, uid: b.pmgr.cancel_pilots(uid),
                                         backend.pilot_uid)
             for fut in [running, *queued, func]:
                 with pytest.raises(PilotFailedError) as info:

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.radical
 def _translator(tmp_path) -> InProcessClient:
     """A client that never starts: enough for ``_translate`` (raptor faked)."""
     client = RadicalPilotBackend(cores=4, client="thread", work_dir=tmp_path / "w")._client
-    client._rp = rp
+    client.rp = rp
     client.cores.ensure_raptor = lambda: "raptor.0000"  # type: ignore[method-assign]
     return client
 
@@ -56,7 +56,7 @@ def test_file_plan_becomes_sandbox_and_staging_directives(tmp_path):
     for kind in (TaskKind.EXECUTABLE, TaskKind.FUNCTION):
         spec = TaskSpec("t.1", "job", kind, command=["/bin/true"], function=len,
                         args=("ab",), files=plan, description={"input_staging": [user_sd]})
-        td, _ = client._translate(spec)
+        td, _ = client.translate(spec)
         assert td.sandbox == task_dir
         assert [(sd["source"], sd["target"], sd["action"]) for sd in td.input_staging] == [
             (producer, "task:///a.txt", rp.LINK),
@@ -67,13 +67,13 @@ def test_file_plan_becomes_sandbox_and_staging_directives(tmp_path):
         ]
     # a sandbox of the user's own wins (as on the local backend); inputs still go to task_dir
     spec = _exe(files=plan, description={"cwd": str(tmp_path)})
-    td, _ = client._translate(spec)
+    td, _ = client.translate(spec)
     assert td.sandbox == str(tmp_path)
     assert td.input_staging[0]["target"] == os.path.join(task_dir, "a.txt")
     # schemes RP cannot stage fail that task with a clear error
     bad = FilePlan(task_dir, [StageIn("ftp://example.org/z", "z", "copy")], [])
     with pytest.raises(ConfigurationError, match="ftp://example.org/z"):
-        client._translate(_exe(files=bad))
+        client.translate(_exe(files=bad))
 
 
 @pytest.mark.timeout(30)
@@ -86,7 +86,7 @@ def test_a_retry_finds_no_stale_inputs(tmp_path):
     (task_dir / "a.txt").write_text("old")
     (task_dir / "mine.txt").write_text("kept")
     plan = FilePlan(str(task_dir), [StageIn(str(tmp_path / "src"), "a.txt", "link")], [])
-    client._translate(_exe(files=plan, attempt=2))
+    client.translate(_exe(files=plan, attempt=2))
     assert sorted(os.listdir(task_dir)) == ["mine.txt"]
 
 
@@ -94,18 +94,18 @@ def test_a_retry_finds_no_stale_inputs(tmp_path):
 def test_capture_stdio_sends_output_to_the_engine_files(tmp_path):
     client = _translator(tmp_path)
     out, err = str(tmp_path / "e" / "t.1.stdout"), str(tmp_path / "e" / "t.1.stderr")
-    td, _ = client._translate(_exe(stdio=(out, err)))
+    td, _ = client.translate(_exe(stdio=(out, err)))
     assert (td.stdout, td.stderr) == (out, err)  # absolute: RP's executor uses them as is
-    td, _ = client._translate(_exe())
+    td, _ = client.translate(_exe())
     assert not td.stdout and not td.stderr  # RP's default <uid>.out in the sandbox
     with pytest.raises(ConfigurationError, match="capture_stdio"):
-        client._translate(_exe(stdio=(out, err), description={"stdout": "mine.out"}))
+        client.translate(_exe(stdio=(out, err), description={"stdout": "mine.out"}))
     spaced = str(tmp_path / "my runs" / "t.1.stdout")
     with pytest.raises(ConfigurationError, match="spaces"):
-        client._translate(_exe(stdio=(spaced, err)))
+        client.translate(_exe(stdio=(spaced, err)))
     # function tasks ignore capture_stdio
     fn = TaskSpec("t.2", "fn", TaskKind.FUNCTION, function=len, args=("ab",), stdio=(out, err))
-    td, _ = client._translate(fn)
+    td, _ = client.translate(fn)
     assert not td.stdout
 
 

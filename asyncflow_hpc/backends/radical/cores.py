@@ -102,7 +102,7 @@ class Cores:
         """
         pd = self.client.opts.pilot
         try:
-            rm = self.client._pilot.resource_details or {}
+            rm = self.client.pilot.resource_details or {}
             nodes, cpn = len(rm.get("node_list") or ()), int(rm.get("cores_per_node") or 0)
             if nodes and cpn:
                 return nodes * cpn
@@ -110,20 +110,20 @@ class Cores:
             pass
         if pd.get("cores"):
             return int(pd["cores"])
-        if self.client._cores_per_node:
-            return int(pd.get("nodes") or 1) * self.client._cores_per_node
+        if self.client.cores_per_node:
+            return int(pd.get("nodes") or 1) * self.client.cores_per_node
         return None
 
     def _pilot_cores(self) -> int:
         pd = self.client.opts.pilot
         if pd.get("cores"):
             return int(pd["cores"])
-        return int(pd.get("nodes") or 1) * (self.client._cores_per_node or 1)
+        return int(pd.get("nodes") or 1) * (self.client.cores_per_node or 1)
 
     def _sizes(self, env: Mapping[str, str] | None = None
                ) -> tuple[dict[str, Any], dict[str, Any], int]:
         """Master and worker description fields and the worker count from the config."""
-        cfg, rp = self.cfg, self.client._rp
+        cfg, rp = self.cfg, self.client.rp
         cores = cfg.get("cores_per_worker") or max(1, (self._pilot_cores() - 1) // 2)
         master = {"mode": rp.RAPTOR_MASTER, **dict(cfg.get("master") or {})}
         worker = {"mode": rp.RAPTOR_WORKER, "ranks": 1, "cores_per_rank": int(cores),
@@ -140,7 +140,7 @@ class Cores:
         """Uid of a raptor master on the current pilot; started on first use."""
         if self.master is not None:
             return self.master.uid
-        rp = self.client._rp
+        rp = self.client.rp
         env = {}
         if self.cfg.get("pythonpath", True):
             # function tasks are pickled by reference when their module is importable here;
@@ -149,7 +149,7 @@ class Cores:
         env.update({str(k): str(v) for k, v in (self.cfg.get("environment") or {}).items()})
         master_td, wtd, n_workers = self._sizes(env)
         try:
-            master = self.client._pilot.submit_raptors(rp.TaskDescription(master_td))[0]
+            master = self.client.pilot.submit_raptors(rp.TaskDescription(master_td))[0]
             workers = master.submit_workers(
                 [rp.TaskDescription(dict(wtd)) for _ in range(n_workers)])
         except Exception as exc:
@@ -184,15 +184,15 @@ class Cores:
         self.held_cores = 0
         self.client.changed()
         if uids:  # never an empty list: cancel_tasks([]) cancels EVERY task
-            quiet(self.client._tmgr.cancel_tasks, uids)
+            quiet(self.client.tmgr.cancel_tasks, uids)
 
     def stop(self) -> None:
         """At close: ask the master to stop, then cancel master and workers."""
-        master, tmgr = self.master, self.client._tmgr
+        master, tmgr = self.master, self.client.tmgr
         self.master = None
         if master is None or tmgr is None:
             return
-        if master.state not in self.client._rp.FINAL and master.pilot:
+        if master.state not in self.client.rp.FINAL and master.pilot:
             # rpc() waits for an answer that a dead master never sends: bound it
             t = threading.Thread(target=quiet, args=(master.rpc, "stop"), daemon=True)
             t.start()
@@ -207,9 +207,9 @@ class Cores:
         start, so a fresh raptor only queues behind running executables, never ahead.
         """
         client = self.client
-        if client._closing or client._dead is not None:
+        if client.closing or client.dead is not None:
             return
-        tasks = client._tasks
+        tasks = client.tasks
         self.held_exe = [(e, td) for e, td in self.held_exe if tasks.get(e.rp_uid) is e]
         if self.held_exe:
             if self.master is not None:
@@ -220,7 +220,7 @@ class Cores:
             self.exe_waiting.update(e.rp_uid for e, _ in batch)
             log.info("submitting %d executable task(s) that needed raptor's cores",
                      len(batch))
-            client._submit_tds([td for _, td in batch], [e for e, _ in batch])
+            client.submit_tds([td for _, td in batch], [e for e, _ in batch])
         self.exe_waiting = {u for u in self.exe_waiting
                             if (e := tasks.get(u)) is not None and not e.started}
         if self.exe_waiting or not self.held_fn:
@@ -231,7 +231,7 @@ class Cores:
             if tasks.get(entry.rp_uid) is not entry:
                 continue  # cancelled or failed with its pilot meanwhile
             try:
-                td, raptor = client._translate(entry.spec)
+                td, raptor = client.translate(entry.spec)
             except Exception as exc:
                 if tasks.pop(entry.rp_uid, None) is not None:
                     entry.reporter.threadsafe(entry.spec.uid, TaskState.FAILED, error=exc)
@@ -241,12 +241,12 @@ class Cores:
             tds.append(td)
             entries.append(entry)
         if tds:
-            client._submit_tds(tds, entries)
+            client.submit_tds(tds, entries)
 
     # -- news from RP's callback threads ----------------------------------------------
     def kick(self) -> None:
         """Let the RP thread re-check held tasks."""
-        self.client._on_rp_thread(self.rebalance)
+        self.client.on_rp_thread(self.rebalance)
 
     def started(self, rp_uid: str) -> None:
         """Task ``rp_uid`` got its cores."""
@@ -266,19 +266,19 @@ class Cores:
         """
         client = self.client
         master = self.master  # read first: a newer master never owns an older uid
-        if client._closing or master is None or uid not in self.uids:
+        if client.closing or master is None or uid not in self.uids:
             return
         err = BackendError(
             f"raptor task {uid} ended in state {state} ({getattr(task, 'exception', None)}); "
-            f"function tasks cannot run (logs: {client._pilot_sandbox})")
+            f"function tasks cannot run (logs: {client.pilot_sandbox})")
         self.master = None  # the next function task starts a fresh one
         uids = list(self.uids)
         self.uids.clear()  # the rest of this raptor ending is no news
         self.held_cores = 0
         client.changed()
-        for rp_uid, entry in list(client._tasks.items()):
-            if entry.raptor == master.uid and client._tasks.pop(rp_uid, None) is not None:
+        for rp_uid, entry in list(client.tasks.items()):
+            if entry.raptor == master.uid and client.tasks.pop(rp_uid, None) is not None:
                 entry.reporter.threadsafe(entry.spec.uid, TaskState.FAILED, error=err)
         if uids:  # never an empty list: cancel_tasks([]) cancels EVERY task
-            client._on_rp_thread(quiet, client._tmgr.cancel_tasks, uids)
+            client.on_rp_thread(quiet, client.tmgr.cancel_tasks, uids)
             self.kick()

@@ -86,36 +86,38 @@ class InProcessClient:
         self.on_change = on_change
         self.reporter: Reporter | None = None
         self.timings: dict[str, float] = {}
-        self._rp_exec: concurrent.futures.ThreadPoolExecutor | None = None
-        self._rp: Any = None  # the radical.pilot module
-        self._session: Any = None
-        self._pmgr: Any = None
-        self._tmgr: Any = None
-        self._pilot: Any = None
+        # RP's objects and the client's state: public for its collaborators (Cores,
+        # PilotWatch) and for run_in_client; written on the RP thread only
+        self.rp_exec: concurrent.futures.ThreadPoolExecutor | None = None
+        self.rp: Any = None  # the radical.pilot module
+        self.session: Any = None
+        self.pmgr: Any = None
+        self.tmgr: Any = None
+        self.pilot: Any = None
         self._session_uid: str | None = None
-        self._pilot_sandbox: str | None = None
-        self._cores_per_node = 0
-        self._dead: PilotFailedError | None = None  # set when no pilot will come back
-        self._own_pids: set[int] = set()  # processes RP forked from this one (proxy worker)
+        self.pilot_sandbox: str | None = None
+        self.cores_per_node = 0
+        self.dead: PilotFailedError | None = None  # set when no pilot will come back
+        self.own_pids: set[int] = set()  # processes RP forked from this one (proxy worker)
         self.cores = Cores(self)
         self.pilots = PilotWatch(self)
         # bookkeeping shared with RP's callback threads; single dict operations are atomic
-        self._tasks: dict[str, Entry] = {}  # rp uid -> entry, unfinished only
+        self.tasks: dict[str, Entry] = {}  # rp uid -> entry, unfinished only
         self._by_spec: dict[str, str] = {}  # spec uid -> rp uid of its latest attempt
         self._known_rp_uids: set[str] = set()
         # loop side
         self._pending: list[TaskSpec] = []
         self._flush_handle: asyncio.Handle | None = None
-        self._closing = False
+        self.closing = False
 
     def changed(self) -> None:
         if self.on_change is not None:
             self.on_change()
 
-    def _on_rp_thread(self, fn: Callable[..., Any], *args: Any) -> None:
+    def on_rp_thread(self, fn: Callable[..., Any], *args: Any) -> None:
         """Queue ``fn(*args)`` for the RP thread (from any thread); dropped once closing."""
-        ex = self._rp_exec
-        if ex is None or self._closing:
+        ex = self.rp_exec
+        if ex is None or self.closing:
             return
         try:
             ex.submit(fn, *args)
@@ -124,16 +126,16 @@ class InProcessClient:
 
     # ================================================================ life cycle
     async def start(self) -> None:
-        self._rp_exec = concurrent.futures.ThreadPoolExecutor(
+        self.rp_exec = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="asyncflow-rp")
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._rp_exec, self._start_sync)
+            await loop.run_in_executor(self.rp_exec, self._start_sync)
         except BaseException:
             # half-started RP (a session without pilot, ...) must not outlive the error
-            await asyncio.shield(loop.run_in_executor(self._rp_exec, self._close_sync))
-            self._rp_exec.shutdown(wait=False)
-            self._rp_exec = None  # a later shutdown() has nothing left to do
+            await asyncio.shield(loop.run_in_executor(self.rp_exec, self._close_sync))
+            self.rp_exec.shutdown(wait=False)
+            self.rp_exec = None  # a later shutdown() has nothing left to do
             raise
 
     def _start_sync(self) -> None:
@@ -146,34 +148,34 @@ class InProcessClient:
             with rp_environment(work_dir):
                 self._start_rp(t0)
         log.info("RADICAL-Pilot session %s, pilot %s on %s (work dir %s)", self._session_uid,
-                 self._pilot.uid, self.opts.resource, work_dir)
+                 self.pilot.uid, self.opts.resource, work_dir)
 
     def _start_rp(self, t0: float) -> None:
         import radical.pilot as rp
 
-        self._rp = rp
+        self.rp = rp
         self.timings["import"] = time.monotonic() - t0
         try:
-            self._session = rp.Session()
+            self.session = rp.Session()
         except Exception as exc:
             raise BackendError(f"RADICAL-Pilot session did not start: {exc}") from exc
-        self._session_uid = self._session.uid
+        self._session_uid = self.session.uid
         self._remember_proxy_worker()
         self.timings["session"] = time.monotonic() - t0
-        self._pmgr = rp.PilotManager(session=self._session)
-        self._tmgr = rp.TaskManager(session=self._session)
-        self._pmgr.register_callback(self.pilots.callback)
-        self._tmgr.register_callback(self._task_cb)
+        self.pmgr = rp.PilotManager(session=self.session)
+        self.tmgr = rp.TaskManager(session=self.session)
+        self.pmgr.register_callback(self.pilots.callback)
+        self.tmgr.register_callback(self._task_cb)
         # before the pilot is submitted: the launcher component is the pilot's parent, so a
         # local agent and its tasks inherit the lower priority
-        cleanup.lower_priority(self._session_uid, self.opts.work_dir, self._own_pids,
+        cleanup.lower_priority(self._session_uid, self.opts.work_dir, self.own_pids,
                                self.opts.nice)
         try:
-            rcfg = self._session.get_resource_config(self.opts.resource)
+            rcfg = self.session.get_resource_config(self.opts.resource)
         except Exception as exc:
             raise ConfigurationError(
                 f"RADICAL-Pilot knows no resource {self.opts.resource!r}: {exc}") from exc
-        self._cores_per_node = int((rcfg or {}).get("cores_per_node") or 0)
+        self.cores_per_node = int((rcfg or {}).get("cores_per_node") or 0)
         self._submit_pilot()
         self.timings["pilot_submitted"] = time.monotonic() - t0
 
@@ -185,58 +187,58 @@ class InProcessClient:
         environment, so only its pid identifies it if a close leaves it behind.
         """
         try:
-            clients = self._session._proxy._clients  # private to RP: best effort
-            self._own_pids.update(int(c["proc"].pid) for c in clients.values())
+            clients = self.session._proxy._clients  # private to RP: best effort
+            self.own_pids.update(int(c["proc"].pid) for c in clients.values())
         except Exception:
             pass
 
     def _submit_pilot(self) -> None:
         pd = dict(self.opts.pilot)
         pd.setdefault("sandbox", str(self.opts.work_dir / "sandbox"))
-        pilot = self._pmgr.submit_pilots(self._rp.PilotDescription(pd))
-        self._pilot = pilot
-        self._tmgr.add_pilots(pilot)
+        pilot = self.pmgr.submit_pilots(self.rp.PilotDescription(pd))
+        self.pilot = pilot
+        self.tmgr.add_pilots(pilot)
         try:
-            self._pilot_sandbox = url_path(pilot.pilot_sandbox)
+            self.pilot_sandbox = url_path(pilot.pilot_sandbox)
         except Exception:
-            self._pilot_sandbox = None
+            self.pilot_sandbox = None
         self.changed()
 
     async def wait_active(self) -> str:
         """Wait until the pilot runs (returns its state); raises PilotFailedError if it ended."""
         state = await asyncio.wrap_future(self.pilots.active)
         if state != "PMGR_ACTIVE":
-            raise self._dead or PilotFailedError(self._pilot.uid, state, self._pilot_sandbox)
+            raise self.dead or PilotFailedError(self.pilot.uid, state, self.pilot_sandbox)
         return state
 
     async def call(self, fn: Callable[..., Any], args: tuple) -> Any:
         """``fn(self, *args)`` on a thread of its own."""
-        if self._rp_exec is None:
+        if self.rp_exec is None:
             raise BackendError(f"backend {self.name!r} is not running")
         return await in_thread(fn, self, *args)
 
     async def shutdown(self) -> None:
-        self._closing = True
+        self.closing = True
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
         self._pending.clear()
-        if self._rp_exec is None:
+        if self.rp_exec is None:
             return
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._rp_exec, self._close_sync)
+            await loop.run_in_executor(self.rp_exec, self._close_sync)
         finally:
-            self._rp_exec.shutdown(wait=False)
+            self.rp_exec.shutdown(wait=False)
             self._report_leftovers_cancelled()
 
     def _close_sync(self) -> None:
         """Shutdown order from the facts: tasks -> raptor -> pilots (terminate) -> session."""
-        self._closing = True
+        self.closing = True
         t0 = time.monotonic()
-        tmgr, pmgr, session = self._tmgr, self._pmgr, self._session
+        tmgr, pmgr, session = self.tmgr, self.pmgr, self.session
         try:
-            left = [u for u in list(self._tasks) if u not in self.cores.uids]
+            left = [u for u in list(self.tasks) if u not in self.cores.uids]
             if tmgr is not None and left:
                 cleanup.quiet(tmgr.cancel_tasks, left)
             self.cores.stop()
@@ -249,14 +251,14 @@ class InProcessClient:
         finally:
             self.timings["close"] = time.monotonic() - t0
             if self._session_uid:
-                cleanup.kill_leftovers(self._session_uid, self.opts.work_dir, self._own_pids)
+                cleanup.kill_leftovers(self._session_uid, self.opts.work_dir, self.own_pids)
                 cleanup.remove_id_counters(self._session_uid)
             self.changed()
 
     def _report_leftovers_cancelled(self) -> None:
         # the engine normally cancelled these already; a standalone user still hears back
-        for uid in list(self._tasks):
-            entry = self._tasks.pop(uid, None)
+        for uid in list(self.tasks):
+            entry = self.tasks.pop(uid, None)
             if entry is not None and uid not in self.cores.uids:
                 entry.reporter.threadsafe(entry.spec.uid, TaskState.CANCELLED)
 
@@ -269,13 +271,13 @@ class InProcessClient:
             self._flush_handle = None
             if self._pending and self.reporter is not None:
                 batch, self._pending = self._pending, []
-                self._on_rp_thread(self._submit_sync, batch, self.reporter)
+                self.on_rp_thread(self._submit_sync, batch, self.reporter)
         self.reporter = reporter
 
     def submit(self, specs: Sequence[TaskSpec]) -> None:
         reporter = self.reporter
         assert reporter is not None, "bind() comes first"
-        if self._closing or self._rp_exec is None:
+        if self.closing or self.rp_exec is None:
             err = BackendError(f"backend {self.name!r} is not running (not started, or shut "
                                "down)")
             for spec in specs:
@@ -289,39 +291,39 @@ class InProcessClient:
         self._flush_handle = None
         batch, self._pending = self._pending, []
         if batch:
-            self._on_rp_thread(self._submit_sync, batch, self.reporter)
+            self.on_rp_thread(self._submit_sync, batch, self.reporter)
 
     def cancel(self, uid: str) -> None:
         for i, spec in enumerate(self._pending):
             if spec.uid == uid:
                 del self._pending[i]
                 return
-        self._on_rp_thread(self._cancel_sync, uid)
+        self.on_rp_thread(self._cancel_sync, uid)
 
     def _cancel_sync(self, spec_uid: str) -> None:
         rp_uid = self._by_spec.get(spec_uid)
-        entry = self._tasks.get(rp_uid) if rp_uid else None
+        entry = self.tasks.get(rp_uid) if rp_uid else None
         if entry is None or entry.spec.uid != spec_uid:
             return
         entry.cancel_requested = True
-        self._tasks.pop(rp_uid, None)  # the engine settled it; ignore RP's late reports
-        cleanup.quiet(self._tmgr.cancel_tasks, [rp_uid])
+        self.tasks.pop(rp_uid, None)  # the engine settled it; ignore RP's late reports
+        cleanup.quiet(self.tmgr.cancel_tasks, [rp_uid])
         cores = self.cores
         if cores.held_exe or cores.held_fn or cores.exe_waiting:
             cores.rebalance()
 
     def _submit_sync(self, batch: list[TaskSpec], reporter: Reporter) -> None:
         """Runs on the RP thread: translate and submit a batch with one submit_tasks."""
-        if self._closing:
+        if self.closing:
             return
-        if self._dead is not None:
+        if self.dead is not None:
             for spec in batch:
-                reporter.threadsafe(spec.uid, TaskState.FAILED, error=self._dead)
+                reporter.threadsafe(spec.uid, TaskState.FAILED, error=self.dead)
             return
         cores = self.cores
         tds: list[Any] = []
         entries: list[Entry] = []
-        pilot_uid = self._pilot.uid
+        pilot_uid = self.pilot.uid
         pause_at = time.perf_counter() + _GIL_SLICE
         for spec in batch:
             if time.perf_counter() > pause_at:
@@ -334,7 +336,7 @@ class InProcessClient:
                 cores.held_fn.append(self._register(spec, pilot_uid, reporter, None))
                 continue
             try:
-                td, raptor = self._translate(spec)
+                td, raptor = self.translate(spec)
                 held = watch = False
                 if spec.kind is _EXECUTABLE:
                     held, watch = cores.exe_fit(spec, td)
@@ -351,7 +353,7 @@ class InProcessClient:
             tds.append(td)
             entries.append(entry)
         if tds:
-            self._submit_tds(tds, entries)
+            self.submit_tds(tds, entries)
         if cores.held_exe or cores.held_fn:
             cores.rebalance()
 
@@ -361,23 +363,23 @@ class InProcessClient:
         self._known_rp_uids.add(rp_uid)
         entry = Entry(spec, rp_uid, pilot_uid, reporter, raptor)
         # registered BEFORE submit: RP's first callbacks can beat submit_tasks' return
-        self._tasks[rp_uid] = entry
+        self.tasks[rp_uid] = entry
         self._by_spec[spec.uid] = rp_uid
         return entry
 
-    def _submit_tds(self, tds: list[Any], entries: list[Entry]) -> None:
+    def submit_tds(self, tds: list[Any], entries: list[Entry]) -> None:
         try:
-            self._tmgr.submit_tasks(tds)
+            self.tmgr.submit_tasks(tds)
         except Exception as exc:
             err = BackendError(f"RADICAL-Pilot refused {len(tds)} task(s): {exc}")
             err.__cause__ = exc
             for entry in entries:
-                if self._tasks.pop(entry.rp_uid, None) is not None:
+                if self.tasks.pop(entry.rp_uid, None) is not None:
                     entry.reporter.threadsafe(entry.spec.uid, TaskState.FAILED, error=err)
 
-    def _translate(self, spec: TaskSpec) -> tuple[Any, str | None]:
+    def translate(self, spec: TaskSpec) -> tuple[Any, str | None]:
         """RP task description and raptor master uid (function tasks) for ``spec``."""
-        rp = self._rp
+        rp = self.rp
         fields = tr.task_description(spec)
         if spec.files is not None:
             # sandbox = the task's directory; inputs staged by RP (for raptor tasks too: the
@@ -407,7 +409,7 @@ class InProcessClient:
     # ================================================================ RP's task callback
     def _task_cb(self, task: Any, state: str) -> None:
         uid = task.uid
-        entry = self._tasks.get(uid)
+        entry = self.tasks.get(uid)
         if entry is None:
             if state in FINAL and uid in self.cores.uids:
                 self.cores.raptor_ended(uid, state, task)
@@ -419,7 +421,7 @@ class InProcessClient:
             return
         if state not in FINAL:
             return
-        if self._tasks.pop(uid, None) is None:  # someone else (cancel, pilot watch) won
+        if self.tasks.pop(uid, None) is None:  # someone else (cancel, pilot watch) won
             return
         self.cores.finished(entry)
         spec = entry.spec
@@ -435,7 +437,7 @@ class InProcessClient:
     @property
     def pilot_uid(self) -> str | None:
         """The current pilot's uid (a replacement pilot's after a restart)."""
-        return self._pilot.uid if self._pilot is not None else None
+        return self.pilot.uid if self.pilot is not None else None
 
     @property
     def session_uid(self) -> str | None:
@@ -448,13 +450,13 @@ class InProcessClient:
             "pilot": {k: v for k, v in opts.pilot.items() if k != "exit_on_error"},
             "pilot_uid": self.pilot_uid,
             "pilot_state": self.pilots.state(),
-            "pilot_sandbox": self._pilot_sandbox,
+            "pilot_sandbox": self.pilot_sandbox,
             "session": self._session_uid,
             "work_dir": str(opts.work_dir),
             "raptor": dict(opts.raptor) or "auto",
             "raptor_master": self.cores.master_uid,
             "on_pilot_failure": opts.on_pilot_failure,
             "pilot_restarts": self.pilots.restarts,
-            "unfinished_tasks": len(self._tasks),
+            "unfinished_tasks": len(self.tasks),
             "timings": dict(self.timings),
         }

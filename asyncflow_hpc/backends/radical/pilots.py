@@ -39,7 +39,7 @@ class PilotWatch:
         self.restarts = 0
 
     def state(self) -> str | None:
-        pilot = self.client._pilot
+        pilot = self.client.pilot
         if pilot is None:
             return None
         return self.ended.get(pilot.uid) or str(pilot.state)
@@ -49,7 +49,7 @@ class PilotWatch:
         if not self.ended:
             return None
         uid, state = next(iter(self.ended.items()))
-        return uid, state, self.client._pilot_sandbox
+        return uid, state, self.client.pilot_sandbox
 
     def callback(self, pilot: Any, state: str) -> None:
         """RP's pilot callback."""
@@ -61,52 +61,52 @@ class PilotWatch:
         if state not in _FINAL or pilot.uid in self.ended:
             return  # RP reports final pilot states twice
         self.ended[pilot.uid] = state
-        if client._closing:
+        if client.closing:
             return
-        sandbox = url_path(pilot.pilot_sandbox) if pilot.pilot_sandbox else client._pilot_sandbox
+        sandbox = url_path(pilot.pilot_sandbox) if pilot.pilot_sandbox else client.pilot_sandbox
         log.warning("pilot %s ended in state %s (logs: %s)", pilot.uid, state, sandbox)
-        if client._pilot is not None and pilot.uid != client._pilot.uid:
+        if client.pilot is not None and pilot.uid != client.pilot.uid:
             return  # an old pilot, already replaced
         opts = client.opts
         if opts.on_pilot_failure == "resubmit" and self.restarts < opts.max_pilot_restarts \
-                and client._rp_exec is not None:
+                and client.rp_exec is not None:
             self.restarts += 1
-            client._on_rp_thread(self._replace, pilot.uid, state)
+            client.on_rp_thread(self._replace, pilot.uid, state)
             return
         err = PilotFailedError(pilot.uid, state, sandbox,
                                pilot_detail(state, self.restarts, opts.max_pilot_restarts,
                                             opts.on_pilot_failure))
-        client._dead = err
+        client.dead = err
         if not self.active.done():
             self.active.set_result(state)
         failed = []
-        tasks = client._tasks
+        tasks = client.tasks
         for rp_uid, entry in list(tasks.items()):
             if entry.pilot == pilot.uid and tasks.pop(rp_uid, None) is not None:
                 if rp_uid not in client.cores.uids:
                     entry.reporter.threadsafe(entry.spec.uid, TaskState.FAILED, error=err)
                     failed.append(rp_uid)
         if failed:  # so RP stops tracking them, best effort
-            client._on_rp_thread(quiet, client._tmgr.cancel_tasks, failed)
+            client.on_rp_thread(quiet, client.tmgr.cancel_tasks, failed)
 
     def _replace(self, old_uid: str, state: str) -> None:
         """RP thread: a new pilot for the unfinished tasks of a pilot that ended."""
         client = self.client
-        if client._closing:
+        if client.closing:
             return
         log.warning("pilot %s ended (%s): starting replacement %d of %d", old_uid, state,
                     self.restarts, client.opts.max_pilot_restarts)
         client.cores.forget()  # held entries are resubmitted below with the rest
-        quiet(client._tmgr.remove_pilots, old_uid)
+        quiet(client.tmgr.remove_pilots, old_uid)
         self.active = concurrent.futures.Future()
-        tasks = client._tasks
+        tasks = client.tasks
         try:
             with ENV_LOCK, rp_environment(client.opts.work_dir):
                 client._submit_pilot()
         except Exception as exc:
-            err = PilotFailedError(old_uid, state, client._pilot_sandbox,
+            err = PilotFailedError(old_uid, state, client.pilot_sandbox,
                                    f"replacement pilot could not be submitted: {exc}")
-            client._dead = err
+            client.dead = err
             for rp_uid, entry in list(tasks.items()):
                 if tasks.pop(rp_uid, None) is not None:
                     entry.reporter.threadsafe(entry.spec.uid, TaskState.FAILED, error=err)
@@ -117,6 +117,6 @@ class PilotWatch:
             if entry.pilot == old_uid and tasks.pop(rp_uid, None) is not None:
                 stale.append(rp_uid)
                 moved.setdefault(entry.reporter, []).append(entry.spec)
-        quiet(client._tmgr.cancel_tasks, stale)
+        quiet(client.tmgr.cancel_tasks, stale)
         for reporter, specs in moved.items():
             client._submit_sync(specs, reporter)

@@ -151,7 +151,7 @@ class Host:
     async def _start(self) -> list[tuple[int, float]]:
         await self.client.start()
         self.push_info()  # before the reply: the parent's describe() is current at once
-        return identities(self.client._own_pids)
+        return identities(self.client.own_pids)
 
     async def _call(self, blob: bytes) -> bytes:
         import cloudpickle
