@@ -1,10 +1,15 @@
-"""Crash-safe journal of finished tasks, and resume.
+"""The engine's result store (:class:`ResultStore`) and the crash-safe one, :class:`Journal`.
+
+The engine is given a store as ``journal=`` and uses nothing else of it: before a task runs
+it asks ``key_for`` and ``lookup`` (a recorded result settles the task without running it);
+after the task succeeds it calls ``record``; at shutdown it awaits ``close``.
 
 With ``WorkflowEngine.create(journal=PATH)`` (or ``asyncflow-hpc run --journal/--resume``)
-every task that finishes successfully is appended to PATH under a key built from its kind,
-name, resolved arguments (or command line, shell flag, cwd and environment) and workflow id.
-When the same campaign runs again — after a crash, ``kill -9`` or an expired allocation —
-tasks whose key is recorded get their recorded result at once, without running; the rest run.
+that store is a :class:`Journal` at PATH: every task that finishes successfully is appended
+under a key built from its kind, name, resolved arguments (or command line, shell flag, cwd
+and environment) and workflow id. When the same campaign runs again — after a crash,
+``kill -9`` or an expired allocation — tasks whose key is recorded get their recorded result
+at once, without running; the rest run.
 
 Why the format is what it is:
 
