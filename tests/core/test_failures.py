@@ -126,11 +126,12 @@ def test_other_workflows_unaffected_by_a_failure(make_flow):
 def test_cancel_pending_task_cancels_dependents_at_once(make_flow):
     async def main():
         flow = await make_flow()
-        gate = asyncio.Event()
+        gate = threading.Event()  # the bodies run on the backend's loops, not this one
 
         @flow.function_task
         async def slow():
-            await gate.wait()
+            while not gate.is_set():
+                await asyncio.sleep(0.002)
             return 1
 
         @flow.function_task
