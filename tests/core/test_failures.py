@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import threading
 import time
 
 import psutil
