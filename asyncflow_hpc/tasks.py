@@ -122,6 +122,13 @@ class TaskSpec:
         return f"<TaskSpec {self.uid} {self.kind.value} {what!r}>"
 
 
+#: a record as telemetry packs it, field by field (a *row*; :mod:`asyncflow_hpc.telemetry.rows`
+#: reads them in one pass, the translator by position): change both together
+ROW_FIELDS = ("uid", "created", "resolved", "queued", "submitted", "started", "finished",
+              "node", "attempts", "command", "name", "workflow_id", "backend", "dependencies",
+              "kind._value_", "parent_uid")
+
+
 class TaskRecord:
     """The engine's bookkeeping for one task (or block).
 

@@ -5,9 +5,12 @@ variable ``ASYNCFLOW_HPC_TELEMETRY=events.jsonl`` or ``asyncflow-hpc run --telem
 events.jsonl``. Read the log with ``asyncflow-hpc report events.jsonl`` (see
 :mod:`asyncflow_hpc.report`).
 
-Modules, one job each: :mod:`.session` (the attachment: observer, flush timer, close),
-:mod:`.translate` (events -> lines), :mod:`.spans`, :mod:`.metrics`, :mod:`.resources`
-(psutil samples), :mod:`.writer` (file and writer thread), :mod:`.otel` (optional bridge).
+Modules, one job each: :mod:`.session` (the attachment: the engine's tape, hand-over timer,
+close), :mod:`.rows` (what is read of a task record), :mod:`.translator` with
+:mod:`.rare_lines` and :mod:`.text` (the one translator: rows -> lines), :mod:`.worker` (runs
+the translator and writes the log) in a process (:mod:`.writer`) or on a thread
+(:mod:`.thread_worker`), :mod:`.spans`, :mod:`.metrics`, :mod:`.resources` (psutil samples),
+:mod:`.otel` (optional bridge).
 """
 
 from __future__ import annotations

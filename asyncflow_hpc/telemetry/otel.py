@@ -2,20 +2,27 @@
 
 When OpenTelemetry is importable and the application has configured a tracer provider the
 usual way (``trace.set_tracer_provider(...)`` with its exporters, or ``opentelemetry-instrument``
-/ the ``OTEL_*`` environment), the telemetry's spans are also started and ended through it, with
-the same start and end times and attributes. Without OpenTelemetry nothing here is imported.
+/ the ``OTEL_*`` environment), the telemetry's spans are also OpenTelemetry spans, with the
+same ids, start and end times and attributes. The session span is started and ended through
+it (so it nests under the application's current span); the rest are made from the one
+translator's span lines as they are written (:meth:`OtelBridge.replay`), with the ids those
+lines carry. Without OpenTelemetry nothing here is imported.
 ``ASYNCFLOW_HPC_OTEL=0`` switches the bridge off.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import logging
 import os
 from typing import Any
 
 from .._version import __version__
 
 __all__ = ["OtelBridge", "find_bridge"]
+
+log = logging.getLogger("asyncflow_hpc.telemetry")
 
 
 def find_bridge(tracer_provider: Any = None) -> OtelBridge | None:
@@ -97,6 +104,51 @@ class OtelBridge:
             span.set_status(self._status(code, description if status_code == "ERROR" else None))
         span.end(end_time=int(end * 1e9))
 
+    # ------------------------------------------------------------------ replayed spans
+    def replay(self, lines: bytes, skip: str | None = None) -> None:
+        """Make an OpenTelemetry span of every span line in ``lines`` (JSONL written by the
+        translator), except the span ``skip`` (the session's, a live span already)."""
+        for line in lines.split(b"\n"):
+            if b'"section":"span"' in line:
+                d = json.loads(line)
+                if d["span_id"] != skip:
+                    self._replay(d)
+
+    def _replay(self, d: dict) -> None:
+        trace = self._trace
+        parent = d.get("parent_span_id")
+        if parent:
+            parent_ctx = trace.SpanContext(int(d["trace_id"], 16), int(parent, 16), False,
+                                           trace.TraceFlags(trace.TraceFlags.SAMPLED))
+            ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent_ctx))
+        else:
+            ctx = self._context.Context()
+        ids = self._chosen_ids()
+        ids.span_id = int(d["span_id"], 16)
+        try:
+            span = self._replayer.start_span(d["name"], context=ctx, start_time=d["start_ns"],
+                                             attributes=_clean(d.get("attributes")))
+        finally:
+            ids.span_id = None
+        code, desc = d.get("status_code"), d.get("status_description")
+        if code in ("OK", "ERROR"):
+            span.set_status(self._status(self._codes[code], desc if code == "ERROR" else None))
+        span.end(end_time=d["end_ns"])
+
+    def _chosen_ids(self) -> _ChosenIds:
+        """The id generator of the tracer that replays spans: it hands out the ids the
+        lines carry (an SDK tracer takes its ids from its ``id_generator``)."""
+        ids = getattr(self, "_ids", None)
+        if ids is None:
+            self._replayer = self.provider.get_tracer("asyncflow_hpc", __version__)
+            ids = self._ids = _ChosenIds(getattr(self._replayer, "id_generator", None))
+            if ids.fallback is None:
+                log.debug("telemetry: this tracer provider chooses its own span ids; the "
+                          "OpenTelemetry ids differ from the event log's")
+            else:
+                self._replayer.id_generator = ids
+        return ids
+
     def force_flush(self) -> None:
         flush = getattr(self.provider, "force_flush", None)
         if flush is not None:
@@ -104,3 +156,19 @@ class OtelBridge:
                 flush()
             except Exception:
                 pass
+
+
+class _ChosenIds:
+    """An OpenTelemetry id generator that returns the span id it was given."""
+
+    def __init__(self, fallback: Any) -> None:
+        self.fallback = fallback
+        self.span_id: int | None = None
+
+    def generate_span_id(self) -> int:
+        if self.span_id is not None:
+            return self.span_id
+        return self.fallback.generate_span_id()
+
+    def generate_trace_id(self) -> int:  # replayed spans all have a parent: never asked
+        return self.fallback.generate_trace_id()

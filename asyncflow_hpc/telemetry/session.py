@@ -1,21 +1,18 @@
-"""The telemetry attachment of one engine: what it records, flush timer, start and close.
+"""The telemetry attachment of one engine: what it records, hand-over timer, start and close.
 
-Two ways to record and write:
+The engine's *tape* (``WorkflowEngine.attach_tape``) is the one feed: the engine stamps the
+time of every step on a task's record and appends the record to the tape when the task
+completes; no call per event. Every ``BUSY_INTERVAL`` while tasks change (and whenever
+``SHIP_RECORDS`` records wait, in a burst that does not give the loop back) the tape is
+packed into a compact batch (:func:`.rows.pack_rows`, in C) and handed to the telemetry
+worker (:mod:`.worker`), which translates it with the one translator and writes the log:
 
-* worker process (the default): the engine's *tape* (``WorkflowEngine.attach_tape``): the
-  engine appends a task's record to a list whenever the task reaches another step and stamps
-  the step's time on the record; no call per event. Every ``BUSY_INTERVAL`` while tasks
-  change (and whenever ``SHIP_RECORDS`` records wait, in a burst that does not give the loop
-  back) the tape is packed into a compact batch (:func:`.fastlog.pack_rows`, column by
-  column in C) and written to the pipe of the telemetry worker process (:mod:`.worker`),
-  which translates and writes on another core, concurrently with the engine.
-* in process (with an OpenTelemetry bridge, whose spans must be made here; with
-  ``ASYNCFLOW_HPC_TELEMETRY_WRITER=thread``; or when no worker can be started): a raw
-  observer appends ``type, time, record, error`` for every event to a list; a timer
-  translates it into lines at least once a second, in slices so that a burst of events does
-  not hold the loop for long, and hands the text to the writer thread.
+* in a process of its own (the default), fed through a pipe, on another core;
+* on a thread (:class:`.thread_worker.ThreadWorker`) when the process may use one CPU only,
+  with ``ASYNCFLOW_HPC_TELEMETRY_WRITER=thread``, when no process can be started, or with an
+  OpenTelemetry bridge, whose spans are replayed from the translator's span lines.
 
-``close()`` (awaited by the engine at shutdown) writes the rest, the workflow and session
+``close()`` (awaited by the engine at shutdown) hands over the rest, the workflow and session
 spans, a last metric snapshot and ``SessionEnded``, and waits until the log is complete on
 disk. If the process exits without a shutdown, an ``atexit`` hook does the same.
 """
@@ -26,7 +23,6 @@ import asyncio
 import atexit
 import bisect
 import gc
-import inspect
 import logging
 import operator
 import os
@@ -36,27 +32,25 @@ from typing import Any
 
 from .._threads import in_thread
 from .._version import __version__
-from ..events import EventType
-from ..tasks import TaskKind
-from .fastlog import pack_rows, rare_item
 from .metrics import Metrics
 from .otel import find_bridge
 from .resources import ResourceSampler, interval_from_env
+from .rows import pack_rows, rare_item
 from .spans import SpanFactory
-from .translate import Translator
-from .writer import JsonlWriter, WorkerProcess, WorkerUnavailable
+from .thread_worker import ThreadWorker
+from .translator import Translator
+from .writer import WorkerProcess, WorkerUnavailable
 
 __all__ = ["TelemetrySession"]
 
 log = logging.getLogger("asyncflow_hpc.telemetry")
 
-FLUSH_INTERVAL = 1.0
-BUSY_INTERVAL = 0.01  # worker process: hand over this often while events come in
-SHIP_RECORDS = 2048  # worker process: ... and whenever the tape holds this many records
+BUSY_INTERVAL = 0.01  # hand over this often while events come in
+IDLE_INTERVAL = 0.25  # ... and look this often when nothing happens
+SHIP_RECORDS = 2048  # ... and whenever the tape holds this many records
 # (small batches: the records are packed while they are still in the CPU's cache)
-PROGRESS_INTERVAL = 1.0  # worker process: unfinished tasks' steps are written this often,
+PROGRESS_INTERVAL = 1.0  # unfinished tasks' steps are written this often,
 PROGRESS_RECORDS = 50_000  # ... or once per this many unfinished tasks a second if more
-SLICE = 4 * 5_000  # events translated per loop turn (4 list slots per event): ~15 ms
 
 
 _created = operator.attrgetter("created")
@@ -88,26 +82,22 @@ class TelemetrySession:
         self.path = path
         self.session_id = engine.uid
         self.started = time.time()
-        self._engine = engine
         self._loop = asyncio.get_running_loop()
-        self._buffer: list = []  # in process: type, time, record, error, type, ...
-        self._tape: list = []  # worker process: the engine's tape
+        self._tape: list = []  # the engine's tape
         self._items: list = []  # packed, not yet handed over
         self._last_progress = time.time()
         self._active_count = 0  # unfinished tasks at the last progress write
         self._active: Any = list
         self._timer: asyncio.TimerHandle | None = None
-        self._draining = False
         self._closed = False
         self._interval = interval_from_env(resource_interval)
-        self._last_metric = self.started
 
         default = getattr(engine, "_default_backend", None)
         self.backend = default.name if default is not None else None
         bridge = find_bridge(tracer_provider)
         self._bridge = bridge
         self.spans = SpanFactory(bridge)
-        self.metrics = Metrics(self.session_id)
+        self.metrics = Metrics(self.session_id)  # the node's figures, for the worker's metrics
         backends = {}
         for name, b in getattr(engine, "backends", {}).items():
             try:
@@ -120,11 +110,10 @@ class TelemetrySession:
         self.session_span = self.spans.open(
             "session", None, self.started, dict(self._session_attrs),
             bridge.current_context() if bridge is not None else None)
-        self.translator = Translator(self.session_id, self.spans, self.session_span, self.metrics)
-
-        self.worker: WorkerProcess | None = None
-        self.writer: JsonlWriter | None = None
-        started_line = self.translator.event_line(
+        # the session's own lines, made here (the worker's translator makes the tasks')
+        self._own_lines = Translator(self.session_id, self.session_span.trace_hex,
+                                     self.session_span.span_hex)
+        started_line = self._own_lines.event_line(
             "SessionStarted", self.started, self.started, backend=self.backend,
             attributes={**self._session_attrs, "backends": backends})
         sampler = None
@@ -135,33 +124,39 @@ class TelemetrySession:
                                           on_sample=self._on_sample)
             except Exception as exc:  # psutil missing or unusable here: no samples
                 log.debug("resource sampling off: %s", exc)
-        if bridge is None and _use_worker():
-            try:
-                self.worker = WorkerProcess(path, {
-                    "session_id": self.session_id, "trace_hex": self.session_span.trace_hex,
-                    "span_hex": self.session_span.span_hex, "backend": self.backend,
-                    "interval": self._interval},
-                    sample=(lambda: ("S", sampler.line(), dict(self.metrics.node)))
+        init = {"session_id": self.session_id, "trace_hex": self.session_span.trace_hex,
+                "span_hex": self.session_span.span_hex, "backend": self.backend,
+                "interval": self._interval}
+        feed = dict(sample=(lambda: ("S", sampler.line(), dict(self.metrics.node)))
                     if sampler else None,
                     interval=self._interval, on_start=sampler.prime if sampler else None)
-            except WorkerUnavailable as exc:  # write in process instead
-                log.debug("telemetry worker process unavailable: %s", exc)
-            except OSError as exc:  # fail at the start, not hours later with no log
-                self._config_error(path, exc)
-        if self.worker is not None:
-            self.worker.start(self._loop)
-            self.worker.send(("T", started_line))
-        else:
-            try:
-                self.writer = JsonlWriter(path, tick=sampler.line if sampler else None,
-                                          interval=self._interval,
-                                          on_start=sampler.prime if sampler else None)
-            except OSError as exc:  # fail at the start, not hours later with no log
-                self._config_error(path, exc)
-            self.writer.write(started_line)
-        self._unsubscribe = self._subscribe(engine)
+        self.worker: WorkerProcess | ThreadWorker | None = None
+        try:
+            if bridge is None and _use_worker():
+                try:
+                    self.worker = WorkerProcess(path, init, **feed)
+                except WorkerUnavailable as exc:  # on a thread instead
+                    log.debug("telemetry worker process unavailable: %s", exc)
+            if self.worker is None:
+                on_lines = None
+                if bridge is not None:
+                    skip = self.session_span.span_hex
+
+                    def on_lines(lines: bytes) -> None:
+                        bridge.replay(lines, skip)
+
+                self.worker = ThreadWorker(path, init, on_lines=on_lines, **feed)
+        except OSError as exc:  # fail at the start, not hours later with no log
+            self._config_error(path, exc)
+        self.worker.start(self._loop)
+        self.worker.send(("T", started_line))
+        # a burst (thousands of tasks submitted or finishing in one loop turn) is handed
+        # over while it lasts, so that the worker keeps pace
+        self._tape, self._unsubscribe = engine.attach_tape(self._on_rare, self._ship_now,
+                                                           SHIP_RECORDS)
+        self._active = engine.active_records
         atexit.register(self._at_exit)
-        self._schedule(BUSY_INTERVAL if self.worker is not None else FLUSH_INTERVAL)
+        self._schedule(BUSY_INTERVAL)
 
     @staticmethod
     def _config_error(path: str, exc: OSError) -> None:
@@ -173,70 +168,23 @@ class TelemetrySession:
         raise ConfigurationError(
             f"telemetry: cannot write the event log {path!r}: {exc.strerror or exc}") from exc
 
-    # ------------------------------------------------------------------ hot path
-    def _subscribe(self, engine: Any) -> Any:
-        """Worker process: attach to the engine's tape. In process: subscribe as a raw
-        observer when the engine offers it (no Event object per event), else as an
-        ordinary one."""
-        if self.worker is not None:
-            # a burst (thousands of tasks submitted or finishing in one loop turn) is handed
-            # over while it lasts, so that the worker keeps pace
-            self._tape, detach = engine.attach_tape(self._on_rare, self._ship_now, SHIP_RECORDS)
-            self._active = engine.active_records
-            return detach
-        buf = self._buffer
-        add = buf.extend  # one flat list: type, time, record, error, type, ...
-        commands = self.translator.commands
-        queued, executable = EventType.QUEUED, TaskKind.EXECUTABLE
-        now = time.time
-
-        def observe_raw(etype: str, rec: Any, error: Any = None, value: Any = None) -> None:
-            # called by the engine without a guard: must not raise
-            add((etype, now(), rec, error))
-            if etype is queued and rec.kind is executable:
-                try:
-                    if rec.spec is not None:
-                        commands[rec.uid] = rec.spec.command
-                except Exception:
-                    pass
-
-        def observe(ev: Any) -> None:
-            rec = ev.task
-            add((ev.type, ev.time, rec, ev.error))
-            if ev.type is queued and rec.kind is executable and rec.spec is not None:
-                commands[rec.uid] = rec.spec.command
-
-        try:
-            takes_raw = "raw" in inspect.signature(engine.subscribe).parameters
-        except (TypeError, ValueError):
-            takes_raw = False
-        if takes_raw:
-            return engine.subscribe(observe_raw, raw=True)
-        return engine.subscribe(observe)
-
+    # ------------------------------------------------------------------ hand-over
     def _on_sample(self, sample: dict) -> None:  # writer thread; a dict swap is atomic
         self.metrics.node = sample
 
-    # ------------------------------------------------------------------ flushing
-    def _schedule(self, interval: float = FLUSH_INTERVAL) -> None:
+    def _schedule(self, interval: float) -> None:
         if not self._closed:
-            self._timer = self._loop.call_later(interval, self._tick)
-
-    def _tick(self) -> None:
-        self._timer = None
-        if self.worker is not None:
-            self._ship()
-        else:
-            self._drain_step()
+            self._timer = self._loop.call_later(interval, self._ship)
 
     def _ship(self) -> None:
-        """Worker process: hand the tape over as one batch; come back soon while busy."""
+        """Hand the tape over as one batch; come back soon while busy."""
+        self._timer = None
         if self._closed:
             return
         busy = bool(self._tape or self._items)
         if busy or self._progress_due(time.time()):
             self._send_batch()
-        self._schedule(BUSY_INTERVAL if busy else 0.25)
+        self._schedule(BUSY_INTERVAL if busy else IDLE_INTERVAL)
 
     def _progress_due(self, now: float) -> bool:
         """Time to write the unfinished tasks' steps: once a second, less often when very
@@ -297,61 +245,24 @@ class TelemetrySession:
             if not items:
                 return
             self._items = []
-            self.worker.send(("L", time.time(), items))  # type: ignore[union-attr]
+            self.worker.send(("L", time.time(), items))
         finally:
             if enabled:
                 gc.enable()
 
-    def _drain_step(self) -> None:
-        """Translate one slice; come back next loop turn for more, else re-arm the timer."""
-        if self._closed:
-            return
-        buf = self._buffer
-        items = buf[:SLICE]
-        del buf[:SLICE]
-        out: list[str] = []
-        now = time.time()
-        try:
-            self.translator.feed(items, now, out)
-            if now - self._last_metric >= (self._interval if self._interval > 0 else 5.0):
-                self._last_metric = now
-                out.append(self.metrics.line(now))
-        except Exception:
-            log.exception("telemetry: translating events failed")
-        self.writer.write("".join(out))  # type: ignore[union-attr]
-        if buf:
-            self._loop.call_soon(self._drain_step)
-        else:
-            self._schedule()
-
     def _closing_lines(self, now: float) -> str:
         """SessionEnded and the session span."""
-        return (self.translator.event_line(
+        return (self._own_lines.event_line(
                     "SessionEnded", now, now, backend=self.backend,
                     attributes=dict(self._session_attrs), duration_seconds=now - self.started)
                 + self.spans.close(self.session_span, now, "OK"))
 
-    def _final_text(self) -> str:
-        """In process: everything still buffered, then the closing lines (used once)."""
-        out: list[str] = []
-        now = time.time()
-        tr = self.translator
-        try:
-            tr.feed(self._buffer, now, out)
-        except Exception:
-            log.exception("telemetry: translating events failed")
-        self._buffer.clear()
-        tr.finish(now, out)
-        out.append(self.metrics.line(now))
-        out.append(self._closing_lines(now))
-        return "".join(out)
-
     def _finish_worker(self) -> None:
-        """Worker process: the rest of the events and the end (the worker adds its spans
-        and last metric snapshot before the closing lines)."""
+        """The rest of the events and the end (the worker adds its spans and last metric
+        snapshot before the closing lines)."""
         self._send_batch(everything=True)
         now = time.time()
-        self.worker.send(("F", now, self._closing_lines(now)))  # type: ignore[union-attr]
+        self.worker.send(("F", now, self._closing_lines(now)))
 
     async def close(self) -> None:
         """Write the rest and close the file (awaited by the engine at shutdown)."""
@@ -362,17 +273,12 @@ class TelemetrySession:
         if self._timer is not None:
             self._timer.cancel()
         self._unsubscribe()
-        if self.worker is not None:
-            # a last resource sample (so short runs have one too), handed over on the loop
-            await in_thread(self.worker.stop_sampling)
-            await asyncio.sleep(0)
-            self._finish_worker()
-            self.worker.detach()
-            await in_thread(self.worker.close)
-        else:
-            self.writer.tick_now()  # type: ignore[union-attr]  # a last sample, for short runs
-            self.writer.write(self._final_text())  # type: ignore[union-attr]
-            await in_thread(self.writer.close)  # type: ignore[union-attr]
+        # a last resource sample (so short runs have one too), handed over on the loop
+        await in_thread(self.worker.stop_sampling)
+        await asyncio.sleep(0)
+        self._finish_worker()
+        self.worker.detach()
+        await in_thread(self.worker.close)
         if self._bridge is not None:
             await in_thread(self._bridge.force_flush)
 
@@ -382,13 +288,9 @@ class TelemetrySession:
             return
         self._closed = True
         try:
-            if self.worker is not None:
-                self.worker.detach()
-                self._finish_worker()
-                self.worker.close(timeout=10.0)
-            else:
-                self.writer.write(self._final_text())  # type: ignore[union-attr]
-                self.writer.close(timeout=5.0)  # type: ignore[union-attr]
+            self.worker.detach()
+            self._finish_worker()
+            self.worker.close(timeout=10.0)
         except Exception:
             pass
 

@@ -1,26 +1,27 @@
-"""The telemetry worker process: turns event batches into JSONL lines and writes them.
+"""The telemetry worker: turns items from the engine's tape into JSONL lines and writes them.
 
-Started by :class:`asyncflow_hpc.telemetry.session.TelemetrySession` as
+As a process (the default), started by :class:`.writer.WorkerProcess` as
 ``python -I -S worker.py LOG_FD PARENT_PID`` (no site: a faster start) with a pipe on stdin,
-in a session of its own (so the
-terminal's Ctrl-C or a signal to the parent's process group does not cut the log short). It
-imports only the standard library and its sibling modules ``fastlog``, ``spans`` and
-``metrics`` — never the package itself. Resource samples are taken in the parent (by the
-thread that feeds the pipe) and arrive as lines.
+in a session of its own (so the terminal's Ctrl-C or a signal to the parent's process group
+does not cut the log short). It then imports only the standard library and its sibling
+modules by path (``translator`` and what it needs, ``metrics``, and the package's
+``framing``) — never the package itself. Resource samples are taken in the parent (by the
+thread that feeds the pipe) and arrive as lines. Without a process, :class:`Worker` runs on
+a thread of the campaign's process instead (:class:`.thread_worker.ThreadWorker`).
 
-On the pipe: frames of a 4-byte big-endian length and a :mod:`marshal` payload, a tuple whose
-first item says what it is:
+Messages (on the pipe: :mod:`asyncflow_hpc.framing` frames of :mod:`marshal` payloads) are
+tuples whose first item says what they are:
 
-* ``("I", options)``: the first frame (session id, trace and span ids, sampling interval);
+* ``("I", options)``: the first (session id, trace and span ids, sampling interval);
 * ``("T", text)``: lines written as they are (the session's own events);
 * ``("S", text, sample)``: a ResourceUpdate line, and its figures for the metric lines;
 * ``("L", emit, items)``: what the engine's tape held at ``emit``: batches of rows and
-  events with an error, in order (see :mod:`fastlog`);
+  events with an error, in order (see :mod:`.rows`);
 * ``("F", now, text)``: the end: unfinished spans, workflow spans, a last metric snapshot,
   then ``text`` (SessionEnded and the session span).
 
-Every frame's lines go to the log in one ``write`` (O_APPEND, whole lines). The worker exits
-when the pipe is closed — at the parent's shutdown, or when the parent dies (SIGKILL
+Every message's lines go to the log in one ``write`` (O_APPEND, whole lines). The process
+exits when the pipe is closed — at the parent's shutdown, or when the parent dies (SIGKILL
 included): it writes what it has received first, so the log is complete up to the parent's
 last hand-over, and it never outlives the parent for long (it also checks that the parent is
 still there once a second, in case a forked child of the parent holds the pipe open).
@@ -35,19 +36,27 @@ import select
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__:
+    from ..framing import FrameReader
+    from .metrics import Metrics
+    from .translator import Translator
+else:  # a process of its own: the siblings by path, not the package
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:0] = [_here, os.path.dirname(_here)]
+    from framing import FrameReader  # type: ignore[import-not-found,no-redef]
+    from metrics import Metrics  # type: ignore[import-not-found,no-redef]
+    from translator import Translator  # type: ignore[import-not-found,no-redef]
 
-import fastlog  # type: ignore[import-not-found]  # noqa: E402
-from metrics import Metrics  # type: ignore[import-not-found]  # noqa: E402
-
-_HEADER = 4
+__all__ = ["Worker"]
 
 
 class Worker:
+    """Messages in, lines out to ``log_fd`` (see the module docstring)."""
+
     def __init__(self, log_fd: int, parent_pid: int) -> None:
         self.fd = log_fd
         self.parent_pid = parent_pid
-        self.translator: fastlog.BatchTranslator | None = None
+        self.translator: Translator | None = None
         self.metrics: Metrics | None = None
         self.metric_interval = 5.0
         self.last_metric = time.time()
@@ -91,7 +100,7 @@ class Worker:
         elif kind == "I":
             opts = msg[1]
             self.metrics = Metrics(opts["session_id"])
-            self.translator = fastlog.BatchTranslator(
+            self.translator = Translator(
                 opts["session_id"], opts["trace_hex"], opts["span_hex"], self.metrics)
             interval = float(opts.get("interval") or 0.0)
             self.metric_interval = interval if interval > 0 else 5.0
@@ -105,45 +114,55 @@ class Worker:
 
     # ------------------------------------------------------------------ main loop
     def run(self, rfd: int) -> None:
-        buf = bytearray()
+        """The process: read frames from ``rfd`` until its end (or the parent's)."""
+        frames = FrameReader(marshal.loads, on_error=self._bad_frame)
         eof = False
         while not eof:
+            chunk = b""
             ready, _, _ = select.select([rfd], [], [], 1.0)
             if ready:
                 chunk = os.read(rfd, 1 << 20)
-                if chunk:
-                    buf += chunk
-                else:
-                    eof = True
+                eof = not chunk
             elif os.getppid() != self.parent_pid:
                 # the parent is gone but someone still holds the pipe: take what is there
-                os.set_blocking(rfd, False)
-                try:
-                    while True:
-                        chunk = os.read(rfd, 1 << 20)
-                        if not chunk:
-                            break
-                        buf += chunk
-                except OSError:
-                    pass
+                chunk = self._drain(rfd)
                 eof = True
             out: list = []
-            pos = 0
-            while len(buf) - pos >= _HEADER:
-                size = int.from_bytes(buf[pos:pos + _HEADER], "big")
-                if len(buf) - pos - _HEADER < size:
+            for msg in frames.feed(chunk):
+                self.handle(msg, out)
+            self.flush(out)
+        self.end()
+
+    @staticmethod
+    def _drain(rfd: int) -> bytes:
+        os.set_blocking(rfd, False)
+        data = bytearray()
+        try:
+            while True:
+                chunk = os.read(rfd, 1 << 20)
+                if not chunk:
                     break
-                try:
-                    self.handle(marshal.loads(bytes(buf[pos + _HEADER:pos + _HEADER + size])), out)
-                except Exception as exc:  # a bug must not lose the rest of the log
-                    os.write(2, f"asyncflow-hpc: telemetry worker: {exc!r}\n".encode())
-                pos += _HEADER + size
-            if pos:
-                del buf[:pos]
-            if out:
-                # the translator's lines are bytes already; the rest is text
-                self.write(b"".join(x if isinstance(x, bytes)
-                                    else x.encode("utf-8", "backslashreplace") for x in out))
+                data += chunk
+        except OSError:
+            pass
+        return bytes(data)
+
+    @staticmethod
+    def _bad_frame(exc: BaseException) -> None:  # a bug must not lose the rest of the log
+        os.write(2, f"asyncflow-hpc: telemetry worker: {exc!r}\n".encode())
+
+    def flush(self, out: list) -> bytes:
+        """Write the lines ``handle`` made (the translator's are bytes already, the rest
+        text) in one write; returns them."""
+        if not out:
+            return b""
+        data = b"".join(x if isinstance(x, bytes) else x.encode("utf-8", "backslashreplace")
+                        for x in out)
+        self.write(data)
+        return data
+
+    def end(self) -> None:
+        """No more messages."""
         if not self.finished and self.metrics is not None:
             # the parent died without a shutdown: a last snapshot of what was seen
             self.write(self.metrics.line(time.time()))

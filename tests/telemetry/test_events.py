@@ -315,43 +315,6 @@ def test_directory_path_and_two_engines_share_a_file(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_raw_observer_protocol_is_used_when_offered(tmp_path, monkeypatch):
-    """Written in process, an engine with subscribe(..., raw=True) gets called without Event
-    objects."""
-    from asyncflow_hpc.telemetry import attach
-
-    monkeypatch.setenv("ASYNCFLOW_HPC_TELEMETRY_WRITER", "thread")
-
-    async def main():
-        flow = await make_engine()
-        calls = {}
-        original = flow.subscribe
-
-        def subscribe(observer, *, raw=False):
-            calls["raw"] = raw
-            if not raw:
-                return original(observer)
-            # adapt: what an engine with raw observers would call
-            return original(lambda ev: observer(ev.type, ev.task, ev.error, ev.value))
-
-        flow.subscribe = subscribe
-        att = attach(flow, tmp_path / "raw.jsonl")
-
-        @flow.function_task
-        async def one():
-            return 1
-
-        await one()
-        await att.close()
-        await flow.shutdown()
-        return calls
-
-    assert run(main()) == {"raw": True}
-    lines = read_lines(tmp_path / "raw.jsonl")
-    assert types(events(lines, "task.000001"))[-1] == "TaskCompleted"
-
-
-@pytest.mark.timeout(120)
 def test_an_unwritable_path_fails_at_the_start(tmp_path):
     from asyncflow_hpc.errors import ConfigurationError
 
@@ -365,12 +328,14 @@ def test_an_unwritable_path_fails_at_the_start(tmp_path):
     run(main())
 
 
-def test_worker_writer_uses_the_engine_tape_not_an_observer(tmp_path, monkeypatch):
-    """With the worker process the engine is not called back per event: telemetry attaches
-    to the engine's tape, and the lines are the same events in the same order per task."""
+@pytest.mark.parametrize("writer", ["process", "thread"])
+def test_telemetry_uses_the_engine_tape_not_an_observer(tmp_path, monkeypatch, writer):
+    """In a worker process or on a thread, the engine is not called back per event:
+    telemetry attaches to the engine's tape, and the lines are the same events in the same
+    order per task."""
     from asyncflow_hpc.telemetry import attach
 
-    monkeypatch.setenv("ASYNCFLOW_HPC_TELEMETRY_WRITER", "process")
+    monkeypatch.setenv("ASYNCFLOW_HPC_TELEMETRY_WRITER", writer)
 
     async def main():
         flow = await make_engine()

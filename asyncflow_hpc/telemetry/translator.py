@@ -1,125 +1,64 @@
-"""Compact batches of the engine's tape and their translation into RHAPSODY JSONL lines.
+"""RHAPSODY JSONL lines from the rows of the engine's tape: the one translator.
 
-The engine stamps the time of each step on a task's record and appends the record to its
-*tape* when the task completes (``WorkflowEngine.attach_tape``): no call and no tuple per
-event. :func:`pack_rows` turns records into a *batch* of plain values (strings, floats,
-lists: what :mod:`marshal` can carry), one *row* per record read in one pass in C, so it is
-cheap on the event loop; unfinished records are packed the same way now and then, so that
-their steps so far reach the log. Failures, cancellations and retries are packed when they
-happen (:func:`rare_item`). A :class:`BatchTranslator` turns batches into lines; it runs in
-the telemetry worker process (:mod:`.worker`) on another core, so the loop only pays for the
-stamps, the appends and :func:`pack_rows`.
-
-This module imports nothing from the package (the worker loads it by file, without importing
-``asyncflow_hpc``), only the standard library and its sibling modules ``spans`` and ``metrics``.
-
-A batch is a tuple ``("B", emit, rows)``, a row per task: ``uid, created, resolved, queued,
-submitted, started, finished`` (the step times, 0.0 for a step not reached), ``node,
-attempts, command`` (None unless an executable), ``name, workflow_id, backend,
-dependencies, kind, parent_uid`` (the enclosing block). An event that needs more than a
-row is ``("R", type, time, row, error fields)``: the row as it was just before the event.
+It runs in the telemetry worker process (:mod:`.worker`), or on a thread of the campaign's
+process when there is no worker (:class:`.writer.ThreadWorker`); OpenTelemetry spans are
+made from its span lines (:meth:`.otel.OtelBridge.replay`). Items come from
+:mod:`.rows`: batches of rows, and events that need more than a row.
 
 The translator remembers which steps it has written per task and writes the new ones, so a
-step reached again (a retried task's queued, submitted, started) is written again. Lines are
-the ones :mod:`.translate` writes (same keys, order, values): per task the constant parts of
-its lines (session, backend, task id, attributes, span ids) are encoded once with :mod:`json`
-(so user strings are escaped correctly) and every event fills in its type, times, node and
-event id.
+step reached again (a retried task's queued, submitted, started) is written again. Per task
+the constant parts of its lines (session, backend, task id, attributes, span ids) are
+encoded once with :mod:`json` (so user strings are escaped correctly) and every event fills
+in its type, times, node and event id. Failures, cancellations, retries, the session's own
+events and the closing spans are written the general way (:mod:`.rare_lines`).
+
+Standard library and sibling modules only: the worker loads this file by path, without
+importing ``asyncflow_hpc``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
-from operator import attrgetter
 from typing import Any
 
 try:
     from .metrics import Metrics
-    from .spans import SPAN_LINE
-except ImportError:  # loaded as a top-level module by the worker process
+    from .rare_lines import RareLines
+    from .text import (
+        COMPLETED,
+        CREATED,
+        QUEUED,
+        RESOLVED,
+        STARTED,
+        SUBMITTED,
+        dumps,
+        dumps_str,
+        enc,
+        fmt,
+    )
+except ImportError:  # loaded by path in the worker process
     from metrics import Metrics  # type: ignore[no-redef]
-    from spans import SPAN_LINE  # type: ignore[no-redef]
+    from rare_lines import RareLines  # type: ignore[no-redef]
+    from text import (  # type: ignore[no-redef]
+        COMPLETED,
+        CREATED,
+        QUEUED,
+        RESOLVED,
+        STARTED,
+        SUBMITTED,
+        dumps,
+        dumps_str,
+        enc,
+        fmt,
+    )
 
-__all__ = ["BatchTranslator", "pack_rows", "rare_item", "error_fields", "MAX_MESSAGE"]
+__all__ = ["Translator"]
 
-CREATED, RESOLVED, QUEUED, SUBMITTED, STARTED = (
-    "TaskCreated", "TaskResolved", "TaskQueued", "TaskSubmitted", "TaskStarted")
-COMPLETED, FAILED, CANCELED, RETRIED = "TaskCompleted", "TaskFailed", "TaskCanceled", "TaskRetried"
-MAX_MESSAGE = 4000
-
-_dumps = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
-_dumps_str = json.encoder.encode_basestring  # a str as JSON (C), as _dumps writes it
 _rand = random.Random(os.urandom(16))
 
 
-def error_fields(error: BaseException | None) -> dict:
-    """``error_type`` (the real exception class), ``error_message``, ``root_cause_type``."""
-    if error is None:
-        return {"error_type": "unknown"}
-    try:
-        msg = str(error)
-    except Exception:
-        msg = repr(error)
-    out = {"error_type": type(error).__name__,
-           "error_message": msg if len(msg) <= MAX_MESSAGE else msg[:MAX_MESSAGE] + "…"}
-    root = getattr(error, "root_cause", None)
-    if isinstance(root, BaseException):
-        out["root_cause_type"] = type(root).__name__
-    return out
-
-
-# ---------------------------------------------------------------------- packing (event loop)
-# a row: what the translator needs of a record, read in one pass in C (one visit per record,
-# which matters once the records no longer fit in the CPU's cache); ``_value_`` is the plain
-# string of a str enum member (enum's ``.value`` is a slower Python-level property)
-_ROW = attrgetter("uid", "created", "resolved", "queued", "submitted", "started", "finished",
-                  "node", "attempts", "command", "name", "workflow_id",
-                  "backend", "dependencies", "kind._value_", "parent_uid")
-
-
-def pack_rows(records: list, emit: float) -> tuple:
-    """A batch ``("B", emit, rows)``: one row per record (see :data:`_ROW`)."""
-    return ("B", emit, list(map(_ROW, records)))
-
-
-def rare_item(etype: str, rec: Any, error: BaseException | None, now: float) -> tuple:
-    """A failure, cancellation or retry, packed when it happens (before the record changes):
-    the record's row as it is, then the event."""
-    return ("R", str(etype), now, _ROW(rec), error_fields(error) if etype != CANCELED else None)
-
-
-def sanitize(item: tuple) -> tuple:
-    """The item with every value :mod:`marshal` cannot carry replaced by its ``str``."""
-
-    def s(v: Any) -> Any:
-        return v if v is None or isinstance(v, (str, int, float)) else str(v)
-
-    def cmd(v: Any) -> Any:
-        if v is None or isinstance(v, str):
-            return v
-        try:
-            return [s(a) for a in v]
-        except TypeError:
-            return str(v)
-
-    def row(r: tuple) -> tuple:
-        (uid, c, rs, q, sb, st, f, node, attempts, command, name, wid, backend, deps, kind,
-         parent) = r
-        return (s(uid), c, rs, q, sb, st, f, s(node),
-                attempts if isinstance(attempts, int) else 0, cmd(command), s(name), s(wid),
-                s(backend), [s(d) for d in deps], s(kind), s(parent))
-
-    if item[0] == "R":
-        tag, et, t, r, ef = item
-        return (tag, s(et), t, row(r), ef and {s(k): s(v) for k, v in ef.items()})
-    tag, emit, rows = item
-    return (tag, emit, [row(r) for r in rows])
-
-
-# ---------------------------------------------------------------------- translation (worker)
-class _Task:
+class OpenTask:
     """What one unfinished task needs between its rows."""
 
     __slots__ = ("uid", "uidj", "name", "kind", "wid", "deps", "parent", "command", "bhead",
@@ -127,7 +66,7 @@ class _Task:
                  "block", "wf", "seen", "resolved", "queued", "submitted", "run")
 
 
-class _Workflow:
+class OpenWorkflow:
     __slots__ = ("span_hex", "start", "end", "counts")
 
     def __init__(self, span_hex: str, start: float) -> None:
@@ -137,29 +76,13 @@ class _Workflow:
         self.counts = {"completed": 0, "failed": 0, "canceled": 0}
 
 
-_STATUS = {COMPLETED: "completed", FAILED: "failed", CANCELED: "canceled"}
 _EMIT = "\x00"  # where a batch's emit time goes in a cached template
 # the steps a row can show, in life-cycle order: the bits of a template's key
 _C, _R, _Q, _S, _ST, _D, _RAN = 1, 2, 4, 8, 16, 32, 64
 MAX_SHAPES = 4096  # shared shapes kept (templates per shape and set of steps); beyond: per task
 
 
-def _fmt(text: str) -> str:
-    """``text`` inside a % template."""
-    return text.replace("%", "%%") if "%" in text else text
-
-
-def _enc(text: str) -> bytes:
-    # a lone surrogate (from a file name, say) becomes a \udcxx escape: still valid JSON
-    return text.encode("utf-8", "backslashreplace")
-
-
-def _clean(etype: Any) -> str:
-    etype = str(etype)
-    return etype.replace("\\", "").replace('"', "") if '"' in etype or "\\" in etype else etype
-
-
-class BatchTranslator:
+class Translator(RareLines):
     """Stateful: feed the worker's items in the order they were packed, then take the lines.
 
     A row says which steps a task has reached and when; the translator remembers what it has
@@ -177,10 +100,10 @@ class BatchTranslator:
         self.session_span_hex = session_span_hex
         self.metrics = metrics if metrics is not None else Metrics(session_id)
         self.prefix = prefix or os.urandom(12).hex()
-        self._sid = _dumps(session_id)
+        self._sid = dumps(session_id)
         self._count = 0
-        self._live: dict[str, _Task] = {}
-        self._workflows: dict[Any, _Workflow] = {}
+        self._live: dict[str, OpenTask] = {}
+        self._workflows: dict[Any, OpenWorkflow] = {}
         self._bheads: dict[Any, str] = {}
         self._attr_cache: dict[tuple, str] = {}
         self._nodes: dict[Any, str] = {None: "null"}
@@ -198,31 +121,31 @@ class BatchTranslator:
         self._common: dict[tuple, tuple] = {}  # (name, kind, wid, backend) -> shape, workflow
 
     # ------------------------------------------------------------------ per task
-    def _attrs(self, t: _Task) -> str:
+    def _attrs(self, t: OpenTask) -> str:
         """The task's attributes as JSON; the same string object for tasks that share them."""
         if t.command is not None:
             d = {"executable": t.command, "task_type": t.kind, "task_name": t.name,
                  "workflow_id": t.wid, "depends_on": list(t.deps)}
             if t.parent is not None:
                 d["block_id"] = t.parent
-            return _dumps(d)
+            return dumps(d)
         key = (t.name, t.kind, t.wid)
         base = self._attr_cache.get(key)
         if base is None:
             if len(self._attr_cache) > 10_000:
                 self._attr_cache.clear()
-            base = self._attr_cache[key] = _dumps(
+            base = self._attr_cache[key] = dumps(
                 {"executable": t.name, "task_type": t.kind, "task_name": t.name,
                  "workflow_id": t.wid, "depends_on": []})
         if not t.deps and t.parent is None:
             return base
         head = base[:-3]  # up to '"depends_on":'
-        tail = "]" if not t.deps else _dumps(t.deps)[1:]
+        tail = "]" if not t.deps else dumps(t.deps)[1:]
         if t.parent is not None:
-            return f'{head}[{tail},"block_id":{_dumps(t.parent)}}}'
+            return f'{head}[{tail},"block_id":{dumps(t.parent)}}}'
         return f"{head}[{tail}}}"
 
-    def _set_attrs(self, t: _Task) -> None:
+    def _set_attrs(self, t: OpenTask) -> None:
         t.attrs = attrs = self._attrs(t)
         if t.deps or t.parent is not None or t.command is not None:
             t.shape = -1  # attributes of its own: templates made for this task only
@@ -238,12 +161,12 @@ class BatchTranslator:
         t.shape = shape
 
     def _open(self, uid: str, static: tuple | None, kind: str, parent: str | None,
-              time: float) -> _Task:
-        t = _Task()
+              time: float) -> OpenTask:
+        t = OpenTask()
         if static is None:  # first seen after its creation (should not happen)
             static = (uid, None, None, ())
         t.uid = uid
-        t.uidj = _dumps_str(uid)
+        t.uidj = dumps_str(uid)
         t.name, wid, backend, t.deps = static
         t.wid = wid
         t.kind = kind
@@ -279,17 +202,17 @@ class BatchTranslator:
         bhead = self._bheads.get(backend)
         if bhead is None:
             bhead = self._bheads[backend] = (
-                f'"session_id":{self._sid},"backend":{_dumps(backend)},"task_id":')
+                f'"session_id":{self._sid},"backend":{dumps(backend)},"task_id":')
         return bhead
 
-    def _workflow(self, wid: Any, created: float) -> _Workflow | None:
+    def _workflow(self, wid: Any, created: float) -> OpenWorkflow | None:
         """The workflow's span (made on first sight; it starts with its earliest task: rows
         come when tasks finish, not in the order they were created)."""
         if wid is None:
             return None
         wf = self._workflows.get(wid)
         if wf is None:
-            wf = self._workflows[wid] = _Workflow(hex(self._bits(64) or 1), created)
+            wf = self._workflows[wid] = OpenWorkflow(hex(self._bits(64) or 1), created)
         elif created < wf.start:
             wf.start = created
         return wf
@@ -299,7 +222,7 @@ class BatchTranslator:
         if nj is None:
             if len(self._nodes) > 100_000:
                 self._nodes = {None: "null"}
-            nj = self._nodes[node] = _dumps(node)
+            nj = self._nodes[node] = dumps(node)
         return nj
 
     # ------------------------------------------------------------------ templates
@@ -311,7 +234,7 @@ class BatchTranslator:
         tpl = self._batch[key] = base.replace(_EMIT, self._emit_s)
         return tpl
 
-    def _tpl(self, tr: _Task, steps: int) -> str:
+    def _tpl(self, tr: OpenTask, steps: int) -> str:
         if tr.shape < 0:
             return self._build(tr.bhead, tr.attrs, tr.block, steps).replace(_EMIT, self._emit_s)
         key = (tr.shape << 7) | steps
@@ -319,7 +242,7 @@ class BatchTranslator:
 
     def _build(self, bhead: str, attrs: str, block: bool, steps: int) -> str:
         """The lines of one task's new steps (bits ``steps``), to fill in with one %."""
-        B, A = _fmt(bhead), _fmt(attrs)
+        B, A = fmt(bhead), fmt(attrs)
         head = f'{{"event_id":"{self.prefix}%08x","event_type":"'
         tail = f',"trace_id":"{self.trace_hex}","span_id":"%s","name":"'
         parts = []
@@ -342,7 +265,7 @@ class BatchTranslator:
                 f'"trace_id":"{self.trace_hex}","parent_span_id":"%s","start_ns":%d,'
                 f'"end_ns":%d,"start_time_s":%.6f,"end_time_s":%.6f,"duration_ms":%.3f,'
                 f'"status_code":"OK","status_description":null,"attributes":{{{B}%s,'
-                f'{_fmt(attrs[1:-1])},"status":"completed","node_id":%s,'
+                f'{fmt(attrs[1:-1])},"status":"completed","node_id":%s,'
                 f'"duration_seconds":%.6f,"attempts":%d}},"section":"span"}}\n')
         return "".join(parts)
 
@@ -442,10 +365,10 @@ class BatchTranslator:
         if steps:
             shape = tr.shape
             if shape < 0:
-                self._out.append(_enc(self._tpl(tr, steps) % tuple(args)))
+                self._out.append(enc(self._tpl(tr, steps) % tuple(args)))
             else:
                 key = (shape << 7) | steps
-                self._out.append(_enc((self._batch.get(key) or self._template(key)) % tuple(args)))
+                self._out.append(enc((self._batch.get(key) or self._template(key)) % tuple(args)))
 
     def _whole(self, r: tuple) -> None:
         """All the lines of a task seen for the first time and done, without keeping it: the
@@ -456,7 +379,7 @@ class BatchTranslator:
         key = (name, kind, wid, backend)
         known = self._common.get(key)
         if known is None:
-            t = _Task()
+            t = OpenTask()
             t.name, t.kind, t.wid, t.deps, t.parent, t.command = name, kind, wid, (), None, None
             t.block = kind == "block"
             t.bhead = self._bhead(backend)
@@ -470,7 +393,7 @@ class BatchTranslator:
             pspan = (wf.span_hex if wf is not None else self.session_span_hex).encode()
             known = self._common[key] = (t.shape << 7, wf, t.block, pspan)
         base, wf, block, pspan = known
-        uidj = _dumps_str(uid).encode("utf-8", "backslashreplace")
+        uidj = dumps_str(uid).encode("utf-8", "backslashreplace")
         span = b"0x%x" % (self._bits(64) or 1)
         c = self._count + 1
         args: list = [c, created, uidj, span]
@@ -528,7 +451,7 @@ class BatchTranslator:
         """The bytes template of a shared shape for this batch (see :meth:`_template`)."""
         base = self._btemplates.get(key)
         if base is None:
-            base = self._btemplates[key] = _enc(
+            base = self._btemplates[key] = enc(
                 self._build(*self._shape_of[key >> 7], key & 127))
         tpl = self._bbatch[key] = base.replace(_EMIT.encode(), self._emit_s.encode())
         return tpl
@@ -538,32 +461,12 @@ class BatchTranslator:
         self._open(uid, (name, wid, backend, deps), kind, None, created)
         self._row(r)
 
-    def _ended(self, tr: _Task) -> None:
+    def _ended(self, tr: OpenTask) -> None:
         del self._live[tr.uid]
         if tr.block:  # children written after their block still find its span
             if len(self._span_ids) > 100_000:
                 self._span_ids.clear()
             self._span_ids[tr.uid] = tr.span_hex
-
-    def _line(self, et: str, t: float, mid: str) -> str:
-        """One event line from its middle part (the general way, for rare events)."""
-        self._count += 1
-        et = _clean(et)
-        return (f'{{"event_id":"{self.prefix}{self._count:08x}","event_type":"{et}",'
-                f'"event_time":{t:.6f},"emit_time":{self._emit_s}{mid}{et}","section":"event"}}\n')
-
-    def _rare(self, item: tuple) -> None:
-        _, et, t, row, ef = item
-        self._row(row)  # the steps before this event
-        tr = self._live.get(row[0])
-        if tr is None:  # ended already (should not happen)
-            return
-        node = row[7]
-        if et == FAILED or et == COMPLETED or et == CANCELED:
-            m, span = self._final(et, t, tr, self._node_json(node), row[8], ef)
-            self._out.append(_enc(self._line(et, t, m) + span))
-        else:
-            self._out.append(_enc(self._line(et, t, self._other(et, tr, node, row[8], ef))))
 
     def lines(self, out: list) -> None:
         """Append the lines of everything fed since the last call (as one UTF-8 ``bytes``)."""
@@ -571,118 +474,3 @@ class BatchTranslator:
             out.append(b"".join(self._out))
             self._out = []
 
-    def _pre(self, tr: _Task) -> str:
-        return f',{tr.bhead}{tr.uidj},"node_id":'
-
-    def _final(self, et: str, t: float, tr: _Task, nj: str, attempts: int,
-               ef: dict | None) -> tuple[str, str]:
-        """The middle of a final event's line, and the task's span line (the general way:
-        failures and cancellations)."""
-        started = tr.started
-        duration = t - started if started else 0.0
-        if duration < 0.0:
-            duration = 0.0
-        dur = "%.6f" % duration  # noqa: UP031
-        node = tr.node
-        if node == "null":
-            node = nj
-        status = _STATUS[et]
-        if et == COMPLETED:
-            code = "OK"
-            desc = "null"
-            ef = None
-        elif et == FAILED:
-            ef = ef or {"error_type": "unknown"}
-            code = "ERROR"
-            desc = _dumps(ef["error_type"])
-        else:
-            code = "ERROR"
-            desc = "null"
-            ef = None
-        pre = self._pre(tr)
-        ids = f',"trace_id":"{self.trace_hex}","span_id":"{tr.span_hex}","name":"'
-        head = f"{tr.bhead}{tr.uidj}"
-        if ef is None:
-            attrs = tr.attrs if started else f'{tr.attrs[:-1]},"incomplete_lifecycle":true}}'
-            m = f'{pre}{node},"attributes":{attrs},"duration_seconds":{dur}{ids}'
-            span_attrs = (f'{{{head},{tr.attrs[1:-1]},"status":"{status}","node_id":{node},'
-                          f'"duration_seconds":{dur},"attempts":{attempts}}}')
-        else:
-            d = json.loads(tr.attrs)
-            d.update(ef)
-            if not started:
-                d["incomplete_lifecycle"] = True
-            m = f'{pre}{node},"attributes":{_dumps(d)},"duration_seconds":{dur},' \
-                f'"error_type":{desc}{ids}'
-            span_attrs = (f'{{{head},{tr.attrs[1:-1]},"status":"{status}","node_id":{node},'
-                          f'"duration_seconds":{dur},"attempts":{attempts},{_dumps(ef)[1:-1]}}}')
-        start = tr.start
-        start_ns, end_ns = int(start * 1e9), int(t * 1e9)
-        span = (f'{{"name":"{"block" if tr.block else "task"}","span_id":"{tr.span_hex}",'
-                f'"trace_id":"{self.trace_hex}","parent_span_id":"{tr.parent_json}",'
-                f'"start_ns":{start_ns},"end_ns":{end_ns},"start_time_s":{start:.6f},'
-                f'"end_time_s":{t:.6f},"duration_ms":{(end_ns - start_ns) / 1e6:.3f},'
-                f'"status_code":"{code}","status_description":{desc},"attributes":{span_attrs},'
-                f'"section":"span"}}\n')
-        self._ended(tr)
-        if not tr.block:
-            self.metrics.ended(status, bool(started), duration)
-        wf = tr.wf
-        if wf is not None:
-            wf.counts[status] += 1
-            if t > wf.end:
-                wf.end = t
-        return m, span
-
-    def _other(self, et: str, tr: _Task, node: Any, attempts: int, ef: dict | None) -> str:
-        """The middle of a TaskRetried line (or of a type this module does not know)."""
-        attrs = json.loads(tr.attrs)
-        extra = ""
-        if et == RETRIED:
-            if tr.started and not tr.block:
-                self.metrics.running -= 1
-            tr.started = 0.0
-            ef = ef or {"error_type": "unknown"}
-            attrs.update(ef)
-            attrs["attempt"] = attempts
-            extra = f',"error_type":{_dumps(ef["error_type"])}'
-        elif ef is not None:
-            attrs.update(ef)
-        return (f'{self._pre(tr)}{_dumps(node)},"attributes":{_dumps(attrs)}{extra},'
-                f'"trace_id":"{self.trace_hex}","span_id":"{tr.span_hex}","name":"')
-
-    def event_line(self, etype: str, t: float, emit: float, *, backend: Any,
-                   task_id: str | None = None, node_id: Any = None,
-                   attributes: dict | None = None, ids: str | None = None,
-                   **extra: Any) -> str:
-        """One event line built the general way (rare events)."""
-        self._count += 1
-        d = {"event_id": f"{self.prefix}{self._count:08x}", "event_type": etype,
-             "event_time": round(t, 6), "emit_time": round(emit, 6),
-             "session_id": self.session_id, "backend": backend, "task_id": task_id,
-             "node_id": node_id, "attributes": attributes or {}, **extra}
-        if ids is None:
-            ids = f'"trace_id":"{self.trace_hex}","span_id":"{self.session_span_hex}"'
-        return f'{_dumps(d)[:-1]},{ids},"name":"{etype}","section":"event"}}\n'
-
-    # ------------------------------------------------------------------ the end
-    def finish(self, now: float, out: list[str]) -> None:
-        """Close what is still open: unfinished tasks (if any), then the workflow spans."""
-        for tr in list(self._live.values()):
-            out.append(SPAN_LINE % (
-                "block" if tr.block else "task", tr.span_hex, self.trace_hex, f'"{tr.parent_json}"',
-                int(tr.start * 1e9), int(now * 1e9), tr.start, now, (now - tr.start) * 1e3,
-                "UNSET", "null",
-                f'{{{tr.bhead}{tr.uidj},{tr.attrs[1:-1]},"status":"unfinished"}}'))
-        self._live.clear()
-        for wid, wf in self._workflows.items():
-            failed = wf.counts["failed"]
-            attrs = {"workflow_id": wid, "session_id": self.session_id}
-            attrs.update({f"tasks_{k}": v for k, v in wf.counts.items()})
-            code, desc = ("ERROR", _dumps(f"{failed} task(s) failed")) if failed else ("OK", "null")
-            end = wf.end or now
-            start_ns, end_ns = int(wf.start * 1e9), int(end * 1e9)
-            out.append(SPAN_LINE % (
-                "workflow", wf.span_hex, self.trace_hex, f'"{self.session_span_hex}"', start_ns,
-                end_ns, wf.start, end, (end_ns - start_ns) / 1e6, code, desc, _dumps(attrs)))
-        self._workflows.clear()
