@@ -51,27 +51,28 @@ os.environ.setdefault("RADICAL_DEFAULT_IFACE", "lo")
 
 from asyncflow_hpc import WorkflowEngine  # noqa: E402
 from asyncflow_hpc.backends.radical import RadicalPilotBackend  # noqa: E402
+from asyncflow_hpc.backends.radical.inprocess import InProcessClient  # noqa: E402
 
 FINAL = ("DONE", "FAILED", "CANCELED")
 
 
-def install_stamps(backend: RadicalPilotBackend) -> None:
+def install_stamps(client: InProcessClient) -> None:
     """Record when RP delivers each task's final state (runs where RP's client runs)."""
-    backend.bench_final_at = final_at = {}
+    client.bench_final_at = final_at = {}
 
     def stamp(task: Any, state: str) -> None:
         if state in ("DONE", "FAILED", "CANCELED"):
             final_at[task.uid] = time.perf_counter()
 
-    backend.tmgr.register_callback(stamp)
+    client.tmgr.register_callback(stamp)
 
 
-def final_times(backend: RadicalPilotBackend, spec_uids: list[str]) -> list[float | None]:
+def final_times(client: InProcessClient, spec_uids: list[str]) -> list[float | None]:
     """The recorded final-state moments of the RP tasks behind ``spec_uids``."""
     out = []
     for uid in spec_uids:
-        rp_uid = backend._by_spec.get(uid)
-        out.append(backend.bench_final_at.get(rp_uid) if rp_uid else None)
+        rp_uid = client.rp_uid(uid)
+        out.append(client.bench_final_at.get(rp_uid) if rp_uid else None)
     return out
 
 
@@ -123,10 +124,10 @@ class LoopStall:
             self._fd = -1
 
 
-def raw_rp(backend: RadicalPilotBackend, n: int, tag: str) -> float:
+def raw_rp(client: InProcessClient, n: int, tag: str) -> float:
     """N /bin/true through the backend's task manager, as a plain RP script does it."""
-    rp = backend.rp
-    tmgr = backend.tmgr
+    rp = client.rp
+    tmgr = client.tmgr
     t0 = time.perf_counter()  # building the descriptions is part of a raw RP script's work
     tds = [rp.TaskDescription({"uid": f"raw.{tag}.{i:06d}", "executable": "/bin/true"})
            for i in range(n)]

@@ -45,7 +45,7 @@ def small_backend(tmp_path_factory):
     try:
         run(backend.start(), 180)
         run(backend.wait_active(), 240)
-        rm = run(backend.run_in_client(lambda b: b._pilot.resource_details or {}), 60)
+        rm = run(backend.run_in_client(lambda b: b.pilot.resource_details or {}), 60)
         assert len(rm["node_list"]) * rm["cores_per_node"] == 2, rm  # really 2 cores
         yield backend
     finally:

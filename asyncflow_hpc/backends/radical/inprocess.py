@@ -434,6 +434,10 @@ class InProcessClient:
             entry.reporter.threadsafe(spec.uid, TaskState.FAILED, error=exc)
 
     # ================================================================ introspection
+    def rp_uid(self, spec_uid: str) -> str | None:
+        """The RP uid of a task's latest attempt (None before it was submitted)."""
+        return self._by_spec.get(spec_uid)
+
     @property
     def pilot_uid(self) -> str | None:
         """The current pilot's uid (a replacement pilot's after a restart)."""
