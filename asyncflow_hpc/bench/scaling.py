@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +33,10 @@ from typing import Any
 
 from ..child_env import with_package_on_path
 from ..errors import ConfigurationError
+from ..hpc.schedulers import SCHEDULERS, SubmitError
 from .report import document
+
+SLURM = SCHEDULERS["slurm"]  # the series submits with sbatch
 
 __all__ = ["SeriesSpec", "aggregate_point", "parse_nodes", "render_job", "run_series",
            "share_of"]
@@ -105,17 +107,7 @@ def find_site(name: str, site_file: str | None = None) -> Any:
 def _cores_per_node(site: Any) -> int | None:
     if getattr(site, "cores_per_node", None):
         return int(site.cores_per_node)
-    if shutil.which("sinfo") is None:
-        return None
-    cmd = ["sinfo", "-h", "-N", "-o", "%c"]
-    if getattr(site, "partition", None):
-        cmd += ["-p", site.partition]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.split()
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    counts = [int(x) for x in out if x.isdigit()]
-    return min(counts) if counts else None
+    return SLURM.cores_per_node(getattr(site, "partition", None))
 
 
 def point_dir(out_dir: Path, nodes: int) -> Path:
@@ -147,46 +139,26 @@ def render_job(spec: SeriesSpec, site: Any, nodes: int, out_dir: Path) -> str:
     return render_template(site.scheduler, "campaign", values)
 
 
-def _run(cmd: list[str], timeout: float = 60,
-         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env=env)
-
-
-def _job_state(job: str) -> str | None:
-    """The job's state, or None once SLURM has forgotten it."""
-    q = _run(["squeue", "-h", "-j", job, "-o", "%T"])
-    state = q.stdout.strip().splitlines()
-    if q.returncode == 0 and state:
-        return state[0]
-    s = _run(["scontrol", "show", "job", "-o", job])
-    m = re.search(r"\bJobState=(\S+)", s.stdout)
-    return m.group(1) if m else None
-
-
 def wait_job(job: str, timeout: float) -> str:
     """Wait until ``job`` has ended; its final state (``GONE`` if SLURM has forgotten it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = _job_state(job)
+        state = SLURM.job_state(job)
         if state is None:
             return "GONE"
         if state in FINAL:
             return state
         time.sleep(0.5)
-    _run(["scancel", job])
+    SLURM.cancel(job)
     raise TimeoutError(f"job {job} did not finish in {timeout:.0f} s (cancelled)")
 
 
 def submit(script: Path, *args: str) -> str:
-    """``sbatch --parsable [ARGS] SCRIPT``; the job id."""
-    proc = _run(["sbatch", "--parsable", *args, str(script)], env=with_package_on_path())
-    if proc.returncode != 0:
-        raise RuntimeError(f"sbatch {script} failed: {proc.stderr.strip() or proc.stdout}")
-    job = proc.stdout.strip().split(";")[0]
-    if not job.isdigit():
-        raise RuntimeError(f"unexpected sbatch output {proc.stdout!r}")
-    return job
+    """``sbatch --parsable [ARGS] SCRIPT``, the package on the job's PYTHONPATH; the job id."""
+    try:
+        return SLURM.submit(script, extra=args, env=with_package_on_path(), timeout=60)
+    except SubmitError as exc:
+        raise RuntimeError(f"{script}: {exc}") from exc
 
 
 def aggregate_point(nodes: int, ranks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -241,7 +213,7 @@ def run_point(spec: SeriesSpec, site: Any, nodes: int, out_dir: Path) -> dict[st
     try:
         state = wait_job(job, spec.timeout)
     except BaseException:
-        _run(["scancel", job])
+        SLURM.cancel(job)
         raise
     files = sorted(where.glob("rank*.json"))
     ranks = [json.loads(f.read_text()) for f in files]

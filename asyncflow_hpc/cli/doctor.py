@@ -17,11 +17,11 @@ import subprocess
 import click
 
 from ..hpc.allocation import allocation_variables, current_allocation
+from ..hpc.schedulers import SCHEDULERS
 
 __all__ = ["doctor_command", "probe"]
 
-_TOOLS = ("sbatch", "srun", "squeue", "scancel", "sinfo", "qsub", "qstat", "qdel",
-          "mpirun", "mpiexec")
+_TOOLS = (*(cmd for s in SCHEDULERS.values() for cmd in s.commands), "mpirun", "mpiexec")
 _VERSION_FLAGS = {"sbatch": ["--version"], "srun": ["--version"], "mpirun": ["--version"],
                   "mpiexec": ["--version"]}
 
@@ -51,9 +51,7 @@ def probe() -> dict[str, object]:
         if path:
             flags = _VERSION_FLAGS.get(tool)
             tools[tool] = {"path": path, "version": _version([path, *flags]) if flags else ""}
-    slurm_up = None
-    if "sinfo" in tools:
-        slurm_up = "is UP" in _version(["scontrol", "ping"]) if shutil.which("scontrol") else None
+    slurm_up = SCHEDULERS["slurm"].controller_up() if "sinfo" in tools else None
     alloc = current_allocation()
     return {
         "tools": tools,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Sequence
 
 import click
@@ -17,12 +16,11 @@ import click
 from ..errors import ConfigurationError
 from ..hpc.resources import resource_entry, resource_name
 from ..hpc.rpconfig import shipped_resources
+from ..hpc.schedulers import scheduler_for
 from ..hpc.sites import Site, find_site, load_sites, site_file_paths
 
 __all__ = ["check_site", "sites_group"]
 
-_COMMANDS = {"slurm": ("sbatch", "srun", "squeue", "scancel", "sinfo"),
-             "pbs": ("qsub", "qstat", "qdel")}
 _site_files = click.option("--site-file", "site_files", multiple=True,
                            type=click.Path(exists=True, dir_okay=False),
                            help="Read sites from this TOML file too (repeatable).")
@@ -100,62 +98,18 @@ def show_site(name: str, site_files: Sequence[str], rp_config: str) -> None:
         click.echo(json.dumps(entry, indent=2, sort_keys=True))
 
 
-def _run(argv: list[str], timeout: float = 30.0) -> tuple[int, str]:
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return 1, str(exc)
-    return proc.returncode, (proc.stdout + proc.stderr).strip()
-
-
 def check_site(site: Site) -> list[tuple[str, str, str]]:
     """(status, check, detail) rows; status is ``ok``, ``FAIL`` or ``skip``."""
+    scheduler = scheduler_for(site.scheduler)
     rows: list[tuple[str, str, str]] = []
-    for cmd in _COMMANDS[site.scheduler]:
+    for cmd in scheduler.commands:
         path = shutil.which(cmd)
         rows.append(("ok" if path else "FAIL", f"command {cmd}", path or "not on PATH"))
     launcher = shutil.which(site.launcher)
     rows.append(("ok" if launcher else "FAIL", f"launcher {site.launcher}", launcher or "not on PATH"))
-    if any(r[0] == "FAIL" for r in rows[:len(_COMMANDS[site.scheduler])]):
+    if any(r[0] == "FAIL" for r in rows[:len(scheduler.commands)]):
         return rows
-    if site.scheduler == "slurm":
-        rows.extend(_check_slurm(site))
-    else:
-        rows.extend(_check_pbs(site))
-    return rows
-
-
-def _check_slurm(site: Site) -> list[tuple[str, str, str]]:
-    rows = []
-    if site.partition:
-        rc, out = _run(["sinfo", "-h", "-p", site.partition, "-o", "%P %a %D"])
-        ok = rc == 0 and bool(out)
-        rows.append(("ok" if ok else "FAIL", f"partition {site.partition}",
-                     out or "sinfo lists no such partition"))
-    else:
-        rows.append(("skip", "partition", "none set: the cluster's default partition is used"))
-    argv = ["sbatch", "--test-only", "--nodes=1", "--time=1", "--wrap=true"]
-    for flag, value in (("--partition", site.partition), ("--account", site.account),
-                        ("--qos", site.qos), ("--reservation", site.reservation)):
-        if value:
-            argv.append(f"{flag}={value}")
-    rc, out = _run(argv)
-    what = f"account {site.account}" if site.account else "test submission"
-    last = out.splitlines()[-1] if out else ""
-    rows.append(("ok" if rc == 0 else "FAIL", f"{what} (sbatch --test-only)", last))
-    return rows
-
-
-def _check_pbs(site: Site) -> list[tuple[str, str, str]]:
-    if site.partition:
-        rc, out = _run(["qstat", "-Q", site.partition])
-        rows = [("ok" if rc == 0 else "FAIL", f"queue {site.partition}", out.splitlines()[-1] if out else "")]
-    else:
-        rows = [("skip", "queue", "none set: the server's default queue is used")]
-    rows.append(("skip", f"account {site.account or '-'}",
-                 "PBS has no dry-run submission; checked when the job is submitted"))
-    return rows
+    return rows + scheduler.check(site)
 
 
 @sites_group.command("check")

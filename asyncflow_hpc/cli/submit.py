@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
-import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ import click
 from ..errors import ConfigurationError
 from ..hpc.allocation import current_allocation
 from ..hpc.resources import ENV
+from ..hpc.schedulers import SubmitError, scheduler_for
 from ..hpc.sites import find_site
 from ..hpc.templates import job_values, render_template
 from ..safe_files import private_dir, write_file
@@ -106,26 +104,11 @@ def with_hpc_options(command: click.Command) -> click.Command:
 
 
 def submit_script(path: Path, scheduler: str, output: str) -> str:
-    """Submit a rendered script with ``sbatch`` or ``qsub``; return the job id."""
-    if scheduler == "slurm":
-        argv = ["sbatch", "--parsable", str(path)]
-    else:
-        # the Torque front-end ignores #PBS -o/-j inside the script: say it on the command line
-        argv = ["qsub", "-j", "oe", "-o", output, str(path)]
-    if shutil.which(argv[0]) is None:
-        raise click.ClickException(f"{argv[0]} not found on PATH: is this a {scheduler} login node?")
+    """Submit a rendered script with the site's scheduler (``sbatch``, ``qsub``); the job id."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120,
-                              cwd=path.parent, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        raise click.ClickException(f"{argv[0]} did not answer within 120 s") from exc
-    if proc.returncode != 0:
-        raise click.ClickException(f"{argv[0]} refused the job (exit {proc.returncode}): "
-                                   f"{(proc.stderr or proc.stdout).strip()}")
-    match = re.search(r"\d+(?:\.[\w.-]+)?", proc.stdout.strip().split(";")[0])
-    if not match:
-        raise click.ClickException(f"cannot read a job id from {argv[0]}'s answer: {proc.stdout!r}")
-    return match.group(0)
+        return scheduler_for(scheduler).submit(path, output=output)
+    except SubmitError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.command("submit", context_settings={"ignore_unknown_options": True})

@@ -21,17 +21,17 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..suggestions import did_you_mean
 from .allocation import Allocation, current_allocation, time_left_minutes
 from .rpconfig import shipped_resources
-from .sites import Site, _close, find_site
+from .schedulers import scheduler_for
+from .sites import Site, find_site
 
 __all__ = ["ENV", "RESOURCE_KEYS", "config_file", "pilot_options", "probe_cores_per_node",
            "radical_backend_options", "resource_entry", "resource_name", "site_resource_config",
@@ -162,7 +162,7 @@ def validate_resource_entry(entry: Mapping[str, Any], what: str = "resource conf
     """Check keys, types and the values RP would only reject at pilot start; name the bad key."""
     for key, value in entry.items():
         if key not in RESOURCE_KEYS:
-            raise ConfigurationError(f"{what}: unknown key {key!r}{_close(key, RESOURCE_KEYS)}")
+            raise ConfigurationError(f"{what}: unknown key {key!r}{did_you_mean(key, RESOURCE_KEYS)}")
         kind = RESOURCE_KEYS[key]
         if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
             raise ConfigurationError(f"{what}: {key!r} must be {getattr(kind, '__name__', kind)}, "
@@ -241,18 +241,9 @@ def write_resource_config(site: Site, config_user_dir: str | os.PathLike[str], *
     return name
 
 
-def probe_cores_per_node(site: Site, timeout: float = 15.0) -> int | None:
-    """CPUs per node of the site's partition, asked from SLURM (``sinfo``); None if unknown."""
-    if site.scheduler != "slurm" or shutil.which("sinfo") is None:
-        return None
-    argv = ["sinfo", "-h", "-o", "%c"] + (["-p", site.partition] if site.partition else [])
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    counts = [int(x) for x in proc.stdout.split() if x.isdigit()]
-    return min(counts) if proc.returncode == 0 and counts else None
+def probe_cores_per_node(site: Site) -> int | None:
+    """CPUs per node of the site's partition, asked from its scheduler; None if unknown."""
+    return scheduler_for(site.scheduler).cores_per_node(site.partition)
 
 
 def pilot_options(site: Site, *, nodes: int | None = None, runtime: int | None = None,

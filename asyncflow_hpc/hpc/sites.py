@@ -17,7 +17,6 @@ or type is an error that names the file, the site and the field (with a close ma
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..suggestions import did_you_mean
 from .rpconfig import shipped_resources
 
 __all__ = ["LAUNCHERS", "SCHEDULERS", "Site", "SiteError", "find_site", "load_site_file",
@@ -117,7 +117,7 @@ def _choice(choices: Sequence[str]) -> Callable[[str, Any], str]:
         text = _str(where, value).lower()
         if text not in choices:
             raise SiteError(f"{where} = {value!r}: choose one of {', '.join(choices)}"
-                            f"{_close(text, choices)}")
+                            f"{did_you_mean(text, choices)}")
         return text
     return check
 
@@ -155,7 +155,7 @@ def _rp_name(where: str, value: Any) -> str:
     text = _str(where, value)
     if text not in shipped_resources():
         known = sorted(shipped_resources())
-        hint = _close(text, known) if known else " (RADICAL-Pilot is not installed)"
+        hint = did_you_mean(text, known) if known else " (RADICAL-Pilot is not installed)"
         raise SiteError(f"{where} = {value!r} is not a RADICAL-Pilot resource{hint}")
     return text
 
@@ -188,13 +188,6 @@ _ALIASES = {"queue": "partition", "project": "account", "default_walltime": "wal
 _SYNONYMS = {"queue": "partition", "project": "account", "default_walltime": "walltime"}
 
 
-def _close(word: str, known: Iterable[str]) -> str:
-    if word in _ALIASES and _ALIASES[word] in known:
-        return f" (did you mean {_ALIASES[word]!r}?)"
-    match = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
 def site_from_dict(name: str, data: Mapping[str, Any], source: str = "<dict>") -> Site:
     """Validate one site's table; errors name ``source``, the site and the field."""
     if not isinstance(name, str) or not _NAME.match(name):
@@ -208,7 +201,7 @@ def site_from_dict(name: str, data: Mapping[str, Any], source: str = "<dict>") -
         where = f"{source}: sites.{name}.{key}"
         if field not in _FIELDS:
             raise SiteError(f"{source}: site {name!r} has unknown field {key!r}"
-                            f"{_close(key, _FIELDS)}; known fields: {', '.join(_FIELDS)}")
+                            f"{did_you_mean(key, _FIELDS, _ALIASES)}; known fields: {', '.join(_FIELDS)}")
         if field in values:
             raise SiteError(f"{where}: {field!r} is given twice (as {key!r} and another name)")
         values[field] = _FIELDS[field](where, value)
@@ -263,7 +256,7 @@ def load_site_file(path: str | os.PathLike[str]) -> dict[str, Site]:
     data = _load_toml(p)
     for key in data:
         if key != "sites":
-            raise SiteError(f"{p}: unknown top-level key {key!r}{_close(key, ['sites'])}; "
+            raise SiteError(f"{p}: unknown top-level key {key!r}{did_you_mean(key, ['sites'])}; "
                             "a site file holds [sites.NAME] tables")
     sites = data.get("sites", {})
     if not isinstance(sites, Mapping):
@@ -340,6 +333,6 @@ def find_site(name: str, site_files: Iterable[str | os.PathLike[str]] = (),
     if name in shipped_resources():
         return rp_site(name)
     known = sorted(sites)
-    raise SiteError(f"unknown site {name!r}{_close(name, [*known, *shipped_resources()])}; "
+    raise SiteError(f"unknown site {name!r}{did_you_mean(name, [*known, *shipped_resources()])}; "
                     f"sites defined here: {', '.join(known)} (see 'asyncflow-hpc sites list'), "
                     "or a RADICAL-Pilot resource name such as ornl.frontier")

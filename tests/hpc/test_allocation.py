@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from asyncflow_hpc.hpc.allocation import (
-    _parse_slurm_duration,
-    current_allocation,
-    expand_hostlist,
-)
+from asyncflow_hpc.hpc.allocation import current_allocation, expand_hostlist
 from asyncflow_hpc.hpc.launchers import mpi_launch_prefix
+from asyncflow_hpc.hpc.schedulers.slurm import parse_duration
 
 
 @pytest.mark.parametrize("text, names", [
@@ -46,7 +43,7 @@ def test_no_allocation():
 @pytest.mark.parametrize("text, minutes", [
     ("1-02:03:04", 1563), ("02:03:04", 123), ("5:59", 5), ("UNLIMITED", None), ("", None)])
 def test_time_left(text, minutes):
-    assert _parse_slurm_duration(text) == minutes
+    assert parse_duration(text) == minutes
 
 
 def test_mpi_prefix_follows_allocation():
