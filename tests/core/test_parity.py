@@ -9,12 +9,12 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import pytest
 from conftest import run
+from scenarios import missing_declared_output_fails_the_producer
 
 from asyncflow_hpc import (
     ConfigurationError,
     InputFile,
     LocalExecutionBackend,
-    MissingOutputError,
     OutputFile,
     TaskExecutionError,
     WorkflowEngine,
@@ -374,18 +374,7 @@ def test_missing_declared_output_fails_the_producer(make_flow):
     async def main():
         for executor in (ThreadPoolExecutor(2), ProcessPoolExecutor(1)):
             flow = await make_flow(executor)
-
-            @flow.function_task
-            def forgets(out):
-                return 1
-
-            @flow.executable_task
-            def exe_forgets(out):
-                return "true"
-
-            for task in (forgets, exe_forgets):
-                with pytest.raises(MissingOutputError, match="result.csv"):
-                    await task(OutputFile("result.csv"))
+            await missing_declared_output_fails_the_producer(flow)
             await flow.shutdown()
 
     run(main())

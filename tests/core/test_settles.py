@@ -140,17 +140,24 @@ class TaggedList(list):
         self.tag = "kept"
 
 
+def _one_and_echo(flow):
+    """A task that returns 1 and one that returns its argument."""
+
+    @flow.function_task
+    async def one():
+        return 1
+
+    @flow.function_task
+    def echo(x):
+        return x
+
+    return one, echo
+
+
 def test_futures_in_big_and_subclassed_containers(make_flow):
     async def main():
         flow = await make_flow()
-
-        @flow.function_task
-        async def one():
-            return 1
-
-        @flow.function_task
-        def echo(x):
-            return x
+        one, echo = _one_and_echo(flow)
 
         big = [(i, i) for i in range(150_000)]
         big.append((one(),))
@@ -179,14 +186,7 @@ def test_a_container_that_cannot_be_rebuilt_is_refused_by_name(make_flow):
 
     async def main():
         flow = await make_flow()
-
-        @flow.function_task
-        async def one():
-            return 1
-
-        @flow.function_task
-        def echo(x):
-            return x
+        one, echo = _one_and_echo(flow)
 
         with pytest.raises(TypeError, match="Frozen"):
             await echo(Frozen([one()], True))

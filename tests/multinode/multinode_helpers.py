@@ -1,16 +1,5 @@
-"""Helpers for tests that need a SLURM cluster with several compute nodes (see conftest.py).
-
-The cluster is ``scripts/slurm/up.sh --nodes 3 --cpus-per-node 2``: one controller and
-``afnode1..afnode3`` on 127.0.0.2-4, all on this machine (``scripts/test.sh`` brings it up
-for this folder after the single-node tests). These fixtures never start or restart SLURM.
-When the cluster answers with fewer than two usable nodes the tests skip, and fail under
-``CI=true`` so that a broken multi-node cluster cannot hide behind skips.
-
-``mn_jobs`` is ``tests/slurm``'s ``slurm_jobs`` plus what multi-node tests need at teardown:
-every job whose working folder is inside the test's folder is cancelled (RADICAL-Pilot's
-pilot jobs carry a PSI/J name, not our tag), nodes a test put down are resumed, and no
-process may be left working in the folder.
-"""
+"""Helpers of the multi-node tests: the cluster they need, jobs cleaned up at teardown,
+skips (see conftest.py for what the cluster is and when the tests skip or fail)."""
 
 from __future__ import annotations
 

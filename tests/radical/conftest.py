@@ -11,7 +11,6 @@ module and the seed example run RP's client in the test's own process (``client=
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
@@ -20,10 +19,10 @@ os.environ.setdefault("RADICAL_DEFAULT_IFACE", "lo")
 
 rp = pytest.importorskip("radical.pilot", reason="radical.pilot is not installed")
 
-from radical_helpers import PILOT, live_children, refuse_network_tools, run  # noqa: E402
+from radical_helpers import PILOT, live_backend  # noqa: E402
 
 from asyncflow_hpc import WorkflowEngine  # noqa: E402
-from asyncflow_hpc.backends.radical import RadicalPilotBackend, leftover_processes  # noqa: E402
+from asyncflow_hpc.backends.radical import RadicalPilotBackend  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -34,18 +33,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def rp_backend(tmp_path_factory):
     """The shared backend with an active pilot; shut down (and checked) after the last test."""
-    refuse_network_tools()
-    before = live_children()
-    backend = RadicalPilotBackend(PILOT, work_dir=tmp_path_factory.mktemp("rp"))
-    try:
-        run(backend.start(), 180)
-        run(backend.wait_active(), 240)
-        yield backend
-    finally:
-        run(backend.shutdown(), 180)
-        time.sleep(0.5)
-        assert not leftover_processes(backend.session_uid or "-", backend.work_dir)
-        assert not (live_children() - before), "RADICAL-Pilot left processes behind"
+    with live_backend(RadicalPilotBackend(PILOT, work_dir=tmp_path_factory.mktemp("rp"))) as b:
+        yield b
 
 
 @pytest.fixture

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -87,3 +90,22 @@ def sleepers(seconds: str) -> list[psutil.Process]:
         except psutil.Error:
             pass
     return found
+
+
+@contextlib.contextmanager
+def live_backend(backend: Any) -> Iterator[Any]:
+    """Start ``backend`` and wait for its pilot; at the end shut it down and check that RP
+    left no process behind (ours, and its detached ones)."""
+    from asyncflow_hpc.backends.radical import leftover_processes
+
+    refuse_network_tools()
+    before = live_children()
+    try:
+        run(backend.start(), 180)
+        run(backend.wait_active(), 240)
+        yield backend
+    finally:
+        run(backend.shutdown(), 180)
+        time.sleep(0.5)
+        assert not leftover_processes(backend.session_uid or "-", backend.work_dir)
+        assert not (live_children() - before), "RADICAL-Pilot left processes behind"

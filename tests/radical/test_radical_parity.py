@@ -11,8 +11,9 @@ import os
 
 import pytest
 from radical_helpers import close, run
+from scenarios import missing_declared_output_fails_the_producer
 
-from asyncflow_hpc import InputFile, MissingOutputError, OutputFile, TaskExecutionError
+from asyncflow_hpc import InputFile, OutputFile, TaskExecutionError
 
 pytestmark = pytest.mark.radical
 
@@ -130,25 +131,7 @@ def test_function_tasks_pass_files(make_flow, tmp_path):
 def test_missing_declared_output_fails_the_producer(make_flow):
     async def main():
         flow = await make_flow()
-
-        @flow.function_task
-        def forgets(out):
-            return 1
-
-        @flow.executable_task
-        def exe_forgets(out):
-            return "true"
-
-        @flow.function_task
-        def fails(out):
-            raise ValueError("own error first")
-
-        for task in (forgets, exe_forgets):
-            with pytest.raises(MissingOutputError, match="result.csv") as info:
-                await task(OutputFile("result.csv"))
-            assert info.value.names == ["result.csv"]
-        with pytest.raises(ValueError, match="own error first"):
-            await fails(OutputFile("result.csv"))
+        await missing_declared_output_fails_the_producer(flow)
         await close(flow)
 
     run(main(), 240)

@@ -15,10 +15,10 @@ import sys
 import time
 
 import pytest
-from radical_helpers import close, live_children, refuse_network_tools, run
+from radical_helpers import close, live_backend, run
 
 from asyncflow_hpc import ConfigurationError, WorkflowEngine
-from asyncflow_hpc.backends.radical import RadicalPilotBackend, leftover_processes
+from asyncflow_hpc.backends.radical import RadicalPilotBackend
 
 pytestmark = pytest.mark.radical
 
@@ -37,22 +37,13 @@ def _two_core_node() -> dict:
 
 @pytest.fixture(scope="module")
 def small_backend(tmp_path_factory):
-    refuse_network_tools()
-    before = live_children()
     # RP's client in this process (client="thread"): this module covers that mode too
     backend = RadicalPilotBackend(SMALL_PILOT, site_config=_two_core_node(), client="thread",
                                   work_dir=tmp_path_factory.mktemp("rp-small"))
-    try:
-        run(backend.start(), 180)
-        run(backend.wait_active(), 240)
+    with live_backend(backend):
         rm = run(backend.run_in_client(lambda b: b.pilot.resource_details or {}), 60)
         assert len(rm["node_list"]) * rm["cores_per_node"] == 2, rm  # really 2 cores
         yield backend
-    finally:
-        run(backend.shutdown(), 180)
-        time.sleep(0.5)
-        assert not leftover_processes(backend.session_uid or "-", backend.work_dir)
-        assert not (live_children() - before), "RADICAL-Pilot left processes behind"
 
 
 async def _flow(backend, tmp_path):

@@ -83,6 +83,21 @@ def run(cmd: Sequence[str], *, timeout: float = CMD_TIMEOUT, cwd: Path | None = 
     return proc
 
 
+def leftovers(folder: Path) -> list[str]:
+    """Processes (other than this one) still working in ``folder`` (cwd inside it): agents,
+    launchers, tasks."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+        except OSError:
+            continue
+        if (cwd == str(folder) or cwd.startswith(f"{folder}/")) and int(pid) != os.getpid():
+            found.append(f"{pid} {cmd}")
+    return found
+
+
 @dataclasses.dataclass(frozen=True)
 class SlurmCluster:
     nodes: tuple[str, ...]       # SLURM node names, e.g. ("vm",) or ("afnode1", ...)
@@ -172,6 +187,7 @@ class SlurmJobs:
     # Shared helpers, reachable from test modules without importing conftest.
     run = staticmethod(run)
     skip_or_fail = staticmethod(skip_or_fail)
+    leftovers = staticmethod(leftovers)
 
     # -- submission -------------------------------------------------------
     def _script(self, body: str, suffix: str = "sh") -> Path:

@@ -46,25 +46,26 @@ def submit(slurm_jobs: SlurmJobs, *args: str) -> str:
     return job_id
 
 
-def leftovers(folder: Path) -> list[str]:
-    """Processes still working in ``folder`` (cwd inside it): agents, launchers, tasks."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
-        except OSError:
-            continue
-        if cwd == str(folder) or cwd.startswith(f"{folder}/"):
-            found.append(f"{pid} {cmd}")
-    return found
+def sleepy_campaign(folder: Path, nap: str) -> Path:
+    """A campaign (``folder/sleepy.py``) whose two executable tasks ``nap`` (the decorated
+    function's lines) sleep for minutes."""
+    camp = folder / "sleepy.py"
+    camp.write_text(
+        "import asyncio\nfrom asyncflow_hpc import WorkflowEngine\n"
+        "async def main():\n"
+        "    async with WorkflowEngine.create() as flow:\n"
+        "        @flow.executable_task\n"
+        f"{nap}"
+        "        await asyncio.gather(*[nap(i) for i in range(2)])\n"
+        "asyncio.run(main())\n")
+    return camp
 
 
-def wait_no_leftovers(folder: Path, timeout: float = 20) -> None:
+def wait_no_leftovers(jobs: SlurmJobs, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
-    while leftovers(folder) and time.monotonic() < deadline:
+    while jobs.leftovers(jobs.workdir) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not leftovers(folder), f"processes left behind: {leftovers(folder)}"
+    assert not jobs.leftovers(jobs.workdir), f"processes left behind: {jobs.leftovers(jobs.workdir)}"
 
 
 def job_output(folder: Path, job_name: str) -> str:
@@ -103,7 +104,7 @@ def test_sbatch_template_campaign_26_tasks(slurm_jobs: SlurmJobs) -> None:
             "checks_ok=True n=6") in out, out
     assert "campaign exited with status 0" in out
     assert (slurm_jobs.workdir / "tmp").is_dir()  # TMPDIR inside the campaign
-    wait_no_leftovers(slurm_jobs.workdir)
+    wait_no_leftovers(slurm_jobs)
     print(f"in-allocation campaign, local backend: {time.monotonic() - t0:.1f} s")
 
 
@@ -133,7 +134,7 @@ def test_sbatch_template_radical_mpi4py_two_ranks(slurm_jobs: SlurmJobs) -> None
     assert seen <= {job}, f"a second batch job appeared: {seen}"
     launch = list(slurm_jobs.workdir.glob("**/pilot.0000/task.*/task.*.launch.sh"))
     assert launch and any("srun" in p.read_text() and "--ntasks 2" in p.read_text() for p in launch)
-    wait_no_leftovers(slurm_jobs.workdir)
+    wait_no_leftovers(slurm_jobs)
     print(f"in-allocation campaign, RADICAL-Pilot + srun: {time.monotonic() - t0:.1f} s")
 
 
@@ -149,23 +150,15 @@ def test_sbatch_template_local_backend_mpi4py(slurm_jobs: SlurmJobs) -> None:
     out = job_output(slurm_jobs.workdir, "afhpc-lmpi")
     assert state == "COMPLETED", out
     assert "MPI RESULT ranks=2 rank=0 size=2 sum=3; rank=1 size=2 sum=3" in out, out
-    wait_no_leftovers(slurm_jobs.workdir)
+    wait_no_leftovers(slurm_jobs)
 
 
 @pytest.mark.timeout(120)
 def test_usr1_warning_stops_campaign_cleanly(slurm_jobs: SlurmJobs) -> None:
     """SLURM's early warning (--signal=B:USR1@N) reaches the campaign as SIGTERM: it cancels
     its tasks (their processes die) and the job ends long before its time limit."""
-    camp = slurm_jobs.workdir / "sleepy.py"
-    camp.write_text(
-        "import asyncio\nfrom asyncflow_hpc import WorkflowEngine\n"
-        "async def main():\n"
-        "    async with WorkflowEngine.create() as flow:\n"
-        "        @flow.executable_task\n"
-        "        def nap(i): return 'sleep 300'\n"
-        "        print('CAMPAIGN STARTED', flush=True)\n"
-        "        await asyncio.gather(*[nap(i) for i in range(2)])\n"
-        "asyncio.run(main())\n")
+    camp = sleepy_campaign(slurm_jobs.workdir, "        def nap(i): return 'sleep 300'\n"
+                                               "        print('CAMPAIGN STARTED', flush=True)\n")
     job = submit(slurm_jobs, str(camp), "--site", "local-slurm", "--backend", "local",
                  "--runtime", "10", "--job-name", "afhpc-usr1")
     slurm_jobs.wait_state(job, {"RUNNING"})
@@ -180,7 +173,7 @@ def test_usr1_warning_stops_campaign_cleanly(slurm_jobs: SlurmJobs) -> None:
     assert "USR1 received, stopping the campaign" in out, out
     assert "SIGTERM" in out and "campaign exited with status" in out, out
     assert state in ("COMPLETED", "FAILED"), out
-    wait_no_leftovers(slurm_jobs.workdir)
+    wait_no_leftovers(slurm_jobs)
 
 
 @pytest.mark.timeout(300)
@@ -188,16 +181,9 @@ def test_scancel_of_radical_campaign_in_allocation_leaves_nothing(slurm_jobs: Sl
     """A plain scancel of a job whose campaign runs a pilot (agent, srun steps, sleeping tasks):
     SLURM's SIGTERM reaches the campaign and the agent; no job and no process survive."""
     need_radical(slurm_jobs)
-    camp = slurm_jobs.workdir / "sleepy.py"
-    camp.write_text(
-        "import asyncio\nfrom asyncflow_hpc import WorkflowEngine\n"
-        "async def main():\n"
-        "    async with WorkflowEngine.create() as flow:\n"
-        "        @flow.executable_task\n"
-        "        def nap(i, task_description={'shell': True}):\n"
-        "            return f'touch started.{i}; exec sleep 300'\n"
-        "        await asyncio.gather(*[nap(i) for i in range(2)])\n"
-        "asyncio.run(main())\n")
+    camp = sleepy_campaign(slurm_jobs.workdir,
+                           "        def nap(i, task_description={'shell': True}):\n"
+                           "            return f'touch started.{i}; exec sleep 300'\n")
     job = submit(slurm_jobs, str(camp), "--site", "local-slurm", "--backend", "radical",
                  "--runtime", "8", "--job-name", "afhpc-scancel")
     deadline = time.monotonic() + 240
@@ -208,7 +194,7 @@ def test_scancel_of_radical_campaign_in_allocation_leaves_nothing(slurm_jobs: Sl
         time.sleep(1)
     slurm_jobs.run(["scancel", job])
     assert slurm_jobs.wait(job, timeout=60) == "CANCELLED"
-    wait_no_leftovers(slurm_jobs.workdir, timeout=30)
+    wait_no_leftovers(slurm_jobs, timeout=30)
     out = job_output(slurm_jobs.workdir, "afhpc-scancel")
     assert "received SIGTERM" in out, out
 
@@ -227,7 +213,7 @@ def test_qsub_template_campaign(slurm_jobs: SlurmJobs, slurm_cluster: SlurmClust
     out = job_output(slurm_jobs.workdir, "afhpc-pbs26")
     assert state == "COMPLETED", out
     assert "CAMPAIGN RESULT tasks=26" in out and "checks_ok=True n=6" in out, out
-    wait_no_leftovers(slurm_jobs.workdir)
+    wait_no_leftovers(slurm_jobs)
 
 
 @pytest.mark.timeout(300)
@@ -248,7 +234,7 @@ def test_qsub_template_radical_mpiexec(slurm_jobs: SlurmJobs, slurm_cluster: Slu
     assert "MPI RESULT ranks=2 rank=0 size=2 sum=3; rank=1 size=2 sum=3" in out, out
     launch = list(slurm_jobs.workdir.glob("**/pilot.0000/task.*/task.*.launch.sh"))
     assert any("mpiexec -np 2" in p.read_text() for p in launch)
-    wait_no_leftovers(slurm_jobs.workdir)
+    wait_no_leftovers(slurm_jobs)
 
 
 @pytest.mark.timeout(120)

@@ -51,26 +51,13 @@ def jobs_in(folder: Path, slurm_jobs: SlurmJobs) -> dict[str, str]:
     return jobs
 
 
-def leftovers(folder: Path) -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
-        except OSError:
-            continue
-        if (cwd == str(folder) or cwd.startswith(f"{folder}/")) and int(pid) != os.getpid():
-            found.append(f"{pid} {cmd}")
-    return found
-
-
 def settle(folder: Path, slurm_jobs: SlurmJobs, timeout: float = 30) -> None:
     """Wait (bounded) until no job and no process of the campaign is left; fail otherwise."""
     deadline = time.monotonic() + timeout
-    while (jobs_in(folder, slurm_jobs) or leftovers(folder)) and time.monotonic() < deadline:
+    while (jobs_in(folder, slurm_jobs) or slurm_jobs.leftovers(folder)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not jobs_in(folder, slurm_jobs), f"jobs left in squeue: {jobs_in(folder, slurm_jobs)}"
-    assert not leftovers(folder), f"processes left behind: {leftovers(folder)}"
+    assert not slurm_jobs.leftovers(folder), f"processes left behind: {slurm_jobs.leftovers(folder)}"
 
 
 def end(proc: subprocess.Popen[str], folder: Path, slurm_jobs: SlurmJobs) -> None:
