@@ -11,20 +11,14 @@ import json
 from typing import TYPE_CHECKING, Any
 
 try:
-    from .spans import SPAN_LINE
-    from .text import CANCELED, COMPLETED, FAILED, RETRIED, STATUS, clean, dumps, enc
+    from . import spans, text
 except ImportError:  # loaded by path in the worker process
-    from spans import SPAN_LINE  # type: ignore[no-redef]
-    from text import (  # type: ignore[no-redef]
-        CANCELED,
-        COMPLETED,
-        FAILED,
-        RETRIED,
-        STATUS,
-        clean,
-        dumps,
-        enc,
-    )
+    import spans  # type: ignore[no-redef]
+    import text  # type: ignore[no-redef]
+
+SPAN_LINE = spans.SPAN_LINE
+CANCELED, COMPLETED, FAILED, RETRIED = text.CANCELED, text.COMPLETED, text.FAILED, text.RETRIED
+STATUS, clean, dumps, enc = text.STATUS, text.clean, text.dumps, text.enc
 
 if TYPE_CHECKING:
     from .translator import OpenTask

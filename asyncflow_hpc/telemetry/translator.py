@@ -23,35 +23,16 @@ import random
 from typing import Any
 
 try:
-    from .metrics import Metrics
-    from .rare_lines import RareLines
-    from .text import (
-        COMPLETED,
-        CREATED,
-        QUEUED,
-        RESOLVED,
-        STARTED,
-        SUBMITTED,
-        dumps,
-        dumps_str,
-        enc,
-        fmt,
-    )
+    from . import metrics, rare_lines, text
 except ImportError:  # loaded by path in the worker process
-    from metrics import Metrics  # type: ignore[no-redef]
-    from rare_lines import RareLines  # type: ignore[no-redef]
-    from text import (  # type: ignore[no-redef]
-        COMPLETED,
-        CREATED,
-        QUEUED,
-        RESOLVED,
-        STARTED,
-        SUBMITTED,
-        dumps,
-        dumps_str,
-        enc,
-        fmt,
-    )
+    import metrics  # type: ignore[no-redef]
+    import rare_lines  # type: ignore[no-redef]
+    import text  # type: ignore[no-redef]
+
+Metrics, RareLines = metrics.Metrics, rare_lines.RareLines
+CREATED, RESOLVED, QUEUED, SUBMITTED, STARTED, COMPLETED = (
+    text.CREATED, text.RESOLVED, text.QUEUED, text.SUBMITTED, text.STARTED, text.COMPLETED)
+dumps, dumps_str, enc, fmt = text.dumps, text.dumps_str, text.enc, text.fmt
 
 __all__ = ["Translator"]
 
