@@ -203,7 +203,7 @@ class RadicalPilotBackend(ExecutionBackend):
         """``fn(client, *args)`` where RP's client lives, on a thread of its own; its result.
 
         For tests, benchmarks and diagnosis that need RP's own objects (``client.tmgr``,
-        ``_pmgr``, ``_pilot``: see :class:`~.inprocess.InProcessClient`): in process mode
+        ``pmgr``, ``pilot``: see :class:`~.inprocess.InProcessClient`): in process mode
         ``fn`` runs in the child process, so ``fn``, the arguments and the result must pickle
         (cloudpickle: lambdas and functions of ``__main__`` travel by value). Blocking is fine.
         """
