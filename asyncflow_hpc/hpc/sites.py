@@ -26,11 +26,11 @@ from typing import Any
 from ..errors import ConfigurationError
 from ..suggestions import did_you_mean
 from .rpconfig import shipped_resources
+from .schedulers import SCHEDULERS
 
-__all__ = ["LAUNCHERS", "SCHEDULERS", "Site", "SiteError", "find_site", "load_site_file",
+__all__ = ["LAUNCHERS", "Site", "SiteError", "find_site", "load_site_file",
            "load_sites", "site_file_paths", "site_from_dict"]
 
-SCHEDULERS = ("slurm", "pbs")
 LAUNCHERS = ("srun", "mpirun", "mpiexec")
 PROJECT_FILE = "asyncflow-hpc.toml"
 ENV_SITE_FILE = "ASYNCFLOW_HPC_SITE_FILE"
@@ -161,7 +161,7 @@ def _rp_name(where: str, value: Any) -> str:
 
 
 _FIELDS: dict[str, Callable[[str, Any], Any]] = {
-    "scheduler": _choice(SCHEDULERS),
+    "scheduler": _choice(tuple(SCHEDULERS)),
     "partition": _token,
     "account": _token,
     "qos": _token,
