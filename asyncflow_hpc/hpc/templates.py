@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..suggestions import did_you_mean
 from .sites import Site
 
 __all__ = ["TemplateError", "TemplateInfo", "job_values", "list_templates", "render_template",
@@ -78,8 +79,10 @@ def template_path(scheduler: str, name: str = "campaign") -> Path:
     for info in list_templates():
         if info.scheduler == scheduler and info.name == name:
             return info.path
-    known = ", ".join(f"{t.scheduler}/{t.name}" for t in list_templates()) or "none found"
-    raise TemplateError(f"no template {scheduler}/{name}; available: {known}")
+    names = [f"{t.scheduler}/{t.name}" for t in list_templates()]
+    raise TemplateError(f"no template {scheduler}/{name}"
+                        f"{did_you_mean(f'{scheduler}/{name}', names)}; available: "
+                        f"{', '.join(names) or 'none found'}")
 
 
 def validate_job_name(name: str) -> str:

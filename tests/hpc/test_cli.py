@@ -94,6 +94,8 @@ def test_templates_verbs(runner):
     assert "{{ job_name }}" in result.output and "--in-allocation" in result.output
     result = runner.invoke(templates_group, ["show", "slurm/nope"])
     assert result.exit_code != 0 and "available" in result.output
+    result = runner.invoke(templates_group, ["show", "slurm/campain"])
+    assert result.exit_code != 0 and "(did you mean 'slurm/campaign'?)" in result.output
 
 
 def test_doctor_json(runner):
