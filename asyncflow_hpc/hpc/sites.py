@@ -112,6 +112,30 @@ def _int(where: str, value: Any, minimum: int) -> int:
     return value
 
 
+#: SLURM's time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S
+_DURATION = re.compile(r"(?:(?P<d>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?"
+                       r"|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)")
+
+
+def _minutes(where: str, value: Any) -> int:
+    """A duration in whole minutes (rounded up): an integer of minutes, or a string in
+    SLURM's forms (``90``, ``01:30:00``, ``1-12:00:00``, ``2-0``)."""
+    if isinstance(value, str):
+        m = _DURATION.fullmatch(value.strip())
+        if not m:
+            raise SiteError(f"{where} = {value!r} is not a duration: give minutes (90) or "
+                            "HH:MM:SS, D-HH:MM:SS, D-HH")
+        g = {k: int(v) if v else 0 for k, v in m.groupdict().items()}
+        if m.group("d") is not None:
+            seconds = ((g["d"] * 24 + g["dh"]) * 60 + g["dm"]) * 60 + g["ds"]
+        elif m.group("c") is not None:  # H:M:S
+            seconds = (g["a"] * 60 + g["b"]) * 60 + g["c"]
+        else:  # M or M:S
+            seconds = g["a"] * 60 + g["b"]
+        return _int(where, -(-seconds // 60), 1)
+    return _int(where, value, 1)
+
+
 def _choice(choices: Sequence[str]) -> Callable[[str, Any], str]:
     def check(where: str, value: Any) -> str:
         text = _str(where, value).lower()
@@ -171,8 +195,8 @@ _FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "launcher": _choice(LAUNCHERS),
     "prepare": _lines,
     "environment": _env,
-    "walltime": lambda w, v: _int(w, v, 1),
-    "max_walltime": lambda w, v: _int(w, v, 1),
+    "walltime": _minutes,
+    "max_walltime": _minutes,
     "max_nodes": lambda w, v: _int(w, v, 1),
     "directives": lambda w, v: _directives(w, _lines(w, v)),
     "work_dir": _str,

@@ -95,6 +95,22 @@ def test_bad_fields_are_named(table, needle):
     assert "file.toml" in str(err.value)
 
 
+@pytest.mark.parametrize("value, minutes", [
+    (90, 90), ("90", 90), ("01:30:00", 90), ("1:30:30", 91), ("45:30", 46), ("1-12:00:00", 2160),
+    ("2-0", 2880), ("1-1:30", 1530),
+])
+def test_walltime_in_scheduler_forms(value, minutes):
+    site = site_from_dict("w", {"scheduler": "slurm", "walltime": value,
+                                "max_walltime": "2-00:00:00"})
+    assert site.walltime == minutes and site.max_walltime == 2880
+
+
+@pytest.mark.parametrize("value", ["1h", "1:2:3:4", "-5", "", "0:00:00"])
+def test_a_walltime_that_is_not_a_duration_is_named(value):
+    with pytest.raises(SiteError, match="walltime"):
+        site_from_dict("w", {"scheduler": "slurm", "walltime": value})
+
+
 def test_bad_names_and_files(isolated):
     with pytest.raises(SiteError, match="site name"):
         site_from_dict("bad name", {"scheduler": "slurm"})
