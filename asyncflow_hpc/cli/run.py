@@ -14,6 +14,7 @@ import re
 import runpy
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import click
@@ -67,10 +68,12 @@ def default_journal(script: str, campaign_id: str | None = None) -> Path:
               show_default=True,
               help="Live progress: a display on a terminal, periodic log lines otherwise.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output (same as --progress off).")
+@click.option("--debug", is_flag=True,
+              help="On an error in the script, show the whole traceback, not one line.")
 def run_command(script: str, script_args: tuple[str, ...], backend: str | None,
                 resource: str | None, journal: str | None, resume: bool,
                 campaign_id: str | None, telemetry: str | None, progress: str,
-                quiet: bool) -> None:
+                quiet: bool, debug: bool) -> None:
     """Run SCRIPT, a Python campaign, with the chosen backend and options.
 
     Engines the script creates without a backend get one from these flags. --site S runs
@@ -123,11 +126,39 @@ def run_command(script: str, script_args: tuple[str, ...], backend: str | None,
     except (ConfigurationError, BackendError, JournalError, UnsafePathError) as exc:
         # bad input, an unusable backend or journal: the message says what; a traceback
         # adds nothing
+        if debug:
+            raise
         _fail(exc)
     except KeyboardInterrupt:
         click.echo("asyncflow-hpc: interrupted; finished tasks are in the journal, "
                    "continue with --resume", err=True)
         sys.exit(130)
+    except Exception as exc:  # the script's own error: where, and what, in one line
+        if debug:
+            raise
+        click.echo(f"asyncflow-hpc: {script_error(exc, script)}\n"
+                   "  (the whole traceback: asyncflow-hpc run --debug ...)", err=True)
+        sys.exit(1)
+
+
+def script_error(exc: BaseException, script: str) -> str:
+    """``file:line: Type: message`` for an error of the campaign script: a syntax error's
+    own place, else the deepest frame of the script itself (or of code beside it)."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        text = (exc.text or "").strip()
+        return (f"{exc.filename}:{exc.lineno}: SyntaxError: {exc.msg}"
+                + (f"\n    {text}" if text else ""))
+    folder = os.path.dirname(os.path.abspath(script))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    where = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        path = os.path.abspath(frame.filename)
+        if path == os.path.abspath(script) or (
+                path.startswith(folder + os.sep) and not path.startswith(package)
+                and "site-packages" not in path):
+            where = f"{frame.filename}:{frame.lineno}: "
+    message = str(exc).strip()
+    return f"{where}{type(exc).__name__}" + (f": {message}" if message else "")
 
 
 def _fail(exc: BaseException | str) -> None:

@@ -205,3 +205,40 @@ def test_create_backend_from_env_uses_the_site(tmp_path, monkeypatch):
         backend_class("radical").from_env()
     # a site with the local backend (in an allocation: tasks are the job's subprocesses)
     assert type(backend_class("local").from_env()).__name__ == "LocalExecutionBackend"
+
+
+CAMPAIGN_ERRORS = {
+    "syntax.py": "import asyncio\ndef main(:\n    pass\n",
+    "raises.py": ("import asyncio\nfrom asyncflow_hpc import WorkflowEngine\n\n"
+                  "async def main():\n"
+                  "    async with WorkflowEngine.create() as flow:\n"
+                  "        @flow.function_task\n"
+                  "        def load():\n"
+                  "            raise FileNotFoundError('data.csv is missing')\n"
+                  "        await load()\n\n"
+                  "asyncio.run(main())\n"),
+}
+
+
+@pytest.mark.parametrize("name, line", [
+    ("syntax.py", "syntax.py:2: SyntaxError: invalid syntax"),
+    ("raises.py", "raises.py:8: FileNotFoundError: data.csv is missing"),  # in the task
+])
+def test_an_error_in_the_campaign_is_one_line_and_debug_shows_all(tmp_path, name, line):
+    """A syntax error or a task that raises: where and what in one line, no click or runpy
+    frames, exit 1; --debug shows the traceback."""
+    import subprocess
+    import sys
+
+    (tmp_path / name).write_text(CAMPAIGN_ERRORS[name])
+    env = {**os.environ, "ASYNCFLOW_HPC_PROGRESS": "off"}
+    argv = [sys.executable, "-m", "asyncflow_hpc", "run", "--quiet", name]
+    out = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env=env)
+    assert out.returncode == 1, out.stderr
+    assert f"asyncflow-hpc: {line}" in out.stderr
+    assert "Traceback" not in out.stderr and "runpy" not in out.stderr
+    assert "click" not in out.stderr and "--debug" in out.stderr
+    debug = subprocess.run(argv[:4] + ["--debug"] + argv[4:], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
