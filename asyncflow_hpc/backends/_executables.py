@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import ConfigurationError, ExecutableNotFoundError, TaskExecutionError
 from ..files import stage_in
 from ..hpc.launchers import mpi_launch_prefix, node_failure
+from ..safe_files import safe_open
 from ..tasks import TaskSpec
 from ._bodies import check_outputs
 from ._reaper import Reaper
@@ -87,6 +88,8 @@ class ExecutableRunner:
                 raise
             finally:
                 reaper.remove(proc.pid)
+            if spec.stdio is None and spec.description:
+                _copy_to_named_files(spec, cwd, out_f, err_f)
             if returncode != 0:
                 err_size = os.fstat(err_f.fileno()).st_size
                 if err_size > STDERR_TAIL_BYTES and "stderr_path" not in paths:
@@ -292,3 +295,25 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _copy_to_named_files(spec: TaskSpec, cwd: str | None, out_f: Any, err_f: Any) -> None:
+    """``task_description["stdout"]`` / ``["stderr"]``: the task's output also in those files
+    (relative to the task's working directory), as RADICAL-Pilot writes them in its sandbox;
+    the result stays the output itself."""
+    for key, spool in (("stdout", out_f), ("stderr", err_f)):
+        name = spec.description.get(key)
+        if not name:
+            continue
+        path = os.path.join(cwd or os.getcwd(), os.fspath(name))
+        try:
+            fd = safe_open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, make_dirs=True)
+        except OSError as exc:
+            raise ConfigurationError(f"task {spec.name!r}: cannot write task_description"
+                                     f"[{key!r}] {path!r}: {exc.strerror or exc}") from None
+        try:
+            src, size, done = spool.fileno(), os.fstat(spool.fileno()).st_size, 0
+            while done < size:  # in the kernel; the spool's own offset is left alone
+                done += os.sendfile(fd, src, done, size - done)
+        finally:
+            os.close(fd)

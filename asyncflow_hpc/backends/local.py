@@ -156,6 +156,13 @@ class LocalExecutionBackend(ExecutionBackend):
         running = self._running
         for spec in specs:
             uid = spec.uid
+            if spec.description and spec.kind is not _EXECUTABLE and (
+                    spec.description.get("stdout") or spec.description.get("stderr")):
+                loop.call_soon(reporter.failed, uid, ConfigurationError(
+                    f"task {spec.name!r}: task_description 'stdout'/'stderr' name the output "
+                    "files of an executable task; a function task's output is not captured "
+                    "on the local backend"))
+                continue
             if spec.kind is _EXECUTABLE:
                 fut: asyncio.Future = loop.create_task(self._executables.run(spec))  # type: ignore[union-attr]
             elif spec.is_async and not self._processes and not spec.inline:

@@ -7,6 +7,7 @@ import pytest
 from conftest import run
 
 from asyncflow_hpc import (
+    ConfigurationError,
     ExecutableNotFoundError,
     LocalExecutionBackend,
     TaskExecutionError,
@@ -218,3 +219,35 @@ def test_srun_node_failure_with_exit_0_is_a_failure(tmp_path):
             return ok
 
     assert run(main()).strip() == "fine"
+
+
+def test_stdout_and_stderr_in_the_task_description_are_written(make_flow, tmp_path):
+    """As on RADICAL-Pilot: the named files (relative to the task's working directory) get
+    the output, and the result is still the output itself; also when the task fails."""
+    work = tmp_path / "work"
+    work.mkdir()
+
+    async def main():
+        flow = await make_flow()
+        td = {"stdout": "logs/out.txt", "stderr": "err.txt", "cwd": str(work), "shell": True}
+
+        @flow.executable_task
+        def talk(code, task_description=td):
+            return f"echo said; echo complained >&2; exit {code}"
+
+        @flow.function_task
+        def quiet():
+            return 1
+
+        assert await talk(0) == "said\n"
+        assert (work / "logs" / "out.txt").read_text() == "said\n"
+        assert (work / "err.txt").read_text() == "complained\n"
+        (work / "err.txt").unlink()
+        with pytest.raises(TaskExecutionError):
+            await talk(3)
+        assert (work / "err.txt").read_text() == "complained\n"
+        with pytest.raises(ConfigurationError, match="name the output files of an executable"):
+            await quiet(task_description={"stdout": "f.txt"})
+        await flow.shutdown()
+
+    run(main())
