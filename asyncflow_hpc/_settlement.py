@@ -87,14 +87,14 @@ class Settlement:
 
     # ------------------------------------------------------------------ reports
     def _on_report(self, uid: str, state: TaskState, value: Any, error: BaseException | None,
-                   node: str | None) -> None:
+                   node: str | None, stamps: tuple[float, float | None] | None = None) -> None:
         """The backends' single entry point (always on the loop).
 
         Nothing raised by the engine's own completion, retry or journal code may leave a
         future pending: such a failure fails the task with an :class:`EngineError`.
         """
         try:
-            self._report(uid, state, value, error, node)
+            self._report(uid, state, value, error, node, stamps)
         except Exception as exc:  # noqa: BLE001 - a bug of ours, or a hostile exception object
             rec = self._active.get(uid)
             log.exception("asyncflow-hpc failed while handling a report about %s", uid)
@@ -104,18 +104,22 @@ class Settlement:
                     f"{safe_text(exc)}"))
 
     def _report(self, uid: str, state: TaskState, value: Any, error: BaseException | None,
-                node: str | None) -> None:
+                node: str | None, stamps: tuple[float, float | None] | None) -> None:
         rec = self._active.get(uid)
         if rec is None:
             return  # already settled (cancelled, or shut down)
         if node is not None:
             rec.node = node
+        if stamps is not None and state is not _RUNNING:  # measured where the body ran
+            rec.started = stamps[0]
         if state is _DONE:
             self._settle_done(rec, value)
+            if stamps is not None and stamps[1]:
+                rec.finished = stamps[1]
         elif state is _RUNNING:
             if rec.state is not _RUNNING:
                 rec.state = _RUNNING
-                rec.started = time.time()
+                rec.started = time.time() if stamps is None else stamps[0]
                 if self._observers:
                     self._emit(EventType.STARTED, rec)
             return
@@ -124,6 +128,8 @@ class Settlement:
                 return
             self._settle_failed(rec, error if error is not None else RuntimeError(
                 f"task {rec.name!r} failed on backend {rec.backend!r} without an error"))
+            if stamps is not None and stamps[1]:
+                rec.finished = stamps[1]
         elif state is _CANCELLED:
             rec.future.cancel()  # type: ignore[union-attr]
         if self._outbox:

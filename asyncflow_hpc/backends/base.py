@@ -29,13 +29,16 @@ class Reporter:
     """Where a backend sends task state changes; calls land on the engine's loop.
 
     ``running(uid)`` marks a task started; ``done(uid, value)``, ``failed(uid, error)`` and
-    ``cancelled(uid)`` are final. ``node`` (optional) says where the task ran.
+    ``cancelled(uid)`` are final. ``node`` (optional) says where the task ran. A backend that
+    knows when a body really started and ended where it ran (``time.time()`` there) passes
+    ``at=`` (the start) and ``stamps=(started, ended)``; otherwise the engine stamps the
+    report's arrival.
     """
 
     __slots__ = ("_sink", "_loop")
 
     def __init__(self, sink, loop: asyncio.AbstractEventLoop) -> None:
-        # sink(uid, state, value, error, node) is the engine's handler
+        # sink(uid, state, value, error, node, stamps) is the engine's handler
         self._sink = sink
         self._loop = loop
 
@@ -43,23 +46,26 @@ class Reporter:
     def loop(self) -> asyncio.AbstractEventLoop:
         return self._loop
 
-    def running(self, uid: str, node: str | None = None) -> None:
-        self._sink(uid, TaskState.RUNNING, None, None, node)
+    def running(self, uid: str, node: str | None = None, at: float | None = None) -> None:
+        self._sink(uid, TaskState.RUNNING, None, None, node, None if at is None else (at, None))
 
-    def done(self, uid: str, value: Any = None, node: str | None = None) -> None:
-        self._sink(uid, TaskState.DONE, value, None, node)
+    def done(self, uid: str, value: Any = None, node: str | None = None,
+             stamps: tuple[float, float] | None = None) -> None:
+        self._sink(uid, TaskState.DONE, value, None, node, stamps)
 
-    def failed(self, uid: str, error: BaseException, node: str | None = None) -> None:
-        self._sink(uid, TaskState.FAILED, None, error, node)
+    def failed(self, uid: str, error: BaseException, node: str | None = None,
+               stamps: tuple[float, float] | None = None) -> None:
+        self._sink(uid, TaskState.FAILED, None, error, node, stamps)
 
     def cancelled(self, uid: str) -> None:
-        self._sink(uid, TaskState.CANCELLED, None, None, None)
+        self._sink(uid, TaskState.CANCELLED, None, None, None, None)
 
     def threadsafe(self, uid: str, state: TaskState, value: Any = None,
-                   error: BaseException | None = None, node: str | None = None) -> None:
+                   error: BaseException | None = None, node: str | None = None,
+                   stamps: tuple[float, float | None] | None = None) -> None:
         """Report from any thread: the call is queued onto the engine's loop."""
         try:
-            self._loop.call_soon_threadsafe(self._sink, uid, state, value, error, node)
+            self._loop.call_soon_threadsafe(self._sink, uid, state, value, error, node, stamps)
         except RuntimeError:  # loop closed: the engine is gone, nobody is waiting
             pass
 

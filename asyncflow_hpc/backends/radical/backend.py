@@ -24,10 +24,13 @@ from typing import Any, Protocol
 
 from ...descriptions import ENGINE_KEYS, check_number, check_path, unknown_key
 from ...errors import ConfigurationError
-from ...tasks import TaskSpec
+from ...tasks import TaskKind, TaskSpec, TaskState
 from ..base import ExecutionBackend, Reporter
+from .cores import cores_of
 from .keys import RENAMED, RESERVED_KEYS, TASK_FIELDS, TD_ALIASES
 from .options import ENV_RESOURCE, Options
+from .warm import warm_reason
+from .warm.dispatcher import Dispatcher
 
 __all__ = ["RPClient", "RadicalPilotBackend"]
 
@@ -119,6 +122,7 @@ class RadicalPilotBackend(ExecutionBackend):
         name: str | None = None,
         nice: int = 10,
         client: str | None = None,
+        warm: bool | Mapping[str, Any] | None = None,
         **pilot_keywords: Any,
     ) -> None:
         super().__init__()
@@ -127,7 +131,7 @@ class RadicalPilotBackend(ExecutionBackend):
         self.opts = Options.parse(
             resources, pilot_keywords, raptor=raptor, work_dir=work_dir,
             on_pilot_failure=on_pilot_failure, max_pilot_restarts=max_pilot_restarts,
-            site_config=site_config, nice=nice, client=client)
+            site_config=site_config, nice=nice, client=client, warm=warm)
         if self.opts.client == "process":
             from .process_parent import ProcessClient
 
@@ -136,6 +140,11 @@ class RadicalPilotBackend(ExecutionBackend):
             from .inprocess import InProcessClient
 
             self._client = InProcessClient(self.opts, self.name)
+        self._warm: Dispatcher | None = None
+        if self.opts.warm["on"]:
+            self._warm = Dispatcher(self._client, self.opts.warm, self.name,
+                                    resubmit=self.opts.on_pilot_failure == "resubmit")
+        self._needy: set[str] = set()  # RP-path tasks waiting for cores the warm pools hold
 
     @property
     def client(self) -> str:
@@ -184,16 +193,59 @@ class RadicalPilotBackend(ExecutionBackend):
 
     def bind(self, reporter: Reporter) -> None:
         super().bind(reporter)
-        self._client.bind(reporter)
+        if self._warm is None:
+            self._client.bind(reporter)
+            return
+        self._warm.bind(reporter)
+        self._client.bind(Reporter(self._rp_report, reporter.loop))
+
+    def _rp_report(self, uid: str, state: TaskState, value: Any, error: BaseException | None,
+                   node: str | None, stamps: Any = None) -> None:
+        """RP's path reports (on the loop): forwarded; a task the warm pools made room for
+        that started or ended lets them grow back."""
+        if self._needy and uid in self._needy:
+            self._needy.discard(uid)
+            if not self._needy:
+                self._warm.room_given()  # type: ignore[union-attr]
+        r = self.reporter
+        if state is TaskState.RUNNING:
+            r.running(uid, node)
+        elif state is TaskState.DONE:
+            r.done(uid, value, node, stamps)
+        elif state is TaskState.FAILED:
+            r.failed(uid, error, node, stamps)  # type: ignore[arg-type]
+        else:
+            r.cancelled(uid)
 
     def submit(self, specs: Sequence[TaskSpec]) -> None:
-        self._client.submit(specs)
+        warm = self._warm
+        if warm is None:
+            self._client.submit(specs)
+            return
+        small, other = [], []
+        for spec in specs:
+            (small if warm_reason(spec) is None else other).append(spec)
+        if small:
+            warm.submit(small)
+        if other:
+            for spec in other:  # the warm pools hold their cores: make room when needed
+                need = cores_of(spec.description or {}) + (spec.kind is TaskKind.FUNCTION)
+                if warm.make_room(need):
+                    self._needy.add(spec.uid)
+            self._client.submit(other)
 
     def cancel(self, uid: str) -> None:
+        self._needy.discard(uid)
+        if self._warm is not None and self._warm.cancel(uid):
+            return
         self._client.cancel(uid)
 
     async def _shutdown(self) -> None:
-        await self._client.shutdown()
+        try:
+            if self._warm is not None:
+                await self._warm.shutdown()
+        finally:
+            await self._client.shutdown()
 
     async def wait_active(self, timeout: float | None = None) -> str:
         """Wait until the pilot runs (returns its state); raises PilotFailedError if it ended."""
@@ -232,4 +284,5 @@ class RadicalPilotBackend(ExecutionBackend):
     def describe(self) -> dict[str, Any]:
         return {"resource": self.opts.resource, "work_dir": str(self.work_dir),
                 **self._client.describe(), "name": self.name, "type": type(self).__name__,
-                "client": self.client}
+                "client": self.client,
+                "warm": self._warm.describe() if self._warm is not None else "off"}

@@ -18,7 +18,8 @@ from ...errors import ConfigurationError
 from ...suggestions import did_you_mean
 
 __all__ = ["CLIENT_MODES", "DEFAULT_RESOURCE", "ENV_CLIENT", "ENV_RESOURCE", "PILOT_KEYS",
-           "RAPTOR_KEYS", "Options", "validate_pilot_keywords", "validate_raptor"]
+           "RAPTOR_KEYS", "WARM_KEYS", "Options", "validate_pilot_keywords", "validate_raptor",
+           "validate_warm"]
 
 DEFAULT_RESOURCE = "local.localhost"
 ENV_RESOURCE = "ASYNCFLOW_HPC_RESOURCE"
@@ -42,13 +43,14 @@ class Options:
     site_config: dict[str, dict[str, Any]]
     nice: int
     client: str
+    warm: dict[str, Any]  # {} when small tasks take RP's own path too
 
     @classmethod
     def parse(cls, resources: Mapping[str, Any] | None, pilot_keywords: Mapping[str, Any], *,
               raptor: Mapping[str, Any] | None, work_dir: str | os.PathLike | None,
               on_pilot_failure: str, max_pilot_restarts: int,
               site_config: Mapping[str, Mapping[str, Any]] | None, nice: int,
-              client: str | None) -> Options:
+              client: str | None, warm: bool | Mapping[str, Any] | None = None) -> Options:
         """Check the constructor's arguments; raises ConfigurationError naming the bad one."""
         merged = dict(resources or {})
         for key, value in pilot_keywords.items():
@@ -90,7 +92,7 @@ class Options:
         return cls(pilot=pd, raptor=validate_raptor(raptor), work_dir=Path(work_dir).absolute(),
                    on_pilot_failure=on_pilot_failure, max_pilot_restarts=max_pilot_restarts,
                    site_config={k: dict(v) for k, v in (site_config or {}).items()},
-                   nice=nice, client=_client_mode(client))
+                   nice=nice, client=_client_mode(client), warm=validate_warm(warm))
 
     @property
     def resource(self) -> str:
@@ -207,6 +209,47 @@ RAPTOR_KEYS = {
     "environment": "environment of the workers (and so of function tasks)",
     "pythonpath": "pass this process's sys.path to the workers (default True)",
 }
+
+
+#: ``warm={...}`` keys (the warm worker pools inside the pilot, see backends/radical/warm)
+WARM_KEYS = {
+    "workers_per_node": "tasks at once per node (default: the pilot's cores per node)",
+    "address": "address the pool agents connect back to (default: 127.0.0.1 for local "
+               "pilots, else this host's)",
+    "python": "interpreter of the pool agents (default: this one)",
+    "environment": "extra environment of the agents and their workers",
+}
+ENV_WARM = "ASYNCFLOW_HPC_RP_WARM"
+
+
+def validate_warm(cfg: bool | Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check ``warm=``: True/None (on, the default; ``$ASYNCFLOW_HPC_RP_WARM=0`` turns the
+    default off), False (every task through RP), or a dict of :data:`WARM_KEYS`. Returns the
+    settings, ``{"on": False}`` when off."""
+    if cfg is None:
+        flag = os.environ.get(ENV_WARM, "1").strip().lower()
+        if flag not in ("0", "1", "false", "true", "no", "yes", "off", "on", ""):
+            raise ConfigurationError(f"{ENV_WARM}={flag!r}: use 1 or 0")
+        cfg = flag not in ("0", "false", "no", "off")
+    if isinstance(cfg, bool):
+        return {"on": cfg}
+    if not isinstance(cfg, Mapping):
+        raise ConfigurationError(f"warm= must be True, False or a dict, got {cfg!r}")
+    out: dict[str, Any] = {"on": True}
+    for key, value in cfg.items():
+        if key not in WARM_KEYS:
+            raise ConfigurationError(
+                f"unknown warm= key {key!r}{did_you_mean(key, WARM_KEYS)}; "
+                f"valid keys: {', '.join(WARM_KEYS)}")
+        if key == "workers_per_node" and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigurationError(f"warm[{key!r}] must be an integer >= 1, got {value!r}")
+        if key in ("address", "python") and (not isinstance(value, str) or not value):
+            raise ConfigurationError(f"warm[{key!r}] must be a non-empty string, got {value!r}")
+        if key == "environment" and not isinstance(value, Mapping):
+            raise ConfigurationError(f"warm[{key!r}] must be a mapping, got {value!r}")
+        out[key] = value
+    return out
 
 
 def validate_raptor(cfg: Mapping[str, Any] | None) -> dict[str, Any]:

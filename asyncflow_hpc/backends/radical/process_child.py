@@ -104,7 +104,7 @@ class Host:
         self.post(("info", self.client.describe()))
 
     def report(self, uid: str, state: Any, value: Any, error: BaseException | None,
-               node: str | None) -> None:
+               node: str | None, stamps: Any = None) -> None:
         """The client's reporter sink (on this loop): one report, forwarded."""
         if state is TaskState.CANCELLED and self.abandoned:
             # the user did not cancel it: a signal ended this process under the engine
