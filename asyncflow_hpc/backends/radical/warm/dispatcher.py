@@ -1,11 +1,15 @@
-"""The campaign's side of the warm path: bundles out, batched results in, on the event loop.
+"""The campaign's side of the warm path: bundles out, batched results in.
 
-Tasks wait in one backlog. Whenever the loop comes round (a submit, a batch of results), the
-dispatcher hands each pool agent what it may hold: its slots plus a prefetch sized to about
+The dispatcher runs on a thread with an event loop of its own (its server and the agents'
+connections outlive any one engine: a backend may serve several engines in turn). The
+engine's loop talks to it only through ``call_soon_threadsafe``; results go back the same way,
+one call per batch and engine (:meth:`Dispatcher.deliver`), never one per task.
+
+Tasks wait in one backlog. Whenever the dispatcher's loop comes round (a submit, a batch of
+results), each pool agent gets what it may hold: its slots plus a prefetch sized to about
 :data:`PREFETCH_WINDOW` seconds of work at the observed task duration, so a flood of no-op
-tasks goes out in a few large messages while a lone task leaves on the next loop iteration
-and long tasks are not hoarded by one node. Results come back in batches per agent, read on
-the loop (no thread between the socket and the futures).
+tasks goes out in a few large messages while a lone task leaves at once and long tasks are
+not hoarded by one node.
 
 Agents are launched on the first warm task (:mod:`.launch`), connect back with a token, and
 are watched: an agent that ends (its worker pool killed, its pilot gone) fails what it held
@@ -23,8 +27,10 @@ import os
 import pickle
 import secrets
 import socket
+import threading
 from typing import Any
 
+from ...._threads import in_thread
 from ....errors import (
     BackendError,
     ExecutableNotFoundError,
@@ -73,11 +79,12 @@ class RemoteError(Exception):
 
 
 class Entry:
-    __slots__ = ("spec", "tid", "agent", "dropped")
+    __slots__ = ("spec", "tid", "reporter", "agent", "dropped")
 
-    def __init__(self, spec: TaskSpec) -> None:
+    def __init__(self, spec: TaskSpec, reporter: Reporter) -> None:
         self.spec = spec
         self.tid = f"{spec.uid}.{spec.attempt}"
+        self.reporter = reporter  # of the engine that submitted it
         self.agent: Link | None = None
         self.dropped = False  # cancelled: whatever the agent says next is ignored
 
@@ -85,20 +92,40 @@ class Entry:
 class Link:
     """One connected pool agent."""
 
-    __slots__ = ("aid", "rp_uid", "pilot", "writer", "host", "slots", "held", "fids",
-                 "stopping")
+    __slots__ = ("aid", "rp_uid", "pilot", "writer", "host", "slots", "booked", "held",
+                 "fids", "stopping")
 
     def __init__(self, aid: str, rp_uid: str, pilot: str, writer: asyncio.StreamWriter,
-                 host: str, slots: int) -> None:
+                 host: str, slots: int, booked: int) -> None:
         self.aid, self.rp_uid, self.pilot = aid, rp_uid, pilot
-        self.writer, self.host, self.slots = writer, host, slots
+        self.writer, self.host = writer, host
+        self.slots = slots  # tasks at once (the agent's usable cores)
+        self.booked = booked  # cores RP gave it
         self.held: dict[str, Entry] = {}  # tid -> entry: sent, not ended
         self.fids: set[int] = set()
         self.stopping = False
 
 
+def deliver(reporter: Reporter, items: list[tuple]) -> None:
+    """On the engine's loop: one batch of reports (the only way results get there)."""
+    for item in items:
+        kind, uid = item[0], item[1]
+        if kind == "r":
+            reporter.running(uid, item[2], at=item[3])
+        elif kind == "d":
+            reporter.done(uid, item[2], item[3], stamps=item[4])
+        elif kind == "f":
+            reporter.failed(uid, item[2], item[3], stamps=item[4])
+        else:
+            reporter.cancelled(uid)
+
+
 class Dispatcher:
-    """Warm path of one backend. ``client`` is its RP client (``call``, ``describe``)."""
+    """Warm path of one backend. ``client`` is its RP client (``call``, ``describe``).
+
+    The public methods are called on the engine's loop and only hop onto the dispatcher's
+    thread; everything else runs there.
+    """
 
     def __init__(self, client: Any, cfg: dict, name: str, resubmit: bool) -> None:
         self.client = client
@@ -106,14 +133,17 @@ class Dispatcher:
         self.name = name
         self.resubmit = resubmit
         self.reporter: Reporter | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # the dispatcher's own
+        self.thread: threading.Thread | None = None
         self.backlog: collections.deque[Entry] = collections.deque()
         self.entries: dict[str, Entry] = {}  # spec uid -> entry, until it ends
         self.links: dict[str, Link] = {}
-        self.expected: dict[str, tuple[str, str, int]] = {}  # aid -> (rp uid, pilot, slots)
+        self.expected: dict[str, tuple[str, str, int]] = {}  # aid -> (rp uid, pilot, cores)
         self.token = secrets.token_hex(16)
         self.server: asyncio.AbstractServer | None = None
         self.address = ""
         self.total_cores = 0
+        self.booked = 0  # cores the agents hold (read from the engine's thread)
         self.launching: asyncio.Task | None = None
         self.watching: set[asyncio.Task] = set()
         self.launch_failures = 0
@@ -124,39 +154,149 @@ class Dispatcher:
         self.room_needed = 0  # the largest such task's cores
         self.duration = 0.01  # running mean of task durations (s)
         self.pump_handle: asyncio.Handle | None = None
+        self.flush_handle: asyncio.Handle | None = None
+        self.outbox: dict[Reporter, list[tuple]] = {}
         self.functions: dict[Any, tuple[int, bytes]] = {}
         self.closing = False
-        self.counts = collections.Counter()
+        self.dead: BaseException | None = None  # no pilot will come back
+        self.keeper: asyncio.Task | None = None
+        self.counts: collections.Counter = collections.Counter()
 
-    # -- engine side -------------------------------------------------------------------
+    # -- engine side (the engine's loop) ---------------------------------------------------
     def bind(self, reporter: Reporter) -> None:
         self.reporter = reporter
 
     def submit(self, specs: list[TaskSpec]) -> None:
-        for spec in specs:
-            entry = Entry(spec)
-            self.entries[spec.uid] = entry
-            self.backlog.append(entry)
-        self.counts["submitted"] += len(specs)
+        reporter = self.reporter
+        assert reporter is not None, "bind() comes first"
+        if self.thread is None:
+            self.start_thread()
+        self.loop.call_soon_threadsafe(self.take, [Entry(s, reporter) for s in specs])
+
+    def cancel(self, uid: str) -> None:
+        """Take a task back (ignored when it is not, or no longer, on the warm path)."""
+        if self.loop is not None and not self.closing:
+            self.loop.call_soon_threadsafe(self.take_back, uid)
+
+    def make_room(self, need: int) -> bool:
+        """A task of RP's path needs ``need`` cores: stop agents until that many are free
+        beside them (each returns its unstarted tasks and ends once its running ones did).
+        True if agents hold cores and must make room (none grows back until
+        :meth:`room_given`)."""
+        if self.loop is None or self.closing:
+            return False
+        total = self.total_cores
+        if total and total - self.booked >= need:
+            return False
+        if not total and not self.booked and self.launching is None:
+            return False
+        self.loop.call_soon_threadsafe(self.stop_for_room, need)
+        return True
+
+    def room_given(self) -> None:
+        """The tasks that needed the agents' cores have them (or ended)."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.regrow)
+
+    async def shutdown(self, timeout: float = 10.0) -> None:
+        """Ask every agent to stop, wait for them (bounded), cancel their RP tasks, end the
+        thread."""
+        loop, thread = self.loop, self.thread
+        if loop is None or thread is None:
+            return
+        try:
+            done = asyncio.run_coroutine_threadsafe(self.close(timeout), loop)
+            await asyncio.wait_for(asyncio.wrap_future(done), timeout + 40)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            await in_thread(thread.join, 10)
+
+    def describe(self) -> dict[str, Any]:
+        try:
+            agents = {lk.aid: {"host": lk.host, "slots": lk.slots, "held": len(lk.held)}
+                      for lk in list(self.links.values())}
+        except RuntimeError:  # changed meanwhile on the dispatcher's thread
+            agents = {}
+        return {"agents": agents, "backlog": len(self.backlog), "address": self.address,
+                "mean_task_s": round(self.duration, 6), **dict(self.counts)}
+
+    # -- the dispatcher's thread ---------------------------------------------------------
+    def start_thread(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.call_soon(ready.set)
+            try:
+                self.loop.run_forever()
+            finally:
+                self.loop.close()
+
+        self.thread = threading.Thread(target=serve, name=f"asyncflow-warm-{self.name}",
+                                       daemon=True)
+        self.thread.start()
+        ready.wait()
+
+    def tell(self, entry: Entry, item: tuple) -> None:
+        """Queue a report for ``entry``'s engine; sent once per loop iteration."""
+        box = self.outbox.get(entry.reporter)
+        if box is None:
+            box = self.outbox[entry.reporter] = []
+        box.append(item)
+        if self.flush_handle is None:
+            self.flush_handle = self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_handle = None
+        outbox, self.outbox = self.outbox, {}
+        for reporter, items in outbox.items():
+            try:
+                reporter.loop.call_soon_threadsafe(deliver, reporter, items)
+            except RuntimeError:  # that engine's loop is closed: nobody waits
+                pass
+
+    def fail(self, entry: Entry, err: BaseException, node: str | None = None,
+             stamps: tuple | None = None) -> None:
+        if self.entries.pop(entry.spec.uid, None) is not None:
+            self.tell(entry, ("f", entry.spec.uid, err, node, stamps))
+
+    async def client_call(self, fn: Any, args: tuple, timeout: float = 60.0) -> Any:
+        """``client.call`` on the loop the client lives on (the engine's), bounded: an engine
+        whose loop ends meanwhile never answers, and the next engine's loop is asked next."""
+        reporter = self.reporter
+        assert reporter is not None
+        coro = self.client.call(fn, args)
+        try:
+            done = asyncio.run_coroutine_threadsafe(coro, reporter.loop)
+        except RuntimeError:  # that loop is closed
+            coro.close()
+            raise BackendError("the engine using this backend has ended") from None
+        return await asyncio.wait_for(asyncio.wrap_future(done), timeout)
+
+    def take(self, entries: list[Entry]) -> None:
+        if self.dead is not None:
+            for entry in entries:
+                self.tell(entry, ("f", entry.spec.uid, self.dead, None, None))
+            return
+        for entry in entries:
+            self.entries[entry.spec.uid] = entry
+        self.backlog.extend(entries)
+        self.counts["submitted"] += len(entries)
         self.schedule()
 
-    def cancel(self, uid: str) -> bool:
-        """Take a task back; False if it is not on the warm path."""
+    def take_back(self, uid: str) -> None:
         entry = self.entries.pop(uid, None)
         if entry is None:
-            return False
+            return
         entry.dropped = True
         link = entry.agent
         if link is not None and not link.writer.is_closing():
             link.writer.write(frame((CANCEL, [entry.tid])))
-        return True
-
-    def holds(self, uid: str) -> bool:
-        return uid in self.entries
 
     def schedule(self) -> None:
-        if self.pump_handle is None and self.reporter is not None:
-            self.pump_handle = self.reporter.loop.call_soon(self.pump)
+        if self.pump_handle is None and not self.closing:
+            self.pump_handle = self.loop.call_soon(self.pump)
 
     # -- shipping ------------------------------------------------------------------------
     def pump(self) -> None:
@@ -190,8 +330,7 @@ class Dispatcher:
                     try:
                         batch.append(self.wire(entry, link))
                     except Exception as exc:  # noqa: BLE001 - an unpicklable argument, ...
-                        self.entries.pop(entry.spec.uid, None)
-                        self.reporter.failed(entry.spec.uid, exc)
+                        self.fail(entry, exc)
                         continue
                     entry.agent = link
                     link.held[entry.tid] = entry
@@ -232,19 +371,18 @@ class Dispatcher:
 
     # -- results -------------------------------------------------------------------------
     def on_events(self, link: Link, events: list[tuple]) -> None:
-        reporter = self.reporter
-        entries = self.entries
         host = link.host
+        held = link.held
         n_end = 0
         total = 0.0
         for ev in events:
             tid, status = ev[0], ev[1]
             if status == STARTED:
-                entry = link.held.get(tid)
+                entry = held.get(tid)
                 if entry is not None and not entry.dropped:
-                    reporter.running(entry.spec.uid, host, at=ev[2])
+                    self.tell(entry, ("r", entry.spec.uid, host, ev[2]))
                 continue
-            entry = link.held.pop(tid, None)
+            entry = held.pop(tid, None)
             if entry is None:
                 continue
             if status == RETURNED:
@@ -258,28 +396,29 @@ class Dispatcher:
             if entry.dropped:
                 continue
             spec = entry.spec
-            del entries[spec.uid]
+            uid = spec.uid
+            if self.entries.pop(uid, None) is None:
+                continue
             if status == OK:
                 if spec.kind is TaskKind.FUNCTION:
                     try:
                         value = pickle.loads(payload)
                     except Exception as exc:  # noqa: BLE001
-                        reporter.failed(spec.uid, RemoteError(
+                        self.tell(entry, ("f", uid, RemoteError(
                             f"task {spec.name!r}: its result cannot be unpickled here: "
-                            f"{exc!r}"), host, stamps=(t0, t1))
+                            f"{exc!r}"), host, (t0, t1)))
                         continue
                 else:
                     value = payload.decode("utf-8", errors="replace")
-                reporter.done(spec.uid, value, host, stamps=(t0, t1))
+                self.tell(entry, ("d", uid, value, host, (t0, t1)))
             elif status == CANCELLED:
-                reporter.cancelled(spec.uid)
+                self.tell(entry, ("c", uid))
             else:
-                reporter.failed(spec.uid, self.error(spec, status, payload, link),
-                                host, stamps=(t0, t1))
+                self.tell(entry, ("f", uid, self.error(spec, status, payload, link), host,
+                                  (t0, t1)))
         if n_end:
             self.counts["ended"] += n_end
-            mean = total / n_end
-            self.duration = max(1e-5, 0.8 * self.duration + 0.2 * mean)
+            self.duration = max(1e-5, 0.8 * self.duration + 0.2 * total / n_end)
         self.schedule()
 
     def error(self, spec: TaskSpec, status: str, payload: Any, link: Link) -> BaseException:
@@ -314,34 +453,30 @@ class Dispatcher:
                                f"{link.host}, agent {link.aid})")
 
     # -- sharing the pilot with RP's path ------------------------------------------------
-    def make_room(self, need: int) -> bool:
-        """A task of RP's path needs ``need`` cores: stop agents until that many are free
-        beside them (each returns its unstarted tasks and ends once its running ones did).
-        True if agents had to make room (none grows back until :meth:`room_given`)."""
+    def stop_for_room(self, need: int) -> None:
         self.room_needed = max(self.room_needed, need)
+        self.waiting_for_room = True
         links = [lk for lk in self.links.values() if not lk.stopping]
-        if not links and not self.expected and self.launching is None:
-            return False
-        booked = sum(lk.slots for lk in links) + sum(v[2] for v in self.expected.values())
+        booked = sum(lk.booked for lk in links) + sum(v[2] for v in self.expected.values())
         free = (self.total_cores or booked) - booked
-        if free >= need:
-            return False
         for link in sorted(links, key=lambda lk: len(lk.held)):
             if free >= need:
                 break
             link.stopping = True
             link.writer.write(frame((STOP,)))
-            free += link.slots
+            free += link.booked
             log.info("warm worker pool agent %s stops: a task of RP's own path needs %d "
                      "core(s)", link.aid, need)
-        self.waiting_for_room = True
-        return True
+        self.update_booked()
 
-    def room_given(self) -> None:
-        """The tasks that needed the agents' cores have them (or ended)."""
+    def regrow(self) -> None:
         self.waiting_for_room = False
         self.room_needed = 0
         self.schedule()
+
+    def update_booked(self) -> None:
+        self.booked = sum(lk.booked for lk in self.links.values() if not lk.stopping) + \
+            sum(v[2] for v in self.expected.values())
 
     # -- agents --------------------------------------------------------------------------
     def ensure_agents(self) -> None:
@@ -363,14 +498,20 @@ class Dispatcher:
                 self.address = f"{host}:{port}"
             count = self.max_agents - len(self.links) - len(self.expected)
             ids = [f"warm.{self.n_agents + i:03d}" for i in range(max(1, count))]
-            info = await self.client.call(_launch.launch_agents, (
-                self.address, self.token, ids, dict(self.cfg),
-                os.pathsep.join(import_path())))
+            info = None
+            while info is None and not self.closing:  # until the pilot is active
+                try:
+                    info = await self.client_call(_launch.launch_agents, (
+                        self.address, self.token, ids, dict(self.cfg),
+                        os.pathsep.join(import_path())))
+                except asyncio.TimeoutError:
+                    continue
         except BaseException as exc:
             self.launching = None
             if isinstance(exc, asyncio.CancelledError) or self.closing:
                 raise
             if isinstance(exc, PilotFailedError):
+                self.dead = exc
                 self.fail_backlog(exc)
                 return
             self.launch_failures += 1
@@ -378,11 +519,15 @@ class Dispatcher:
             log.warning("warm worker pool did not launch: %s", self.last_failure)
             self.schedule()
             return
+        if info is None:  # closing
+            self.launching = None
+            return
         self.total_cores = int(info["total"])
         for aid, (rp_uid, slots) in info["agents"].items():
             self.expected[aid] = (rp_uid, info["pilot"], slots)
         if self.n_agents == 0:
             self.max_agents = len(info["agents"])
+        self.update_booked()
         self.n_agents += len(info["agents"])
         log.info("warm worker pool: %d agent(s) of %d slot(s) on pilot %s", len(info["agents"]),
                  next(iter(info["agents"].values()))[1], info["pilot"])
@@ -394,11 +539,14 @@ class Dispatcher:
         """Follow the agents' RP tasks; one that ends without having connected failed."""
         while rp_uids and not self.closing:
             try:
-                ended = await self.client.call(_launch.watch_agents, (rp_uids,))
+                ended = await self.client_call(_launch.watch_agents, (rp_uids,), 30)
+            except asyncio.TimeoutError:
+                continue
             except Exception:  # noqa: BLE001 - the client is going away
-                return
+                await asyncio.sleep(1)
+                continue
             if ended is None:
-                return
+                continue
             uid, state, code, why = ended
             rp_uids = [u for u in rp_uids if u != uid]
             aid = next((a for a, v in self.expected.items() if v[0] == uid), None)
@@ -409,6 +557,7 @@ class Dispatcher:
                 log.warning("warm worker pool: %s", self.last_failure)
                 if not self.expected and not self.links:
                     self.launching = None
+                self.update_booked()
             link = next((lk for lk in self.links.values() if lk.rp_uid == uid), None)
             if link is not None:
                 link.writer.close()
@@ -426,11 +575,11 @@ class Dispatcher:
                 writer.close()
                 return
             _, _, aid, host, slots, _pid = hello
-            rp_uid, pilot, _ = self.expected.pop(aid)
+            rp_uid, pilot, booked = self.expected.pop(aid)
             sock = writer.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            link = Link(aid, rp_uid, pilot, writer, str(host), int(slots))
+            link = Link(aid, rp_uid, pilot, writer, str(host), int(slots), booked)
             self.links[aid] = link
             self.launch_failures = 0
             if not self.expected:
@@ -438,7 +587,10 @@ class Dispatcher:
             if self.closing:
                 writer.write(frame((STOP,)))
             elif self.waiting_for_room:  # it came up while RP's path waited for cores
-                self.make_room(self.room_needed)
+                self.stop_for_room(self.room_needed)
+            self.update_booked()
+            if self.keeper is None:
+                self.keeper = asyncio.ensure_future(self.housekeeping())
             self.schedule()
             while True:
                 msg = await read_msg(reader)
@@ -453,39 +605,65 @@ class Dispatcher:
                 self.lost(link)
 
     def lost(self, link: Link) -> None:
+        """An agent's connection ended: settle what it held once its pilot's fate is known."""
         self.links.pop(link.aid, None)
+        self.update_booked()
         held = [e for e in link.held.values() if not e.dropped]
         link.held.clear()
-        if not held or self.closing:
+        if self.closing:
+            return
+        if link.stopping and not held:
             self.schedule()
             return
-        state = (self.client.describe() or {}).get("pilot_state") or ""
-        pilot_ended = state in ("FAILED", "CANCELED", "DONE") or \
-            self.client.pilot_uid not in (None, link.pilot)
-        if link.stopping or (pilot_ended and self.resubmit):
+        task = asyncio.ensure_future(self.settle_lost(link, held))
+        self.watching.add(task)
+        task.add_done_callback(self.watching.discard)
+
+    async def settle_lost(self, link: Link, held: list[Entry]) -> None:
+        try:
+            fate, err = await self.client_call(_launch.pilot_fate, (link.pilot,))
+        except Exception:  # noqa: BLE001 - the client is going away
+            fate, err = "alive", None
+        if self.closing:
+            return
+        if fate == "dead":
+            self.dead = err
+        held = [e for e in held if not e.dropped]
+        if fate == "replaced" or (link.stopping and fate == "alive"):
             for entry in reversed(held):  # they run again elsewhere, reported once
                 entry.agent = None
                 self.backlog.appendleft(entry)
         else:
-            why = (f"pilot {link.pilot} ended ({state})" if pilot_ended
-                   else "the pool agent running it ended")
             for entry in held:
-                self.entries.pop(entry.spec.uid, None)
-                err: BaseException = WorkerLostError(
-                    f"task {entry.spec.name!r}: {why} (warm worker pool on {link.host})")
-                self.reporter.failed(entry.spec.uid, err)
-        log.warning("warm worker pool agent %s on %s ended with %d task(s) in flight",
-                    link.aid, link.host, len(held))
+                self.fail(entry, err or WorkerLostError(
+                    f"task {entry.spec.name!r}: the warm worker pool agent {link.aid} on "
+                    f"{link.host} ended while it ran"))
+        if held:
+            log.warning("warm worker pool agent %s on %s ended with %d task(s) in flight "
+                        "(pilot %s: %s)", link.aid, link.host, len(held), link.pilot, fate)
+        if self.dead is not None:
+            self.fail_backlog(self.dead)
         self.schedule()
+
+    async def housekeeping(self) -> None:
+        """Close agents whose pilot ended (RP may leave their processes running)."""
+        while not self.closing and self.links:
+            await asyncio.sleep(0.5)
+            info = self.client.describe() or {}
+            current, state = info.get("pilot_uid"), info.get("pilot_state")
+            for link in list(self.links.values()):
+                if link.pilot != current or state in ("DONE", "FAILED", "CANCELED"):
+                    link.writer.close()
+        self.keeper = None
 
     def fail_backlog(self, err: BaseException) -> None:
         while self.backlog:
             entry = self.backlog.popleft()
-            if not entry.dropped and self.entries.pop(entry.spec.uid, None) is not None:
-                self.reporter.failed(entry.spec.uid, err)
+            if not entry.dropped:
+                self.fail(entry, err)
 
     # -- end -----------------------------------------------------------------------------
-    async def shutdown(self, timeout: float = 10.0) -> None:
+    async def close(self, timeout: float) -> None:
         """Ask every agent to stop, wait for them (bounded), then cancel their RP tasks."""
         self.closing = True
         if self.pump_handle is not None:
@@ -505,21 +683,15 @@ class Dispatcher:
             await asyncio.sleep(0.05)
         for link in list(self.links.values()):
             link.writer.close()
-        for task in list(self.watching):
+        for task in [*self.watching, *([self.keeper] if self.keeper else [])]:
             task.cancel()
         if self.server is not None:
             self.server.close()
         if rp_uids:
             try:
-                await asyncio.wait_for(self.client.call(_launch.stop_agents, (rp_uids,)), 30)
+                await asyncio.wait_for(self.client_call(_launch.stop_agents, (rp_uids,)), 30)
             except Exception:  # noqa: BLE001 - the session closes them anyway
                 pass
-
-    def describe(self) -> dict[str, Any]:
-        return {"agents": {lk.aid: {"host": lk.host, "slots": lk.slots, "held": len(lk.held)}
-                           for lk in self.links.values()},
-                "backlog": len(self.backlog), "address": self.address,
-                "mean_task_s": round(self.duration, 6), **self.counts}
 
 
 async def read_msg(reader: asyncio.StreamReader) -> Any:

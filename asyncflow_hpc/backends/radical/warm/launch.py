@@ -16,19 +16,22 @@ from typing import Any
 from ....errors import BackendError
 from .protocol import ENV_ADDRESS, ENV_AGENT, ENV_SLOTS, ENV_TOKEN
 
-__all__ = ["launch_agents", "stop_agents", "watch_agents"]
+__all__ = ["launch_agents", "pilot_fate", "stop_agents", "watch_agents"]
 
 FINAL = ("DONE", "FAILED", "CANCELED")
 
 
-def _wait_active(client: Any) -> None:
+def _wait_active(client: Any, wait: float) -> bool:
+    deadline = time.monotonic() + wait
     while not client.closing:
+        if time.monotonic() > deadline:
+            return False
         try:
             state = client.pilots.active.result(timeout=0.5)
         except concurrent.futures.TimeoutError:
             continue
         if state == "PMGR_ACTIVE":
-            return
+            return True
         if client.dead is not None:
             raise client.dead
         time.sleep(0.5)  # a replacement pilot is coming: its own future
@@ -49,12 +52,14 @@ def _on_rp_thread(client: Any, fn: Any, *args: Any) -> Any:
 
 
 def launch_agents(client: Any, address: str, token: str, ids: list[str], cfg: dict,
-                  pythonpath: str) -> dict[str, Any]:
+                  pythonpath: str, wait: float = 10.0) -> dict[str, Any] | None:
     """Submit pool agents ``ids`` (at most one per node) once the pilot is active.
 
-    Returns the pilot's uid and size and, per agent, its RP uid and slots.
+    Returns the pilot's uid and size and, per agent, its RP uid and slots; None when the
+    pilot is not active within ``wait`` seconds (the caller asks again).
     """
-    _wait_active(client)
+    if not _wait_active(client, wait):
+        return None
     rp, pilot = client.rp, client.pilot
     try:
         rm = pilot.resource_details or {}
@@ -84,18 +89,36 @@ def launch_agents(client: Any, address: str, token: str, ids: list[str], cfg: di
             "agents": {aid: (t.uid, slots) for aid, t in zip(ids, tasks, strict=True)}}
 
 
-def watch_agents(client: Any, rp_uids: list[str]) -> tuple | None:
-    """Block until one of the agents' RP tasks ends: (uid, state, exit code, why)."""
+def watch_agents(client: Any, rp_uids: list[str], wait: float = 5.0) -> tuple | None:
+    """Wait up to ``wait`` seconds for one of the agents' RP tasks to end: (uid, state, exit
+    code, why), or None."""
     tasks = client.tmgr.get_tasks(uids=rp_uids)
     if not isinstance(tasks, list):
         tasks = [tasks]
-    while not client.closing:
+    deadline = time.monotonic() + wait
+    while not client.closing and time.monotonic() < deadline:
         for task in tasks:
             if task.state in FINAL:
                 why = (str(task.exception or "") + " " + (task.stderr or "")[-1500:]).strip()
                 return task.uid, task.state, task.exit_code, why
         time.sleep(0.5)
     return None
+
+
+def pilot_fate(client: Any, pilot_uid: str, wait: float = 5.0) -> tuple[str, Any]:
+    """What became of pilot ``pilot_uid`` (whose agent was just lost), waiting up to ``wait``
+    seconds for RP to say: ("dead", PilotFailedError) when no pilot will come back,
+    ("replaced", None) when a replacement pilot took over, ("alive", None) otherwise."""
+    deadline = time.monotonic() + wait
+    while True:
+        if client.dead is not None:
+            return "dead", client.dead
+        ended = client.pilots.ended.get(pilot_uid)
+        if ended and client.pilot is not None and client.pilot.uid != pilot_uid:
+            return "replaced", None
+        if time.monotonic() > deadline or client.closing:
+            return "alive", None
+        time.sleep(0.2)
 
 
 def stop_agents(client: Any, rp_uids: list[str]) -> None:
