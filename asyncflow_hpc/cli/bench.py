@@ -94,6 +94,12 @@ def _workloads(names: tuple[str, ...], size: int | None, duration: float | None,
               show_default=True, help="Skip radical.asyncflow for workloads larger than this.")
 @click.option("--reference-repeat", type=click.IntRange(min=1), default=None,
               help="Runs per workload for radical.asyncflow (default: --repeat).")
+@click.option("--compare-parsl", is_flag=True,
+              help="With --backend radical: run the same small-task workloads (noop, true, "
+                   "sleep, chain) through Parsl's HighThroughputExecutor on the same cores "
+                   "and print the ratio (needs parsl).")
+@click.option("--cores", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Pilot cores for --compare-parsl (local.localhost).")
 @click.option("--markdown", is_flag=True, help="With --compare: print a markdown table too.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write the results as JSON here.")
@@ -101,9 +107,9 @@ def _workloads(names: tuple[str, ...], size: int | None, duration: float | None,
               help="With --compare: bar chart of the side-by-side (needs matplotlib).")
 def run_command(workloads: tuple[str, ...], size: int | None, duration: float | None,
                 ranks: int, repeat: int, backend: str, slots: int | None, site: str | None,
-                site_file: str | None, nodes: int, job_name: str, compare: bool, reference_max_tasks: int,
-                reference_repeat: int | None, markdown: bool, json_out: str | None,
-                plot: str | None) -> None:
+                site_file: str | None, nodes: int, job_name: str, compare: bool,
+                reference_max_tasks: int, reference_repeat: int | None, compare_parsl: bool,
+                cores: int, markdown: bool, json_out: str | None, plot: str | None) -> None:
     """Run WORKLOADS (default: all but sleep-exe and mpi) and print a table.
 
     A WORKLOAD is a name (noop, chain, fanout, seed, seed-blocking, true, sleep, sleep-exe,
@@ -115,6 +121,9 @@ def run_command(workloads: tuple[str, ...], size: int | None, duration: float | 
 
     if plot and not compare:
         raise click.UsageError("--plot draws the side-by-side: add --compare")
+    if compare_parsl:
+        _compare_parsl(workloads, size, duration, backend, cores, json_out)
+        return
     if site:
         if len(workloads) > 1:
             raise click.UsageError("with --site, name one workload per batch job")
@@ -162,6 +171,48 @@ def run_command(workloads: tuple[str, ...], size: int | None, duration: float | 
         click.echo(f"wrote {plot_comparison(doc, plot)}")
     results = doc.get("results", [])
     if any(r.get("error") for r in results):
+        raise SystemExit(1)
+
+
+#: what --compare-parsl runs, and its sizes unless --size or NAME=N says otherwise
+PARSL_WORKLOADS = {"noop": 10_000, "true": 1_000, "sleep": 1_000, "chain": 100}
+
+
+def _compare_parsl(workloads: tuple[str, ...], size: int | None, duration: float | None,
+                   backend: str, cores: int, json_out: str | None) -> None:
+    """``bench --backend radical --compare-parsl``: one pilot, then Parsl HTEX, same cores."""
+    import importlib.util
+
+    if backend != "radical":
+        raise click.UsageError("--compare-parsl compares a RADICAL-Pilot pilot with Parsl: "
+                               "add --backend radical")
+    for module, extra in (("radical.pilot", "radical"), ("parsl", "parsl")):
+        if importlib.util.find_spec(module.split(".")[0]) is None or \
+                importlib.util.find_spec(module) is None:
+            raise click.ClickException(f"--compare-parsl needs {module}, which is not "
+                                       f"installed: pip install 'asyncflow-hpc[{extra}]'")
+    chosen = []
+    for item in workloads or tuple(PARSL_WORKLOADS):
+        name, _, own = item.partition("=")
+        if name not in PARSL_WORKLOADS:
+            raise click.BadParameter(f"{name!r}: --compare-parsl runs "
+                                     f"{', '.join(PARSL_WORKLOADS)}", param_hint="WORKLOAD")
+        chosen.append((name, int(own) if own.isdigit() else size or PARSL_WORKLOADS[name]))
+    os.environ.setdefault("RADICAL_PROFILE", "FALSE")
+    from ..bench.pilot_compare import format_points, run_ours, run_parsl
+
+    d = 0.01 if duration is None else duration
+    pilot = {"resource": "local.localhost", "cores": cores, "runtime": 60}
+    ours, slots = asyncio.run(run_ours(chosen, duration=d, pilot=pilot))
+    theirs = run_parsl(chosen, workers=slots or cores, duration=d)
+    click.echo(f"one local.localhost pilot of {cores} cores (warm pool: {slots} slots) vs "
+               f"Parsl HTEX with {slots or cores} workers; ratio = asyncflow-hpc / Parsl")
+    click.echo(format_points(ours, theirs))
+    if json_out:
+        from ..bench.report import write_json
+        doc = {"ours": [p.as_dict() for p in ours], "parsl": [p.as_dict() for p in theirs]}
+        click.echo(f"wrote {write_json(json_out, doc)}")
+    if any(p.error for p in ours):
         raise SystemExit(1)
 
 

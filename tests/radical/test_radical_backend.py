@@ -253,7 +253,7 @@ def test_describe_and_many_tasks(make_flow, rp_backend):
     async def main():
         flow = await make_flow()
 
-        @flow.executable_task
+        @flow.executable_task(task_description={"warm": False})  # RP's own path
         def true():
             return "/bin/true"
 

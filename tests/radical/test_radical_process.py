@@ -95,7 +95,8 @@ def test_seed_example_runs_on_a_pilot_selected_by_env(tmp_path):
     (sid, work_dir), = _sessions(tmp_path)
     # the session, sandbox and config folders live in the backend's work dir
     assert (work_dir / "session" / sid).is_dir()
-    assert list((work_dir / "sandbox").glob(f"*/{sid}/pilot.0000/raptor.*"))
+    # the function tasks ran on the warm worker pool's agent (an RP task in the pilot)
+    assert list((work_dir / "sandbox").glob(f"*/{sid}/pilot.0000/warm.000.*"))
     assert list((work_dir / "config").glob(".radical/pilot/configs/resource_local.json"))
     print(f"seed example on RADICAL-Pilot: {time.monotonic() - t0:.1f}s\n{out}")
     _assert_nothing_left(tmp_path, before)

@@ -37,9 +37,10 @@ def _two_core_node() -> dict:
 
 @pytest.fixture(scope="module")
 def small_backend(tmp_path_factory):
-    # RP's client in this process (client="thread"): this module covers that mode too
+    # RP's client in this process (client="thread"): this module covers that mode too; RP's
+    # own raptor path (warm=False), whose master and worker take both cores
     backend = RadicalPilotBackend(SMALL_PILOT, site_config=_two_core_node(), client="thread",
-                                  work_dir=tmp_path_factory.mktemp("rp-small"))
+                                  work_dir=tmp_path_factory.mktemp("rp-small"), warm=False)
     with live_backend(backend):
         rm = run(backend.run_in_client(lambda b: b.pilot.resource_details or {}), 60)
         assert len(rm["node_list"]) * rm["cores_per_node"] == 2, rm  # really 2 cores

@@ -80,7 +80,8 @@ class RadicalPilotBackend(ExecutionBackend):
     """
 
     name = "radical"
-    task_keys = (TASK_FIELDS - RESERVED_KEYS) | frozenset(RENAMED) | {"stdin"}
+    #: ``warm``: False sends a task through RP's own path even when it is small
+    task_keys = (TASK_FIELDS - RESERVED_KEYS) | frozenset(RENAMED) | {"stdin", "warm"}
     key_aliases = TD_ALIASES
 
     @classmethod
@@ -178,6 +179,9 @@ class RadicalPilotBackend(ExecutionBackend):
                                   self.key_aliases)
             if value is None:
                 continue
+            if key == "warm" and not isinstance(value, bool):
+                raise ConfigurationError(
+                    f"task_description['warm']{where} must be True or False, got {value!r}")
             if name == "environment" and not isinstance(value, Mapping):
                 raise ConfigurationError(f"task_description[{key!r}]{where} must be a mapping")
             if name == "sandbox":

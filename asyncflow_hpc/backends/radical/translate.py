@@ -36,7 +36,7 @@ def task_description(spec: TaskSpec) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for key, value in spec.description.items():
-        if key in ENGINE_KEYS or value is None:
+        if key in ENGINE_KEYS or key == "warm" or value is None:
             continue
         name = RENAMED.get(key, key)
         if name == "environment":

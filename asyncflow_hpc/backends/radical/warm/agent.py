@@ -301,7 +301,8 @@ async def serve(address: str, token: str, agent_id: str, slots: int) -> None:
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     agent = Agent(writer, slots, os.getcwd())
-    writer.write(frame((HELLO, token, agent_id, socket.gethostname(), slots, os.getpid())))
+    host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()  # SLURM's node name
+    writer.write(frame((HELLO, token, agent_id, host, slots, os.getpid())))
     for _ in range(slots):
         await agent.spawn()
 
@@ -336,11 +337,7 @@ async def serve(address: str, token: str, agent_id: str, slots: int) -> None:
 def main() -> int:
     address, token = os.environ[ENV_ADDRESS], os.environ.pop(ENV_TOKEN)
     agent_id = os.environ.get(ENV_AGENT, "agent")
-    slots = max(1, int(os.environ.get(ENV_SLOTS, "1")))
-    try:
-        slots = min(slots, len(os.sched_getaffinity(0)))  # the cores we may run on
-    except (AttributeError, OSError):
-        pass
+    slots = max(1, int(os.environ.get(ENV_SLOTS, "1")))  # the cores RP gave this task
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     asyncio.run(serve(address, token, agent_id, slots))
     return 0

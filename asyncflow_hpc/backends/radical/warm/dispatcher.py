@@ -237,6 +237,10 @@ class Dispatcher:
                                        daemon=True)
         self.thread.start()
         ready.wait()
+        self.loop.call_soon_threadsafe(self.start_keeper)
+
+    def start_keeper(self) -> None:
+        self.keeper = asyncio.ensure_future(self.housekeeping())
 
     def tell(self, entry: Entry, item: tuple) -> None:
         """Queue a report for ``entry``'s engine; sent once per loop iteration."""
@@ -275,6 +279,8 @@ class Dispatcher:
         return await asyncio.wait_for(asyncio.wrap_future(done), timeout)
 
     def take(self, entries: list[Entry]) -> None:
+        if self.dead is None and getattr(self.client, "dead", None) is not None:
+            self.give_up(self.client.dead)
         if self.dead is not None:
             for entry in entries:
                 self.tell(entry, ("f", entry.spec.uid, self.dead, None, None))
@@ -510,9 +516,9 @@ class Dispatcher:
             self.launching = None
             if isinstance(exc, asyncio.CancelledError) or self.closing:
                 raise
-            if isinstance(exc, PilotFailedError):
-                self.dead = exc
-                self.fail_backlog(exc)
+            dead = getattr(self.client, "dead", None)
+            if isinstance(exc, PilotFailedError) or dead is not None:
+                self.give_up(dead or exc)
                 return
             self.launch_failures += 1
             self.last_failure = f"{type(exc).__name__}: {exc}"
@@ -589,8 +595,6 @@ class Dispatcher:
             elif self.waiting_for_room:  # it came up while RP's path waited for cores
                 self.stop_for_room(self.room_needed)
             self.update_booked()
-            if self.keeper is None:
-                self.keeper = asyncio.ensure_future(self.housekeeping())
             self.schedule()
             while True:
                 msg = await read_msg(reader)
@@ -626,10 +630,11 @@ class Dispatcher:
             fate, err = "alive", None
         if self.closing:
             return
-        if fate == "dead":
+        if fate == "dead" and self.dead is None:
             self.dead = err
+        err = self.dead or err
         held = [e for e in held if not e.dropped]
-        if fate == "replaced" or (link.stopping and fate == "alive"):
+        if self.dead is None and (fate == "replaced" or (link.stopping and fate == "alive")):
             for entry in reversed(held):  # they run again elsewhere, reported once
                 entry.agent = None
                 self.backlog.appendleft(entry)
@@ -646,15 +651,33 @@ class Dispatcher:
         self.schedule()
 
     async def housekeeping(self) -> None:
-        """Close agents whose pilot ended (RP may leave their processes running)."""
-        while not self.closing and self.links:
+        """Every half second: give up when RP's client is gone for good (its process died,
+        or its pilot ended with no replacement); close agents whose pilot ended (RP may
+        leave their processes running)."""
+        while not self.closing:
             await asyncio.sleep(0.5)
+            dead = getattr(self.client, "dead", None)
+            if dead is not None and self.dead is None:
+                self.give_up(dead)
+            if not self.links:
+                continue
             info = self.client.describe() or {}
             current, state = info.get("pilot_uid"), info.get("pilot_state")
             for link in list(self.links.values()):
                 if link.pilot != current or state in ("DONE", "FAILED", "CANCELED"):
                     link.writer.close()
-        self.keeper = None
+
+    def give_up(self, err: BaseException) -> None:
+        """No pilot will run anything any more: fail everything, now and later."""
+        self.dead = err
+        for link in list(self.links.values()):
+            held = list(link.held.values())
+            link.held.clear()
+            for entry in held:
+                if not entry.dropped:
+                    self.fail(entry, err)
+            link.writer.close()
+        self.fail_backlog(err)
 
     def fail_backlog(self, err: BaseException) -> None:
         while self.backlog:

@@ -1,14 +1,16 @@
 """Which tasks take the warm path: small ones that need nothing of RP but a core.
 
 A task goes to the warm workers when it is a function task or an executable on one core,
-with no GPU, no staging or declared files, no ``pre_exec``/``post_exec``/``pre_launch``, no
-named environment, sandbox or output files, and (function tasks) no ``environment``. Every
+unless its description says ``warm: False``; with no GPU, no staging or declared files, no
+``pre_exec``/``post_exec``/``pre_launch``, no named environment, sandbox or output files, and
+(function tasks) no ``environment``. Every
 other task keeps RADICAL-Pilot's own path (raptor for functions, RP's executor for
 executables), chosen here from the task description alone.
 """
 
 from __future__ import annotations
 
+from ....descriptions import ENGINE_KEYS
 from ....tasks import TaskKind, TaskSpec
 
 __all__ = ["warm_reason"]
@@ -42,8 +44,10 @@ def warm_reason(spec: TaskSpec) -> str | None:
             return f"{key}={value!r}"
         if key in ("environment", "env") and spec.kind is TaskKind.EXECUTABLE:
             continue
-        if key == "timeout":
+        if key in ENGINE_KEYS or (key == "warm" and value):
             continue
+        if key == "warm":
+            return "warm=False"
         if value in ((), [], {}, ""):
             continue
         return f"task_description[{key!r}]"
