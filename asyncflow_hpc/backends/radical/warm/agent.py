@@ -104,22 +104,29 @@ class Agent:
 
     # -- workers -----------------------------------------------------------------------
     async def spawn(self) -> None:
+        """A new worker; it takes tasks once it has started (imports done)."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "asyncflow_hpc.backends.radical.warm.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         w = Worker(proc)
         self.workers.append(w)
-        self.idle.append(w)
-        asyncio.ensure_future(self.read_worker(w))
-        self.pump()
+        ready = asyncio.get_running_loop().create_future()
+        asyncio.ensure_future(self.read_worker(w, ready))
+        await ready
 
-    async def read_worker(self, w: Worker) -> None:
+    async def read_worker(self, w: Worker, ready: asyncio.Future) -> None:
         try:
+            await read_msg(w.proc.stdout)  # ("ready", pid)
+            self.idle.append(w)
+            ready.set_result(True)
+            self.pump()
             while True:
                 tid, status, payload, t0, t1 = await read_msg(w.proc.stdout)
                 self.worker_done(w, tid, status, payload, t0, t1)
         except (asyncio.IncompleteReadError, ConnectionError, EOFError):
             pass
+        if not ready.done():
+            ready.set_result(False)
         await w.proc.wait()
         self.workers.remove(w)
         if w in self.idle:
@@ -133,6 +140,7 @@ class Agent:
                 self.emit((tid, LOST, f"the worker process (pid {w.proc.pid}) running it died "
                            f"(exit status {w.proc.returncode})", now, now))
         if not self.stopping:
+            await asyncio.sleep(0.1)  # a worker that dies at start must not spin
             await self.spawn()
         else:
             self.check_done()
@@ -140,13 +148,14 @@ class Agent:
     def worker_done(self, w: Worker, tid: str, status: str, payload: Any, t0: float,
                     t1: float) -> None:
         self.end_timer(w)
+        if w.ended:  # killed (timeout, cancel): reported already, and never used again
+            return
         self.fn_running.pop(tid, None)
         w.tid = None
-        if not w.ended:
-            self.emit((tid, status, payload, t0, t1))
-        w.ended = False
+        self.emit((tid, status, payload, t0, t1))
         self.idle.append(w)
         self.pump()
+        self.check_done()
 
     @staticmethod
     def end_timer(w: Worker) -> None:
@@ -160,6 +169,7 @@ class Agent:
         now = time.time()
         if tid is not None and not w.ended:
             w.ended = True
+            self.fn_running.pop(tid, None)
             self.emit((tid, status, None, now, now))
         try:
             w.proc.kill()
@@ -301,10 +311,9 @@ async def serve(address: str, token: str, agent_id: str, slots: int) -> None:
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     agent = Agent(writer, slots, os.getcwd())
+    await asyncio.gather(*(agent.spawn() for _ in range(slots)))  # all warm before we say so
     host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()  # SLURM's node name
     writer.write(frame((HELLO, token, agent_id, host, slots, os.getpid())))
-    for _ in range(slots):
-        await agent.spawn()
 
     async def listen() -> None:
         try:

@@ -447,7 +447,7 @@ class Dispatcher:
             code, out, err, folder = payload
             return TaskExecutionError(spec.command_line, code,
                                       err.decode("utf-8", errors="replace"), task=spec.name,
-                                      details=f"ran on {link.host} in {folder}")
+                                      details=f"ran on {link.host}; sandbox: {folder}")
         if status == NOTFOUND:
             cmd = spec.command
             argv0 = cmd if isinstance(cmd, str) else (cmd or [""])[0]
@@ -626,10 +626,14 @@ class Dispatcher:
     async def settle_lost(self, link: Link, held: list[Entry]) -> None:
         try:
             fate, err = await self.client_call(_launch.pilot_fate, (link.pilot,))
-        except Exception:  # noqa: BLE001 - the client is going away
+        except Exception:  # noqa: BLE001 - the client is going away: it says why soon
             fate, err = "alive", None
+            await asyncio.sleep(1.0)
         if self.closing:
             return
+        dead = getattr(self.client, "dead", None)
+        if dead is not None and self.dead is None:
+            self.give_up(dead)
         if fate == "dead" and self.dead is None:
             self.dead = err
         err = self.dead or err

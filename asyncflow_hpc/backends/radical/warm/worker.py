@@ -1,6 +1,7 @@
 """A warm worker: one persistent process that runs function tasks one after another.
 
-Started by the pool agent (``python -m ...warm.worker``) with two pipes. It reads
+Started by the pool agent (``python -m ...warm.worker``) with two pipes. It says ``("ready",
+pid)`` once imported, then reads
 ``(tid, fid, fblob | None, argblob)`` frames, calls the function and writes
 ``(tid, status, payload, t0, t1)`` back (see :mod:`.protocol`). Functions arrive pickled once
 per worker (``fblob``) and are kept by ``fid``; ``async def`` bodies run on one event loop
@@ -71,6 +72,7 @@ class Runner:
                 self.functions[fid] = pickle.loads(fblob)
             func = self.functions[fid]
             args, kwargs = pickle.loads(argblob)
+            t0 = time.time()  # the body starts now
             value = func(*args, **kwargs)
             if asyncio.iscoroutine(value):
                 if self.loop is None:
@@ -101,6 +103,7 @@ def main() -> None:
     os.dup2(2, 1)  # prints go to stderr
     sys.stdout = sys.stderr
     runner = Runner()
+    fout.write(frame(("ready", os.getpid())))
     while True:
         try:
             tid, fid, fblob, argblob = read_frame(fin.read)
