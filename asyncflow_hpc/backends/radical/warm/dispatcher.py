@@ -626,9 +626,13 @@ class Dispatcher:
     async def settle_lost(self, link: Link, held: list[Entry]) -> None:
         try:
             fate, err = await self.client_call(_launch.pilot_fate, (link.pilot,))
-        except Exception:  # noqa: BLE001 - the client is going away: it says why soon
-            fate, err = "alive", None
-            await asyncio.sleep(1.0)
+        except Exception:  # noqa: BLE001 - the client is going away
+            fate, err = "closing", None
+        if fate == "closing":  # RP's client is ending: it says why soon (bounded wait)
+            for _ in range(150):
+                if self.closing or getattr(self.client, "dead", None) is not None:
+                    break
+                await asyncio.sleep(0.2)
         if self.closing:
             return
         dead = getattr(self.client, "dead", None)

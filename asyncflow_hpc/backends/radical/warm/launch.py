@@ -108,7 +108,8 @@ def watch_agents(client: Any, rp_uids: list[str], wait: float = 5.0) -> tuple | 
 def pilot_fate(client: Any, pilot_uid: str, wait: float = 5.0) -> tuple[str, Any]:
     """What became of pilot ``pilot_uid`` (whose agent was just lost), waiting up to ``wait``
     seconds for RP to say: ("dead", PilotFailedError) when no pilot will come back,
-    ("replaced", None) when a replacement pilot took over, ("alive", None) otherwise."""
+    ("replaced", None) when a replacement pilot took over, ("closing", None) when RP's client
+    is shutting down, ("alive", None) otherwise."""
     deadline = time.monotonic() + wait
     while True:
         if client.dead is not None:
@@ -116,7 +117,9 @@ def pilot_fate(client: Any, pilot_uid: str, wait: float = 5.0) -> tuple[str, Any
         ended = client.pilots.ended.get(pilot_uid)
         if ended and client.pilot is not None and client.pilot.uid != pilot_uid:
             return "replaced", None
-        if time.monotonic() > deadline or client.closing:
+        if client.closing:
+            return "closing", None
+        if time.monotonic() > deadline:
             return "alive", None
         time.sleep(0.2)
 
