@@ -65,21 +65,26 @@ class _PeakRss:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
+    def sample(self) -> None:
+        for name, proc in self.procs.items():
+            try:
+                self.peak[name] = max(self.peak[name], proc.memory_info().rss / 2**20)
+            except Exception:  # noqa: BLE001 - gone
+                pass
+
     def run(self) -> None:
         while not self.stop.wait(0.1):
-            for name, proc in self.procs.items():
-                try:
-                    self.peak[name] = max(self.peak[name], proc.memory_info().rss / 2**20)
-                except Exception:  # noqa: BLE001 - gone
-                    pass
+            self.sample()
 
     def __enter__(self) -> _PeakRss:
+        self.sample()
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join()
+        self.sample()
 
 
 async def _timed(flow: Any, kind: str, n: int, duration: float) -> PilotPoint:

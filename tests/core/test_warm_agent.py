@@ -50,7 +50,9 @@ class Agent:
         env = with_package_on_path()
         # as the dispatcher gives it this process's import path: our functions import there
         env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env["PYTHONPATH"]])
-        env.update({P.ENV_ADDRESS: f"127.0.0.1:{port}", P.ENV_TOKEN: token,
+        self.sandbox = tmp_path / "pilot"
+        env.update({"RP_PILOT_SANDBOX": str(self.sandbox),
+                    P.ENV_ADDRESS: f"127.0.0.1:{port}", P.ENV_TOKEN: token,
                     P.ENV_AGENT: "warm.000", P.ENV_SLOTS: str(slots)})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "asyncflow_hpc.backends.radical.warm.agent"], env=env,
@@ -113,11 +115,15 @@ def test_hello_results_errors_and_stamps(agent, tmp_path):
     t0 = time.time()
     agent.send((P.RUN, [agent.fn(f"t{i}", square, i) for i in range(50)]
                 + [agent.fn("err", raises)]
-                + [("exe", P.EXE, None, (["sh", "-c", "echo $X; pwd"], False, {"X": "42"})),
-                   ("bad", P.EXE, None, (["sh", "-c", "echo oops >&2; exit 3"], False, None)),
-                   ("gone", P.EXE, None, (["/no/such/prog"], False, None)),
-                   ("sh", P.EXE, None, ("echo a | tr a b", True, None))]))
-    ends = agent.ends(55)
+                + [("exe", P.EXE, None, (["sh", "-c", "echo $X; pwd"], False, {"X": "42"},
+                                          "task.000007")),
+                   ("keeps", P.EXE, None, (["sh", "-c", "echo x > out.txt"], False, None,
+                                           "task.000008.r1")),
+                   ("bad", P.EXE, None, (["sh", "-c", "echo oops >&2; exit 3"], False, None,
+                                         "t3")),
+                   ("gone", P.EXE, None, (["/no/such/prog"], False, None, "t4")),
+                   ("sh", P.EXE, None, ("echo a | tr a b", True, None, "t5"))]))
+    ends = agent.ends(56)
     for i in range(50):
         tid, status, payload, s, e = ends[f"t{i}"]
         assert status == P.OK and pickle.loads(payload) == i * i
@@ -126,8 +132,10 @@ def test_hello_results_errors_and_stamps(agent, tmp_path):
     assert status == P.ERR and isinstance(pickle.loads(blob), KeyError)
     assert text == "KeyError: 'nope'" and "raises" in tb
     out = ends["exe"][2].decode().split()
-    assert out[0] == "42" and out[1] == str(tmp_path / "tasks" / "exe")  # own folder
-    assert not (tmp_path / "tasks" / "exe").exists()  # empty: removed afterwards
+    # in the folder RP's own path would have used: <pilot sandbox>/<task uid>
+    assert out[0] == "42" and out[1] == str(agent.sandbox / "task.000007")
+    assert not (agent.sandbox / "task.000007").exists()  # empty: removed afterwards
+    assert (agent.sandbox / "task.000008.r1" / "out.txt").read_text() == "x\n"  # kept
     code, _, err, _ = ends["bad"][2]
     assert ends["bad"][1] == P.EXIT and code == 3 and err == b"oops\n"
     assert ends["gone"][1] == P.NOTFOUND
@@ -140,7 +148,7 @@ def test_timeout_and_cancel_stop_only_their_task(agent):
     agent.send((P.RUN, [agent.fn("slow", pid_then_sleep, 60, timeout=0.5),
                         agent.fn("long", pid_then_sleep, 60),
                         agent.fn("queued", square, 3),
-                        ("exe", P.EXE, 0.5, (["/bin/sleep", "617"], False, None)),
+                        ("exe", P.EXE, 0.5, (["/bin/sleep", "617"], False, None, "t1")),
                         agent.fn("after", square, 4)]))
     time.sleep(0.3)
     agent.send((P.CANCEL, ["queued"]))

@@ -3,8 +3,9 @@
 It connects to the campaign's dispatcher (address and token from its environment, see
 :mod:`.protocol`), keeps ``slots`` warm worker processes (:mod:`.worker`) and runs at most
 ``slots`` tasks at once: function tasks on an idle worker, single-core executables as child
-processes of its own, each in a folder of its own (as RP gives every task a sandbox; an
-empty folder is removed afterwards). Start and end are stamped here, where the task runs.
+processes of its own, each in the folder RP would have given it (``<pilot sandbox>/<task
+uid>``; removed afterwards when the task left nothing in it). Start and end are stamped
+here, where the task runs.
 
 A timeout or a cancel of a running task kills only that task's process (the worker is
 replaced); queued tasks leave the queue without running. A worker that dies fails the one
@@ -71,11 +72,11 @@ class Worker:
 
 
 class Agent:
-    def __init__(self, writer: asyncio.StreamWriter, slots: int, workdir: str) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, slots: int, sandbox: str) -> None:
         self.loop = asyncio.get_running_loop()
         self.writer = writer
         self.slots = slots
-        self.workdir = workdir
+        self.sandbox = sandbox  # the pilot's
         self.queue: collections.deque = collections.deque()  # (tid, kind, timeout, body)
         self.dropped: set[str] = set()  # cancelled while queued
         self.idle: list[Worker] = []
@@ -214,8 +215,8 @@ class Agent:
                 self.exes[tid] = asyncio.ensure_future(self.run_exe(tid, timeout, body))
 
     async def run_exe(self, tid: str, timeout: float | None, body: tuple) -> None:
-        command, shell, env = body
-        folder = os.path.join(self.workdir, "tasks", tid)
+        command, shell, env, name = body
+        folder = os.path.join(self.sandbox, name)  # where RP would have put the task
         t0 = time.time()
         self.emit((tid, STARTED, t0))
         proc = None
@@ -310,7 +311,9 @@ async def serve(address: str, token: str, agent_id: str, slots: int) -> None:
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    agent = Agent(writer, slots, os.getcwd())
+    # RP runs tasks in <pilot sandbox>/<task uid>; so do we (RP tells its tasks the sandbox)
+    sandbox = os.environ.get("RP_PILOT_SANDBOX") or os.path.dirname(os.getcwd())
+    agent = Agent(writer, slots, sandbox)
     await asyncio.gather(*(agent.spawn() for _ in range(slots)))  # all warm before we say so
     host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()  # SLURM's node name
     writer.write(frame((HELLO, token, agent_id, host, slots, os.getpid())))

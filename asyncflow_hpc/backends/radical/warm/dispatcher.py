@@ -364,7 +364,9 @@ class Dispatcher:
         env = (spec.description or {}).get("environment") or \
             (spec.description or {}).get("env") or None
         env = {str(k): str(v) for k, v in env.items()} if env else None
-        return entry.tid, EXE, spec.timeout, (spec.command, spec.shell, env)
+        # the folder RP's own path would use: the task's uid (and .rN for a retry)
+        folder = spec.uid if spec.attempt <= 1 else f"{spec.uid}.r{spec.attempt - 1}"
+        return entry.tid, EXE, spec.timeout, (spec.command, spec.shell, env, folder)
 
     def function_blob(self, func: Any) -> tuple[int, bytes]:
         known = self.functions.get(func)
@@ -625,7 +627,7 @@ class Dispatcher:
 
     async def settle_lost(self, link: Link, held: list[Entry]) -> None:
         try:
-            fate, err = await self.client_call(_launch.pilot_fate, (link.pilot,))
+            fate, err = await self.client_call(_launch.pilot_fate, (link.pilot, 25.0))
         except Exception:  # noqa: BLE001 - the client is going away
             fate, err = "closing", None
         if fate == "closing":  # RP's client is ending: it says why soon (bounded wait)

@@ -6,7 +6,8 @@ Standard library only: the agent and its workers run inside the pilot.
 dispatcher -> agent::
 
     (RUN, [(tid, kind, timeout, body), ...])     kind FN: body = (fid, fblob | None, argblob)
-                                                 kind EXE: body = (argv | str, shell, env)
+                                                 kind EXE: body = (argv | str, shell, env,
+                                                               folder name)
     (CANCEL, [tid, ...])
     (STOP,)
 
