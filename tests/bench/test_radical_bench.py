@@ -55,3 +55,46 @@ def test_workloads_on_a_pilot(tmp_path: Path) -> None:
     time.sleep(1)
     left = leftover_processes(str(tmp_path), tmp_path)  # RP processes carry its work dir
     assert not left, f"RADICAL-Pilot left processes behind: {left}"
+
+
+def test_compare_parsl_on_one_pilot(tmp_path: Path, monkeypatch) -> None:
+    """``bench --backend radical --compare-parsl``: the warm pool and Parsl HTEX, same cores,
+    same workloads, a ratio per workload (tiny sizes: the harness, not the figures)."""
+    need_radical()
+    if os.environ.get("CI", "").strip().lower() not in {"1", "true", "yes"}:
+        pytest.importorskip("parsl")
+    from click.testing import CliRunner
+
+    from asyncflow_hpc.cli.bench import bench_command
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "cmp.json"
+    res = CliRunner().invoke(bench_command, [
+        "noop=300", "true=30", "sleep=20", "chain=10", "--backend", "radical",
+        "--compare-parsl", "--cores", "2", "--json", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    rows = {ln.split()[0]: ln.split() for ln in lines if ln.split()[:1] in
+            (["noop"], ["true"], ["sleep"], ["chain"])}
+    assert set(rows) == {"noop", "true", "sleep", "chain"}, res.output
+    for row in rows.values():
+        assert row[2].endswith("/s") and row[3].endswith("/s"), row  # ours, Parsl's
+        assert float(row[4]) > 0  # the ratio
+    import json
+    doc = json.loads(out.read_text())
+    assert [p["tasks"] for p in doc["ours"]] == [300, 30, 20, 10]
+    assert all(p["error"] is None for p in doc["ours"] + doc["parsl"]), doc
+
+
+def test_compare_parsl_says_what_it_needs() -> None:
+    from click.testing import CliRunner
+
+    from asyncflow_hpc.cli.bench import bench_command
+
+    res = CliRunner().invoke(bench_command, ["noop", "--compare-parsl"])
+    assert res.exit_code == 2 and "add --backend radical" in res.output
+    res = CliRunner().invoke(bench_command, ["fanout", "--compare-parsl", "--backend",
+                                             "radical"])
+    if "not installed" not in res.output:
+        assert res.exit_code == 2 and "--compare-parsl runs noop, true, sleep, chain" in \
+            res.output, res.output
