@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import pickle
 import secrets
 import threading
@@ -38,7 +37,6 @@ from .protocol import CANCEL, CANCELLED, EXE, FN, OK, RETURNED, RUN, STARTED
 
 __all__ = ["Dispatcher", "RemoteError"]
 
-log = logging.getLogger("asyncflow_hpc.backends.radical")
 
 #: seconds of work (at the observed task duration) an agent may hold beyond its slots
 PREFETCH_WINDOW = 0.2
