@@ -7,9 +7,9 @@ one call per batch and engine (:meth:`Dispatcher.deliver`), never one per task.
 
 Tasks wait in one backlog. Whenever the dispatcher's loop comes round (a submit, a batch of
 results), each pool agent gets what it may hold: its slots plus a prefetch sized to about
-:data:`PREFETCH_WINDOW` seconds of work at the observed task duration, so a flood of no-op
-tasks goes out in a few large messages while a lone task leaves at once and long tasks are
-not hoarded by one node.
+:data:`PREFETCH_WINDOW` seconds of work at the observed task duration (none before the first
+results), so a flood of no-op tasks goes out in a few large messages while a lone task leaves
+at once and long tasks are not hoarded by one node.
 
 Agents are launched on the first warm task (:mod:`.launch`), connect back with a token, and
 are watched: an agent that ends (its worker pool killed, its pilot gone) fails what it held
@@ -75,7 +75,7 @@ class Dispatcher(AgentKeeper):
         self.max_agents = 64  # agents wanted: one per node, known after the first launch
         self.waiting_for_room = False  # RP's path waits for cores the agents hold
         self.room_needed = 0  # the largest such task's cores
-        self.duration = 0.01  # running mean of task durations (s)
+        self.duration: float | None = None  # running mean of task durations (s), once known
         self.pump_handle: asyncio.Handle | None = None
         self.flush_handle: asyncio.Handle | None = None
         self.outbox: dict[Reporter, list[tuple]] = {}
@@ -141,7 +141,7 @@ class Dispatcher(AgentKeeper):
         except RuntimeError:  # changed meanwhile on the dispatcher's thread
             agents = {}
         return {"agents": agents, "backlog": len(self.backlog), "address": self.address,
-                "mean_task_s": round(self.duration, 6), **dict(self.counts)}
+                "mean_task_s": round(self.duration or 0.0, 6), **dict(self.counts)}
 
     # -- the dispatcher's thread ---------------------------------------------------------
     def start_thread(self) -> None:
@@ -245,8 +245,10 @@ class Dispatcher(AgentKeeper):
                 break
             if link.stopping:
                 continue
-            room = link.slots + max(link.slots,
-                                    int(link.slots * PREFETCH_WINDOW / self.duration))
+            # no prefetch before a duration is known (the first agent up must not take
+            # everything), nor for tasks longer than the window (nodes stay balanced)
+            room = link.slots + (0 if self.duration is None else
+                                 int(link.slots * PREFETCH_WINDOW / self.duration))
             room = min(room, 16 * BUNDLE_MAX) - len(link.held)
             while room > 0 and backlog:
                 batch = []
@@ -349,5 +351,6 @@ class Dispatcher(AgentKeeper):
                                   (t0, t1)))
         if n_end:
             self.counts["ended"] += n_end
-            self.duration = max(1e-5, 0.8 * self.duration + 0.2 * total / n_end)
+            mean = max(1e-5, total / n_end)
+            self.duration = mean if self.duration is None else 0.8 * self.duration + 0.2 * mean
         self.schedule()
