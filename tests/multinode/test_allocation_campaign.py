@@ -3,9 +3,10 @@
 ``asyncflow-hpc submit campaign.py --site local-slurm --nodes 2`` renders the SLURM campaign
 template (``--nodes=2 --exclusive``) and submits it; inside the job ``asyncflow-hpc run
 --in-allocation`` starts the RADICAL-Pilot agent by fork on the first node, reads the
-allocation (``SLURM_JOB_NODELIST``) and launches every task as an srun step. The task records
-(``node``) and what the tasks themselves print must name both nodes, and no second batch job
-may appear. ~40-90 s on two loaded cores.
+allocation (``SLURM_JOB_NODELIST``) and launches one warm worker pool agent per node as an
+srun step; the small tasks run on those. The task records (``node``) and what the tasks
+themselves print must name both nodes, and no second batch job may appear. ~40-90 s on two
+loaded cores.
 """
 
 from __future__ import annotations
@@ -89,9 +90,13 @@ def test_in_allocation_campaign_uses_both_nodes(mn_jobs: MultiNodeJobs,
     assert nodes <= set(multinode_cluster.nodes), got["tasks"]
     for t in got["tasks"]:
         assert f"node={t['node']} job={job}" in t["out"], t
-    # every task was an srun step of this job (RP's SRUN launch method), none forked
-    launch = list(folder.glob("**/pilot.0000/task.*/task.*.launch.sh"))
-    assert launch and all("srun" in p.read_text() for p in launch), [p.name for p in launch]
+    # the small tasks ran on the warm worker pools: one agent per node, each an srun step of
+    # this job (RP's SRUN launch method), none forked on the batch node
+    launch = list(folder.glob("**/pilot.0000/warm.*/warm.*.launch.sh"))
+    assert len(launch) == 2, [p.name for p in launch]
+    assert all("srun" in p.read_text() for p in launch), [p.name for p in launch]
+    steps = {re.search(r"--nodelist=(\S+)", p.read_text()).group(1) for p in launch}
+    assert steps == nodes, (steps, nodes)
     assert "campaign exited with status 0" in out, out
     mn_jobs.settle(timeout=30)
     print(f"in-allocation campaign over {sorted(nodes)} (job {job}): {time.monotonic() - t0:.1f} s")
