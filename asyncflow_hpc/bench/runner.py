@@ -148,14 +148,15 @@ def slots_of(backend: Any) -> int | None:
 
 
 def _warm_slots(backend: Any) -> int | None:
-    """Slots of a RADICAL-Pilot backend's warm worker pools, once they run."""
+    """Slots of a RADICAL-Pilot backend's warm worker pools (running and starting)."""
     try:
         info = backend.describe().get("warm")
     except Exception:  # noqa: BLE001 - informational only
         return None
     if not isinstance(info, dict) or not info.get("agents"):
         return None
-    return sum(int(a.get("slots") or 0) for a in info["agents"].values()) or None
+    return sum(int(a.get("slots") or 0) for a in info["agents"].values()) + \
+        int(info.get("starting_slots") or 0) or None
 
 
 async def open_engine(backend: str = "local", *, slots: int | None = None,

@@ -140,7 +140,12 @@ class Dispatcher(AgentKeeper):
                       for lk in list(self.links.values())}
         except RuntimeError:  # changed meanwhile on the dispatcher's thread
             agents = {}
-        return {"agents": agents, "backlog": len(self.backlog), "address": self.address,
+        try:
+            starting = sum(v[2] for v in list(self.expected.values()))
+        except RuntimeError:
+            starting = 0
+        return {"agents": agents, "starting_slots": starting, "backlog": len(self.backlog),
+                "address": self.address,
                 "mean_task_s": round(self.duration or 0.0, 6), **dict(self.counts)}
 
     # -- the dispatcher's thread ---------------------------------------------------------
