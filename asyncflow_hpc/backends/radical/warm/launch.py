@@ -70,7 +70,10 @@ def launch_agents(client: Any, address: str, token: str, ids: list[str], cfg: di
     per_node = int(rm.get("cores_per_node") or client.cores_per_node or 1)
     total = client.cores.total_cores() or nodes * per_node
     slots = int(cfg.get("workers_per_node") or min(per_node, int(pd.get("cores") or per_node)))
-    slots = max(1, min(slots, per_node))
+    # raptor (function tasks that need RP's path) holds its cores for the pilot's life: an
+    # agent asking for them too would wait in RP forever, and the warm tasks with it
+    held = int(getattr(client.cores, "held_cores", 0) or 0)
+    slots = max(1, min(slots, per_node - held))
     ids = ids[:max(1, min(nodes, total // slots))]
     tds = []
     for aid in ids:
