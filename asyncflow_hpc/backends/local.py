@@ -25,7 +25,6 @@ import functools
 import os
 import socket
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
@@ -90,9 +89,6 @@ class LocalExecutionBackend(ExecutionBackend):
         self.max_processes = max_processes
         self.kill_grace = kill_grace
         self._running: dict[str, asyncio.Future] = {}
-        # (start, end) of thread-pool bodies, stamped in the worker thread (dict operations
-        # are atomic: written there, read on the loop when the future is done)
-        self._stamps: dict[str, tuple[float, float]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._host = socket.gethostname()
         self._executables: ExecutableRunner | None = None
@@ -265,18 +261,11 @@ class LocalExecutionBackend(ExecutionBackend):
         return True
 
     def _call_in_thread(self, uid: str, spec: TaskSpec) -> Any:
-        # stamped here, where the body runs: a report that reaches the loop late (a busy
-        # loop, 20,000 tasks at once) must not make the task look as if it started late
-        start = time.time()  # the same start in the running and the final report
-        self.reporter.threadsafe(uid, TaskState.RUNNING, node=self._host, stamps=(start, None))
-        try:
-            return call_body(spec.function, spec.args, spec.kwargs, spec.files, spec.name)
-        finally:
-            self._stamps[uid] = (start, time.time())
+        self.reporter.threadsafe(uid, TaskState.RUNNING, node=self._host)
+        return call_body(spec.function, spec.args, spec.kwargs, spec.files, spec.name)
 
 
     def _finished(self, uid: str, fut: asyncio.Future) -> None:
-        stamps = self._stamps.pop(uid, None) if self._stamps else None
         if self._running.pop(uid, None) is not fut:
             return  # cancelled or timed out by us: already reported
         timer = self._timers.pop(uid, None)
@@ -287,9 +276,9 @@ class LocalExecutionBackend(ExecutionBackend):
             return
         exc = fut.exception()
         if exc is None:
-            self.reporter.done(uid, fut.result(), stamps=stamps)
+            self.reporter.done(uid, fut.result())
         else:
-            self.reporter.failed(uid, exc, stamps=stamps)
+            self.reporter.failed(uid, exc)
 
     def _timed_out(self, uid: str, spec: TaskSpec) -> None:
         self._timers.pop(uid, None)
