@@ -16,7 +16,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["HEADER", "FrameReader", "frame", "frame_bytes", "read_frame"]
+__all__ = ["HEADER", "FrameReader", "frame", "frame_bytes", "read_frame", "read_stream_frame"]
 
 HEADER = struct.Struct(">I")
 #: largest payload accepted (a corrupt length must not make the reader wait for 4 GiB)
@@ -96,3 +96,9 @@ def read_frame(recv: Callable[[int], bytes], loads: Callable[[Any], Any] | None 
 
     (size,) = HEADER.unpack(exactly(HEADER.size))
     return (pickle.loads if loads is None else loads)(exactly(size))
+
+
+async def read_stream_frame(reader: Any) -> Any:
+    """One pickled frame from an ``asyncio.StreamReader``; ``IncompleteReadError`` at the end."""
+    (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+    return pickle.loads(await reader.readexactly(size))

@@ -32,7 +32,7 @@ from typing import Any
 from ..errors import WorkerLostError
 from ..tasks import TaskSpec
 
-__all__ = ["ProcessRunner", "prepare_pool"]
+__all__ = ["ProcessRunner", "die_with_parent", "prepare_pool"]
 
 #: (uid, ok, value or exception) on the loop
 Done = Callable[[str, bool, Any], None]
@@ -47,16 +47,20 @@ def _worker_start(user_init: Any, user_args: tuple) -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the campaign's to handle
+    die_with_parent()
+    if user_init is not None:
+        user_init(*user_args)
+
+
+def die_with_parent() -> None:
+    """On Linux, have this process killed when its parent ends (``PR_SET_PDEATHSIG``)."""
     if sys.platform.startswith("linux"):
         try:
             import ctypes
 
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the campaign
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
         except Exception:  # noqa: BLE001 - best effort
             pass
-    if user_init is not None:
-        user_init(*user_args)
 
 
 def prepare_pool(pool: ProcessPoolExecutor) -> None:

@@ -25,7 +25,8 @@ import sys
 import time
 from typing import Any
 
-from ....framing import HEADER, frame
+from ....framing import frame
+from ....framing import read_stream_frame as read_msg
 from .protocol import (
     CANCEL,
     CANCELLED,
@@ -50,12 +51,6 @@ from .protocol import (
 #: kept from an executable's stderr for its error message
 STDERR_TAIL = 4096
 
-
-async def read_msg(reader: asyncio.StreamReader) -> Any:
-    import pickle
-
-    (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
-    return pickle.loads(await reader.readexactly(size))
 
 
 class Worker:

@@ -16,9 +16,10 @@ import socket
 
 from ....errors import BackendError, PilotFailedError, WorkerLostError
 from ....framing import frame
+from ....framing import read_stream_frame as read_msg
 from ..environment import import_path
 from . import launch as _launch
-from .links import Entry, Link, default_address, read_msg
+from .links import Entry, Link, default_address
 from .protocol import EVENTS, HELLO, STOP
 
 __all__ = ["AgentKeeper"]
@@ -36,9 +37,9 @@ class AgentKeeper:
     def stop_for_room(self, need: int) -> None:
         self.room_needed = max(self.room_needed, need)
         self.waiting_for_room = True
+        self.update_booked()
+        free = (self.total_cores or self.booked) - self.booked
         links = [lk for lk in self.links.values() if not lk.stopping]
-        booked = sum(lk.booked for lk in links) + sum(v[2] for v in self.expected.values())
-        free = (self.total_cores or booked) - booked
         for link in sorted(links, key=lambda lk: len(lk.held)):
             if free >= need:
                 break

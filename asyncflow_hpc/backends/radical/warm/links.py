@@ -10,12 +10,11 @@ import socket
 from typing import Any
 
 from ....errors import ExecutableNotFoundError, TaskExecutionError, TaskTimeoutError, WorkerLostError
-from ....framing import HEADER
 from ....tasks import TaskSpec
 from ...base import Reporter
 from .protocol import ERR, EXIT, NOTFOUND, TIMEOUT
 
-__all__ = ["Entry", "Link", "RemoteError", "default_address", "deliver", "read_msg",
+__all__ = ["Entry", "Link", "RemoteError", "default_address", "deliver",
            "warm_error"]
 
 
@@ -97,11 +96,6 @@ def warm_error(spec: TaskSpec, status: str, payload: Any, link: Link) -> BaseExc
                                 f"{spec.timeout} s (its process was killed)")
     return WorkerLostError(f"task {spec.name!r}: {payload} (warm worker pool on "
                            f"{link.host}, agent {link.aid})")
-
-
-async def read_msg(reader: asyncio.StreamReader) -> Any:
-    (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
-    return pickle.loads(await reader.readexactly(size))
 
 
 def default_address(client: Any) -> str:

@@ -22,17 +22,8 @@ import traceback
 from typing import Any
 
 from ....framing import frame, read_frame
+from ..._process_pool import die_with_parent
 from .protocol import ERR, OK
-
-
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except Exception:  # noqa: BLE001 - best effort
-            pass
 
 
 def _dumps(obj: Any) -> bytes:
@@ -93,7 +84,7 @@ class Runner:
 
 
 def main() -> None:
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when we stop
     fin = os.fdopen(os.dup(0), "rb", buffering=0)
     fout = os.fdopen(os.dup(1), "wb", buffering=0)
