@@ -145,13 +145,13 @@ def test_hello_results_errors_and_stamps(agent, tmp_path):
 
 
 def test_timeout_and_cancel_stop_only_their_task(agent):
-    agent.send((P.RUN, [agent.fn("slow", pid_then_sleep, 60, timeout=0.5),
+    agent.send((P.RUN, [agent.fn("slow", pid_then_sleep, 60, timeout=2.0),
                         agent.fn("long", pid_then_sleep, 60),
                         agent.fn("queued", square, 3),
                         ("exe", P.EXE, 0.5, (["/bin/sleep", "617"], False, None, "t1")),
                         agent.fn("after", square, 4)]))
     time.sleep(0.3)
-    agent.send((P.CANCEL, ["queued"]))
+    agent.send((P.CANCEL, ["queued"]))  # well before "slow" times out and frees a slot
     ends = agent.ends(2, timeout=10)
     assert ends["queued"][1] == P.CANCELLED and ends["slow"][1] == P.TIMEOUT
     agent.send((P.CANCEL, ["long"]))  # running: its worker is killed
