@@ -111,11 +111,13 @@ class Settlement:
         if node is not None:
             rec.node = node
         if stamps is not None and state is not _RUNNING:  # measured where the body ran
+            if rec.state is not _RUNNING and state is not _CANCELLED:
+                # the end overtook the start's report (they travel apart): start it first
+                self._report(uid, _RUNNING, None, None, None, stamps)
             rec.started = stamps[0]
+        end = stamps[1] if stamps is not None else None
         if state is _DONE:
-            self._settle_done(rec, value)
-            if stamps is not None and stamps[1]:
-                rec.finished = stamps[1]
+            self._settle_done(rec, value, end)
         elif state is _RUNNING:
             if rec.state is not _RUNNING:
                 rec.state = _RUNNING
@@ -127,9 +129,7 @@ class Settlement:
             if self._should_retry(rec, error):
                 return
             self._settle_failed(rec, error if error is not None else RuntimeError(
-                f"task {rec.name!r} failed on backend {rec.backend!r} without an error"))
-            if stamps is not None and stamps[1]:
-                rec.finished = stamps[1]
+                f"task {rec.name!r} failed on backend {rec.backend!r} without an error"), end)
         elif state is _CANCELLED:
             rec.future.cancel()  # type: ignore[union-attr]
         if self._outbox:
@@ -155,7 +155,7 @@ class Settlement:
         delay = min((backoff or 0.0) * 2.0 ** min(rec.attempts - 1, 64), MAX_RETRY_DELAY)
         rec.state = TaskState.PENDING
         if self._tape is not None:
-            self._tape_rare(EventType.RETRIED, rec, error)
+            self._tape_rare(EventType.RETRIED, rec, error, time.time())
         if self._observers:
             self._emit(EventType.RETRIED, rec, error)
         log.info("retrying %s (%s) after attempt %d failed: %s", rec.name, rec.uid, rec.attempts,
@@ -175,7 +175,7 @@ class Settlement:
         self._queue(rec)
         self._flush()
 
-    def _settle_done(self, rec: TaskRecord, value: Any) -> None:
+    def _settle_done(self, rec: TaskRecord, value: Any, end: float | None = None) -> None:
         fut = rec.future
         if rec.journal_key is not None and self._journal is not None:
             try:
@@ -185,7 +185,7 @@ class Settlement:
                 return
         del self._active[rec.uid]
         rec.state = _DONE
-        rec.finished = time.time()
+        rec.finished = end or time.time()
         self.counts["done"] += 1
         if fut is not None and not fut.done():
             fut.set_result(value)
@@ -199,20 +199,23 @@ class Settlement:
         self._release(rec)
 
     def _end(self, rec: TaskRecord, etype: str, state: TaskState, count: str,
-             error: BaseException | None) -> bool:
-        """Stamp the end of a task that fails or is cancelled; False if it had ended."""
+             error: BaseException | None, end: float | None = None) -> bool:
+        """Stamp the end of a task that fails or is cancelled (at ``end`` when the backend
+        measured it); False if it had ended."""
         if self._active.pop(rec.uid, None) is None:
             return False
+        end = end or time.time()
         if self._tape is not None:  # before the record is stamped finished: see attach_tape
-            self._tape_rare(etype, rec, error)
+            self._tape_rare(etype, rec, error, end)
         rec.state = state
-        rec.finished = time.time()
+        rec.finished = end
         self.counts[count] += 1
         return True
 
-    def _settle_failed(self, rec: TaskRecord, error: BaseException) -> None:
+    def _settle_failed(self, rec: TaskRecord, error: BaseException,
+                       end: float | None = None) -> None:
         fut = rec.future
-        if not self._end(rec, EventType.FAILED, _FAILED, "failed", error):
+        if not self._end(rec, EventType.FAILED, _FAILED, "failed", error, end):
             return
         if fut is not None and not fut.done():
             if isinstance(error, (KeyboardInterrupt, SystemExit, StopIteration,

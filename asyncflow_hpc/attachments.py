@@ -90,12 +90,17 @@ class Addons(NamedTuple):
     attachments: list[Attachment]  # closed at shutdown, last attached first
 
 
-def _result_store(journal: Any) -> tuple[ResultStore, bool]:
-    """``journal=`` as a store, and whether it was opened here (a path) or given."""
+def _result_store(journal: Any, new: bool = False) -> tuple[ResultStore, bool]:
+    """``journal=`` as a store, and whether it was opened here (a path) or given.
+
+    ``ASYNCFLOW_HPC_JOURNAL_CODE=0`` (``run --ignore-code-changes``) matches recorded results
+    by name and arguments only; ``new`` starts a new journal (see :class:`Journal`)."""
     from .journal import Journal, ResultStore
+    from .switches import env_flag
 
     if isinstance(journal, (str, os.PathLike)):
-        return Journal(journal), True
+        match_code = env_flag("ASYNCFLOW_HPC_JOURNAL_CODE", None, default=True)
+        return Journal(journal, new=new, match_code=match_code), True
     if isinstance(journal, ResultStore):
         return journal, False
     raise ConfigurationError(
@@ -109,9 +114,15 @@ def configure(engine: Any, *, telemetry: Any = None, progress: Any = None,
     out: list[Attachment] = []
     used: dict[str, str] = {}
     # the journal first: it is the one that refuses to start (held by another run, unsafe path)
-    journal = journal if journal is not None else _from_env("ASYNCFLOW_HPC_JOURNAL", used)
+    new = False
+    if journal is None:
+        journal = _from_env("ASYNCFLOW_HPC_JOURNAL", used)
+        # set by ``asyncflow-hpc run`` without --resume: the run's first engine starts a new
+        # journal; later engines of the same run add to it
+        new = bool(journal) and os.environ.pop("ASYNCFLOW_HPC_JOURNAL_NEW", "") == "1"
     # not "if journal": a store may be empty (a Journal has a length)
-    store, opened = (None, False) if journal is None or journal == "" else _result_store(journal)
+    store, opened = ((None, False) if journal is None or journal == ""
+                     else _result_store(journal, new))
     try:
         telemetry = (telemetry if telemetry is not None
                      else _from_env("ASYNCFLOW_HPC_TELEMETRY", used))

@@ -42,6 +42,7 @@ from .components import Components
 from .errors import ConfigurationError
 from .events import Event, Observer
 from .safe_files import private_dir
+from .switches import env_flag
 from .tasks import TaskFuture, TaskKind, TaskRecord, TaskSpec, TaskState
 
 if TYPE_CHECKING:
@@ -410,7 +411,8 @@ class WorkflowEngine(Submission, Settlement, SignalHandling):
 
         return unsubscribe
 
-    def attach_tape(self, on_rare: Callable[[str, TaskRecord, BaseException | None], None],
+    def attach_tape(self,
+                    on_rare: Callable[[str, TaskRecord, BaseException | None, float], None],
                     on_full: Callable[[], None], limit: int = 2048,
                     ) -> tuple[list[TaskRecord], Callable[[], None]]:
         """A cheaper feed than an observer, for one high-rate consumer (telemetry).
@@ -423,7 +425,8 @@ class WorkflowEngine(Submission, Settlement, SignalHandling):
         (:meth:`active_records`) as often as it wants their progress. The other ends, and
         retries, go to ``on_rare(type, record, error)`` synchronously, before the record
         changes (TaskFailed, TaskCanceled: before ``finished`` is stamped; TaskRetried: before
-        the next attempt's stamps overwrite this one's). ``on_full()`` is called when the tape
+        the next attempt's stamps overwrite this one's), with the event's time as a fourth
+        argument (where the body ended, when its backend measured it). ``on_full()`` is called when the tape
         holds ``limit`` records during a burst that does not give the loop back. Callbacks
         must not raise.
         """
@@ -466,20 +469,3 @@ class WorkflowEngine(Submission, Settlement, SignalHandling):
     def __repr__(self) -> str:
         return (f"<WorkflowEngine {self.uid} backends={list(self.backends)} "
                 f"active={len(self._active)}>")
-
-
-def env_flag(var: str, value: bool | None, *, default: bool) -> bool:
-    """An on/off option: the argument when given, else the environment variable, else default."""
-    if value is not None:
-        if not isinstance(value, bool):
-            raise ConfigurationError(f"{var.split('ASYNCFLOW_HPC_')[-1].lower()}= must be True "
-                                     f"or False, got {value!r}")
-        return value
-    text = os.environ.get(var, "").strip().lower()
-    if not text:
-        return default
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigurationError(f"{var}={text!r} is not a switch: use 1/0, true/false, yes/no, on/off")

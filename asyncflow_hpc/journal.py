@@ -11,6 +11,16 @@ and environment) and workflow id. When the same campaign runs again — after a 
 ``kill -9`` or an expired allocation — tasks whose key is recorded get their recorded result
 at once, without running; the rest run.
 
+The key also holds a digest of the task function's code (its bytecode, constants and names;
+not line numbers or comments), so a body fixed after a crash runs again on resume while its
+untouched siblings are reused; ``match_code=False`` (``run --ignore-code-changes``) matches by
+name and arguments only. The journal counts what it reused and what ran again because only
+the code differed, and says so at close.
+
+A *new* journal (``new=True``, what ``asyncflow-hpc run`` without ``--resume`` opens) reuses
+nothing; an earlier journal at the path is moved aside (``PATH.<time>``, announced) only when
+the first result is recorded, so a run that fails before any task finished leaves it as it was.
+
 Why the format is what it is:
 
 * JSON lines, one ``os.write`` per record on an ``O_APPEND`` descriptor: a record is in the
@@ -41,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import errno as _errno
+import functools
 import hashlib
 import hmac
 import json
@@ -92,7 +103,8 @@ def _canonical(obj: Any, depth: int = 0) -> Any:
 
 
 def task_key(rec: TaskRecord, command: Any = None) -> str:
-    """The journal key of a task whose arguments are resolved (without occurrence number)."""
+    """The journal key of a task whose arguments are resolved (without occurrence number
+    and code digest)."""
     if rec.kind is TaskKind.EXECUTABLE:
         td = rec.task_description or {}
         what: Any = ("exe", command, bool(td.get("shell")), td.get("cwd") or td.get("sandbox"),
@@ -101,6 +113,51 @@ def task_key(rec: TaskRecord, command: Any = None) -> str:
         what = ("fn", rec.args, rec.kwargs)
     blob = pickle.dumps((rec.kind.value, rec.name, rec.workflow_id, _canonical(what)), protocol=4)
     return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def code_digest(func: Any) -> str:
+    """A digest of what a task function does: its code objects' bytecode, constants, names
+    and plain default values — stable across runs, unchanged by moved lines or comments."""
+    try:
+        return _code_digest(func)
+    except TypeError:  # an unhashable callable object: digest it uncached
+        return _code_digest.__wrapped__(func)
+
+
+@functools.lru_cache(maxsize=1024)
+def _code_digest(func: Any) -> str:
+    h = hashlib.sha256()
+    seen: set[int] = set()
+
+    def code(c: Any) -> None:
+        h.update(c.co_code)
+        h.update(repr((c.co_names, c.co_varnames, c.co_freevars, c.co_argcount,
+                       c.co_kwonlyargcount, c.co_flags)).encode())
+        for const in c.co_consts:
+            if hasattr(const, "co_code"):
+                code(const)
+            else:
+                h.update(repr(const).encode(errors="surrogateescape"))
+
+    def callable_(f: Any, depth: int = 0) -> None:
+        if depth > 5 or id(f) in seen:
+            return
+        seen.add(id(f))
+        f = getattr(f, "__wrapped__", f)
+        c = getattr(f, "__code__", None)
+        if c is not None:
+            code(c)
+            for default in (getattr(f, "__defaults__", None) or ()):
+                if isinstance(default, _ATOMS):
+                    h.update(repr(default).encode(errors="surrogateescape"))
+        elif isinstance(f, functools.partial):
+            callable_(f.func, depth + 1)
+        elif callable(f) and not isinstance(f, type):
+            callable_(getattr(type(f).__call__, "__func__", type(f).__call__), depth + 1)
+        h.update(str(getattr(f, "__qualname__", type(f).__qualname__)).encode())
+
+    callable_(func)
+    return h.hexdigest()[:12]
 
 
 _MAC_CONTEXT = b"asyncflow-hpc journal v2\0"
@@ -256,11 +313,18 @@ class Journal:
     """An append-only record of finished tasks (a :class:`ResultStore`); see the module
     docstring."""
 
-    def __init__(self, path: str | os.PathLike, *, sync_interval: float = 0.2) -> None:
+    def __init__(self, path: str | os.PathLike, *, sync_interval: float = 0.2,
+                 new: bool = False, match_code: bool = True) -> None:
         self.path = Path(path)
         self.sync_interval = sync_interval
+        self.match_code = match_code
         self._recorded: dict[str, tuple] = {}  # key -> ("j", value) | ("s", json) | ("p", ..)
+        self._by_call: dict[str, str] = {}  # key without its code digest -> key
         self._seen: dict[str, int] = {}  # base key -> occurrences so far in this run
+        self.loaded = 0  # results recorded by earlier runs
+        self.moved_to: Path | None = None  # where an earlier journal went (new=True)
+        self._aside = False  # new=True over an earlier journal: move it at the first record
+        self.code_changed = 0  # recorded results not reused: the task's code changed
         self.hits = 0
         self.written = 0
         self.unverified = 0  # records ignored: signature missing or wrong
@@ -274,13 +338,22 @@ class Journal:
         self._fd = -1
         self._lock_fd = lock_journal(self.path)
         try:
-            self._open()
+            self._open(new)
         except BaseException:
             self.release()
             raise
 
-    def _open(self) -> None:
+    def _open(self, new: bool = False) -> None:
         path = str(self.path)
+        if new:
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                pass
+            else:
+                if st.st_size:
+                    self._aside = True  # moved at the first record: see _move_aside
+                    return
         try:
             self._fd = safe_open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600,
                                  make_dirs=True)
@@ -310,11 +383,14 @@ class Journal:
                         self._recorded[k] = ("p", rec["p"], rec["h"])
                     elif "v" in rec:
                         legacy += 1
+                        continue
                     else:
                         raise KeyError("j")
+                    self._by_call[k.partition("@")[0]] = k
                 except (ValueError, KeyError, TypeError):
                     # a torn line from a killed run; anything else is reported
                     log.debug("journal %s: ignoring unreadable line %d", self.path, lineno)
+        self.loaded = len(self._recorded)
         if legacy:
             log.warning("journal %s: %d record(s) written by an older asyncflow-hpc are not "
                         "signed and are ignored; those tasks run again", self.path, legacy)
@@ -345,12 +421,19 @@ class Journal:
             return None
         n = self._seen.get(base, 0)
         self._seen[base] = n + 1
-        return f"{base}#{n}"
+        return f"{base}#{n}@{code_digest(rec.function)}"
 
     def lookup(self, key: str) -> tuple[bool, Any]:
         entry = self._recorded.get(key)
         if entry is None:
-            return False, None
+            # the same call recorded with other code (or by a version without digests)
+            other = self._by_call.get(key.partition("@")[0])
+            if other is None:
+                return False, None
+            if self.match_code:
+                self.code_changed += 1
+                return False, None
+            key, entry = other, self._recorded[other]
         kind = entry[0]
         if kind == "j":
             value = entry[1]
@@ -418,7 +501,31 @@ class Journal:
             else:
                 self._timer = loop.call_later(self.sync_interval, self._sync)
 
+    def _move_aside(self) -> None:
+        """A new journal's first record: move the earlier one aside (same folder) and say so."""
+        self._aside = False
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        backup = self.path.with_name(f"{self.path.name}.{stamp}")
+        n = 0
+        while backup.exists() or backup.is_symlink():
+            n += 1
+            backup = self.path.with_name(f"{self.path.name}.{stamp}.{n}")
+        try:
+            os.rename(self.path, backup)  # a rename, never a copy through links
+        except FileNotFoundError:
+            pass  # removed meanwhile: nothing to keep
+        except OSError as exc:
+            raise JournalError(f"cannot move the earlier journal {self.path} aside: "
+                               f"{exc.strerror or exc}", str(self.path), exc.errno) from None
+        else:
+            self.moved_to = backup
+            log.warning("journal: this run starts a new journal; the earlier one was moved to "
+                        "%s (resume from it with --resume --journal %s)", backup, backup)
+        self._open()
+
     def _write(self, data: bytes) -> None:
+        if self._aside:
+            self._move_aside()
         view = memoryview(data)
         try:
             while view:
@@ -457,9 +564,13 @@ class Journal:
             except OSError as exc:
                 log.warning("journal %s: fsync failed: %s", self.path, exc.strerror or exc)
         self.release()
-        if self.hits or self.written:
-            log.info("journal %s: %d result(s) reused, %d recorded", self.path, self.hits,
-                     self.written)
+        if self.loaded:  # a resumed run: what it reused and what ran again, and why
+            changed = (f", {self.code_changed:,} ran again because their code changed"
+                       if self.code_changed else "")
+            log.warning("journal %s: resumed: %s result(s) reused%s, %s recorded in this run",
+                        self.path, f"{self.hits:,}", changed, f"{self.written:,}")
+        elif self.written:
+            log.info("journal %s: %d result(s) recorded", self.path, self.written)
         if self.unverified:
             log.warning("journal %s: %d recorded result(s) were not trusted and their tasks "
                         "ran again", self.path, self.unverified)

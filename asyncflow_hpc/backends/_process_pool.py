@@ -15,6 +15,9 @@ cost one task:
   worker dies with the campaign (``PR_SET_PDEATHSIG``) instead of living on as an orphan.
 * A timed-out or cancelled task cannot be stopped inside a worker; the runner remembers it,
   and shutdown then ends the workers at once instead of waiting for it.
+* Bodies are stamped in the worker (:func:`_run_stamped`): the start goes back at once over a
+  pipe shared by the pool's workers (read by one thread of the runner), the start and end
+  with the result.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import collections
 import functools
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -34,12 +39,18 @@ from ..tasks import TaskSpec
 
 __all__ = ["ProcessRunner", "die_with_parent", "prepare_pool"]
 
-#: (uid, ok, value or exception) on the loop
-Done = Callable[[str, bool, Any], None]
+#: (uid, ok, value or exception, (start, end) or None) on the loop
+Done = Callable[[str, bool, Any, Any], None]
+#: (uid, start) on the runner's reader thread
+Started = Callable[[str, float], None]
+
+_starts: Any = None  # in a worker: where it tells the runner that a body started
 
 
-def _worker_start(user_init: Any, user_args: tuple) -> None:
+def _worker_start(user_init: Any, user_args: tuple, starts: Any = None) -> None:
     """First thing in every worker process (see the module docstring)."""
+    global _starts
+    _starts = starts
     try:
         signal.set_wakeup_fd(-1)
     except (ValueError, OSError):
@@ -63,28 +74,46 @@ def die_with_parent() -> None:
             pass
 
 
-def prepare_pool(pool: ProcessPoolExecutor) -> None:
+def prepare_pool(pool: ProcessPoolExecutor, starts: Any = None) -> None:
     """Chain :func:`_worker_start` before the pool's own initializer (workers not started yet
-    pick it up; the pool starts its workers lazily)."""
+    pick it up; the pool starts its workers lazily); ``starts`` is the runner's start queue."""
     init = getattr(pool, "_initializer", None)
     if getattr(init, "func", None) is _worker_start:
         return
     args = getattr(pool, "_initargs", ())
-    pool._initializer = functools.partial(_worker_start, init, args)  # type: ignore[attr-defined]
+    pool._initializer = functools.partial(  # type: ignore[attr-defined]
+        _worker_start, init, args, starts)
     pool._initargs = ()  # type: ignore[attr-defined]
 
 
 def renew(pool: ProcessPoolExecutor) -> ProcessPoolExecutor:
-    """A fresh pool like ``pool`` (same size, start method and initializer)."""
+    """A fresh pool like ``pool`` (same size, start method, initializer and start queue)."""
     init = getattr(pool, "_initializer", None)
+    ours = getattr(init, "func", None) is _worker_start
     new = ProcessPoolExecutor(
         max_workers=getattr(pool, "_max_workers", None),
         mp_context=getattr(pool, "_mp_context", None),
-        initializer=init.args[0] if getattr(init, "func", None) is _worker_start else init,
-        initargs=init.args[1] if getattr(init, "func", None) is _worker_start else
-        getattr(pool, "_initargs", ()))
-    prepare_pool(new)
+        initializer=init.args[0] if ours else init,
+        initargs=init.args[1] if ours else getattr(pool, "_initargs", ()))
+    prepare_pool(new, init.args[2] if ours else None)
     return new
+
+
+def _run_stamped(call: Callable[..., Any], uid: str, *args: Any) -> tuple[tuple[float, float], Any]:
+    """In a worker: tell the runner the body starts, run it, return its stamps and value
+    (an exception carries its stamps as ``asyncflow_stamps``, removed by the runner)."""
+    start = time.time()
+    if _starts is not None:
+        _starts.put((uid, start))
+    try:
+        value = call(*args)
+    except BaseException as exc:
+        try:
+            exc.asyncflow_stamps = (start, time.time())  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - an exception type without a __dict__
+            pass
+        raise
+    return (start, time.time()), value
 
 
 def exit_codes(pool: ProcessPoolExecutor) -> list[int]:
@@ -97,12 +126,21 @@ class ProcessRunner:
     """Runs pickled calls in a process pool that heals; see the module docstring."""
 
     def __init__(self, pool: ProcessPoolExecutor, loop: asyncio.AbstractEventLoop,
-                 call: Callable[..., Any], done: Done) -> None:
-        prepare_pool(pool)
+                 call: Callable[..., Any], done: Done, started: Started) -> None:
+        context = getattr(pool, "_mp_context", None)
+        if context is None:
+            import multiprocessing
+
+            context = multiprocessing.get_context()
+        self._starts = context.SimpleQueue()
+        prepare_pool(pool, self._starts)
         self.pool = pool
         self._loop = loop
         self._call = call  # the function run in the worker: call(blob, plan)
         self._done = done
+        self._reader = threading.Thread(target=self._read_starts, args=(started,),
+                                        name="asyncflow-hpc-pool-starts", daemon=True)
+        self._reader.start()
         self._running: dict[str, tuple[asyncio.Future, TaskSpec, bytes, bool]] = {}
         self._suspects: collections.deque[tuple[TaskSpec, bytes]] = collections.deque()
         self._suspect_running = False
@@ -117,12 +155,27 @@ class ProcessRunner:
             return
         self._start(spec, blob, suspect=False)
 
+    def _read_starts(self, started: Started) -> None:
+        while True:
+            item = self._starts.get()
+            if item is None:
+                return
+            started(*item)
+
+    def close(self) -> None:
+        """Stop the reader thread (after the pool's workers have ended)."""
+        if self._reader.is_alive():
+            self._starts.put(None)
+            self._reader.join(5)
+        self._starts.close()
+
     def _start(self, spec: TaskSpec, blob: bytes, suspect: bool) -> None:
+        args = (_run_stamped, self._call, spec.uid, blob, spec.files)
         try:
-            fut = self._loop.run_in_executor(self.pool, self._call, blob, spec.files)
+            fut = self._loop.run_in_executor(self.pool, *args)
         except BrokenProcessPool:
             self._renew()
-            fut = self._loop.run_in_executor(self.pool, self._call, blob, spec.files)
+            fut = self._loop.run_in_executor(self.pool, *args)
         self._running[spec.uid] = (fut, spec, blob, suspect)
         fut.add_done_callback(functools.partial(self._finished, spec.uid))
 
@@ -162,7 +215,7 @@ class ProcessRunner:
                 self._done(uid, False, WorkerLostError(
                     f"the process-pool worker running task {spec.name!r} died{how}: the body "
                     "called os._exit, was killed by a signal, or raised an exception that "
-                    "cannot be sent back; the pool was re-created for the other tasks"))
+                    "cannot be sent back; the pool was re-created for the other tasks"), None)
             else:
                 self._suspects.append((spec, blob))
             # after every in-flight sibling has landed here: run suspects one at a time
@@ -172,9 +225,12 @@ class ProcessRunner:
             self._suspect_running = False
             self._loop.call_soon(self._next_suspect)
         if exc is None:
-            self._done(uid, True, fut.result())
+            stamps, value = fut.result()
+            self._done(uid, True, value, stamps)
         else:
-            self._done(uid, False, exc)
+            stamps = exc.__dict__.pop("asyncflow_stamps", None) if hasattr(exc, "__dict__") \
+                else None
+            self._done(uid, False, exc, stamps)
 
     def _next_suspect(self) -> None:
         if self._suspect_running or any(e[3] is False for e in self._running.values()):

@@ -25,6 +25,7 @@ import asyncio
 import collections
 import selectors
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
@@ -63,13 +64,14 @@ class Door:
 
 
 class _Job:
-    __slots__ = ("uid", "start", "task", "loop")
+    __slots__ = ("uid", "start", "task", "loop", "began")
 
     def __init__(self, uid: str, start: Callable[[], Any]) -> None:
         self.uid = uid
         self.start = start  # called on the worker loop: returns a coroutine (or raises)
         self.task: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.began = 0.0  # when the worker loop started it (time.time() there)
 
 
 class _Worker:
@@ -108,13 +110,14 @@ class _IdleSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
 class WorkerLoops:
     """Runs coroutines on loops kept per worker thread of ``executor``; see the module doc.
 
-    ``report(kind, uid, value)`` is called on a worker thread with ``kind`` one of
-    ``"running"``, ``"done"``, ``"failed"``, ``"cancelled"``; the caller routes it through a
-    :class:`Door`.
+    ``report(kind, uid, value, stamps)`` is called on a worker thread with ``kind`` one of
+    ``"running"``, ``"done"``, ``"failed"``, ``"cancelled"`` and ``stamps`` the body's
+    ``(start, end)`` as the worker loop saw them (``end`` None while it runs); the caller
+    routes it through a :class:`Door`.
     """
 
     def __init__(self, executor: Executor, workers: int,
-                 report: Callable[[str, str, Any], None]) -> None:
+                 report: Callable[[str, str, Any, Any], None]) -> None:
         self._executor = executor
         self._max = max(1, workers)
         self._report = report
@@ -236,34 +239,37 @@ class WorkerLoops:
     def _begin(self, worker: _Worker, job: _Job) -> None:
         report = self._report
         uid = job.uid
-        report("running", uid, None)
+        job.began = began = time.time()
+        report("running", uid, None, (began, None))
         try:
             coro = job.start()
         except BaseException as exc:  # noqa: BLE001 - the body's own error (bad arguments...)
-            report("failed", uid, exc)
+            report("failed", uid, exc, (began, time.time()))
             self._jobs.pop(uid, None)
             return
         if not asyncio.iscoroutine(coro):  # a callable object that returned a plain value
-            report("done", uid, coro)
+            report("done", uid, coro, (began, time.time()))
             self._jobs.pop(uid, None)
             return
         loop = worker.loop
         task = loop.create_task(coro)
         job.loop, job.task = loop, task
         worker.running += 1
-        task.add_done_callback(lambda t: self._ended(worker, uid, t))
+        task.add_done_callback(lambda t: self._ended(worker, job, t))
 
-    def _ended(self, worker: _Worker, uid: str, task: asyncio.Task) -> None:
+    def _ended(self, worker: _Worker, job: _Job, task: asyncio.Task) -> None:
+        stamps = (job.began, time.time())
         worker.running -= 1
+        uid = job.uid
         self._jobs.pop(uid, None)
         if task.cancelled():
-            self._report("cancelled", uid, None)
+            self._report("cancelled", uid, None, None)
             return
         exc = task.exception()
         if exc is None:
-            self._report("done", uid, task.result())
+            self._report("done", uid, task.result(), stamps)
         else:
-            self._report("failed", uid, exc)
+            self._report("failed", uid, exc, stamps)
 
 
 def _nothing() -> None:

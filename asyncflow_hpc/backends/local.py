@@ -25,6 +25,7 @@ import functools
 import os
 import socket
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
@@ -32,7 +33,7 @@ from typing import Any
 from .._threads import ThreadCall
 from ..descriptions import check_values
 from ..errors import ConfigurationError, TaskTimeoutError
-from ..tasks import TaskKind, TaskSpec, TaskState
+from ..tasks import TaskKind, TaskSpec
 from ._bodies import Elsewhere, call_body, dumps_call, run_pickled, start_body
 from ._executables import ExecutableRunner, SpilledOutput
 from ._process_pool import ProcessRunner
@@ -110,42 +111,55 @@ class LocalExecutionBackend(ExecutionBackend):
     def _executable_started(self, uid: str) -> None:
         self.reporter.running(uid, self._host)
 
+    def _the_door(self) -> Door:
+        if self._door is None:
+            self._door = Door(self.reporter.loop, self._from_worker)
+        return self._door
+
     def _worker_loops(self) -> WorkerLoops:
         if self._loops is None:
-            self._door = Door(self.reporter.loop, self._from_worker)
+            self._the_door()
             self._loops = WorkerLoops(self.executor, self._workers, self._report_from_worker)
         return self._loops
 
     def _process_runner(self) -> ProcessRunner:
         if self._pool is None:
+            self._the_door()
             self._pool = ProcessRunner(self.executor, self.reporter.loop,  # type: ignore[arg-type]
-                                       run_pickled, self._from_pool)
+                                       run_pickled, self._from_pool, self._started_in_pool)
         return self._pool
 
-    def _from_pool(self, uid: str, ok: bool, value: Any) -> None:
+    def _started_in_pool(self, uid: str, at: float) -> None:
+        """On the runner's reader thread: a pool process started a body at ``at``."""
+        self._door.put(("running", uid, None, (at, None)))  # type: ignore[union-attr]
+
+    def _from_pool(self, uid: str, ok: bool, value: Any, stamps: Any) -> None:
         if not self._forget(uid):
             return  # cancelled or timed out by us: already reported
         if ok:
-            self.reporter.done(uid, value)
+            self.reporter.done(uid, value, stamps=stamps)
         else:
-            self.reporter.failed(uid, value)
+            self.reporter.failed(uid, value, stamps=stamps)
 
-    def _report_from_worker(self, kind: str, uid: str, value: Any) -> None:
-        self._door.put((kind, uid, value))  # type: ignore[union-attr]
+    def _report_from_worker(self, kind: str, uid: str, value: Any, stamps: Any) -> None:
+        self._door.put((kind, uid, value, stamps))  # type: ignore[union-attr]
 
-    def _from_worker(self, item: tuple[str, str, Any]) -> None:
-        """On the loop: a worker loop's report about an ``async def`` body."""
-        kind, uid, value = item
+    def _from_worker(self, item: tuple[str, str, Any, Any]) -> None:
+        """On the loop: a worker thread's, worker loop's or pool process's report."""
+        kind, uid, value, stamps = item
         if kind == "running":
             if uid in self._running:
-                self.reporter.running(uid, self._host)
+                if not stamps[0]:  # a thread body's start, not stamped yet: see _call_in_thread
+                    self.reporter.loop.call_soon(self._from_worker, item)
+                    return
+                self.reporter.running(uid, self._host, at=stamps[0])
             return
         if not self._forget(uid):
             return  # cancelled or timed out by us: already reported
         if kind == "done":
-            self.reporter.done(uid, value)
+            self.reporter.done(uid, value, stamps=stamps)
         elif kind == "failed":
-            self.reporter.failed(uid, value)
+            self.reporter.failed(uid, value, stamps=stamps)
         else:
             self.reporter.cancelled(uid)
 
@@ -163,6 +177,7 @@ class LocalExecutionBackend(ExecutionBackend):
                     "files of an executable task; a function task's output is not captured "
                     "on the local backend"))
                 continue
+            box: list[float] | None = None
             if spec.kind is _EXECUTABLE:
                 fut: asyncio.Future = loop.create_task(self._executables.run(spec))  # type: ignore[union-attr]
             elif spec.is_async and not self._processes and not spec.inline:
@@ -206,15 +221,16 @@ class LocalExecutionBackend(ExecutionBackend):
                     continue
                 pool = self._process_runner()
                 running[uid] = Elsewhere(functools.partial(pool.give_up, uid))
-                pool.submit(spec, blob)
-                reporter.running(uid, self._host)
+                pool.submit(spec, blob)  # the pool process reports the start
                 if spec.timeout:
                     self._timers[uid] = loop.call_later(spec.timeout, self._timed_out, uid, spec)
                 continue
             else:
-                fut = loop.run_in_executor(self.executor, self._call_in_thread, uid, spec)
+                box = [0.0, 0.0]  # the body's start and end, stamped in the worker thread
+                fut = loop.run_in_executor(self.executor, self._call_in_thread, uid, spec,
+                                           self._the_door(), box)
             running[uid] = fut
-            fut.add_done_callback(functools.partial(self._finished, uid))
+            fut.add_done_callback(functools.partial(self._finished, uid, box))
             if spec.timeout:
                 self._timers[uid] = loop.call_later(spec.timeout, self._timed_out, uid, spec)
 
@@ -260,12 +276,19 @@ class LocalExecutionBackend(ExecutionBackend):
                 timer.cancel()
         return True
 
-    def _call_in_thread(self, uid: str, spec: TaskSpec) -> Any:
-        self.reporter.threadsafe(uid, TaskState.RUNNING, node=self._host)
-        return call_body(spec.function, spec.args, spec.kwargs, spec.files, spec.name)
+    @staticmethod
+    def _call_in_thread(uid: str, spec: TaskSpec, door: Door, box: list[float]) -> Any:
+        # The start is stamped after the report is queued: queuing may wake the loop, a
+        # system call during which other threads take the GIL; a stamp taken before it could
+        # be late by their time slices. The loop waits for the stamp (see _from_worker).
+        door.put(("running", uid, None, box))
+        box[0] = time.time()
+        try:
+            return call_body(spec.function, spec.args, spec.kwargs, spec.files, spec.name)
+        finally:
+            box[1] = time.time()
 
-
-    def _finished(self, uid: str, fut: asyncio.Future) -> None:
+    def _finished(self, uid: str, box: list[float] | None, fut: asyncio.Future) -> None:
         if self._running.pop(uid, None) is not fut:
             return  # cancelled or timed out by us: already reported
         timer = self._timers.pop(uid, None)
@@ -274,11 +297,12 @@ class LocalExecutionBackend(ExecutionBackend):
         if fut.cancelled():
             self.reporter.cancelled(uid)
             return
+        stamps = (box[0], box[1]) if box is not None and box[1] else None
         exc = fut.exception()
         if exc is None:
-            self.reporter.done(uid, fut.result())
+            self.reporter.done(uid, fut.result(), stamps=stamps)
         else:
-            self.reporter.failed(uid, exc)
+            self.reporter.failed(uid, exc, stamps=stamps)
 
     def _timed_out(self, uid: str, spec: TaskSpec) -> None:
         self._timers.pop(uid, None)
@@ -330,6 +354,8 @@ class LocalExecutionBackend(ExecutionBackend):
             if not await waiter.wait(5) and self._processes:
                 _terminate_workers([pool])  # busy after the wait: end them
                 await waiter.wait(5)
+        if self._pool is not None:
+            self._pool.close()
         if self._loops is not None:
             self._loops.close()
         if self._executables is not None:

@@ -13,7 +13,6 @@ import os
 import re
 import runpy
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -58,7 +57,14 @@ def default_journal(script: str, campaign_id: str | None = None) -> Path:
 @click.option("--resume", is_flag=True,
               help="Reuse results recorded by an earlier run (default journal: "
                    ".asyncflow-hpc/<script>-<hash of its path>.journal.jsonl); only "
-                   "unfinished tasks run.")
+                   "unfinished tasks, and tasks whose function changed, run. Refused when "
+                   "there is no journal to resume.")
+@click.option("--resume-if-any", is_flag=True,
+              help="Like --resume, but start a new journal when there is none to resume "
+                   "(for batch jobs that may be requeued).")
+@click.option("--ignore-code-changes", is_flag=True,
+              help="With --resume: reuse a result even if the task's function changed since "
+                   "(match by name and arguments only).")
 @click.option("--campaign-id", default=None, metavar="ID",
               help="Name the default journal after ID instead of the script's path "
                    "(.asyncflow-hpc/ID.journal.jsonl).")
@@ -72,8 +78,8 @@ def default_journal(script: str, campaign_id: str | None = None) -> Path:
               help="On an error in the script, show the whole traceback, not one line.")
 def run_command(script: str, script_args: tuple[str, ...], backend: str | None,
                 resource: str | None, journal: str | None, resume: bool,
-                campaign_id: str | None, telemetry: str | None, progress: str,
-                quiet: bool, debug: bool) -> None:
+                resume_if_any: bool, ignore_code_changes: bool, campaign_id: str | None,
+                telemetry: str | None, progress: str, quiet: bool, debug: bool) -> None:
     """Run SCRIPT, a Python campaign, with the chosen backend and options.
 
     Engines the script creates without a backend get one from these flags. --site S runs
@@ -105,13 +111,26 @@ def run_command(script: str, script_args: tuple[str, ...], backend: str | None,
     if telemetry:
         telemetry = os.path.abspath(telemetry)
     try:
-        _prepare_journal(Path(journal), fresh=not resume)
+        recorded = _prepare_journal(Path(journal))
     except (JournalError, UnsafePathError) as exc:
         _fail(exc)
     except OSError as exc:
         _fail(f"JournalError: cannot use journal {journal}: {exc.strerror or exc}")
+    if resume and not recorded:
+        _fail(f"--resume: no journal to resume at {journal} (no earlier run of this "
+              "script recorded a finished task there); run without --resume to start a new "
+              "one, use --resume-if-any, or name the journal with --journal PATH")
+    resume = (resume or resume_if_any) and bool(recorded)
+    if resume:
+        click.echo(f"asyncflow-hpc: resuming from {journal} ({recorded:,} recorded results)",
+                   err=True)
     env["ASYNCFLOW_HPC_JOURNAL"] = journal
     mine = {"ASYNCFLOW_HPC_JOURNAL": journal}
+    # without --resume the first engine starts a new journal (the earlier one is moved
+    # aside when its first result is recorded, and the run says where to)
+    mine["ASYNCFLOW_HPC_JOURNAL_NEW"] = "0" if resume else "1"
+    mine["ASYNCFLOW_HPC_JOURNAL_CODE"] = "0" if ignore_code_changes else "1"
+    env.update(mine)
     if telemetry:
         env["ASYNCFLOW_HPC_TELEMETRY"] = telemetry
         mine["ASYNCFLOW_HPC_TELEMETRY"] = telemetry
@@ -171,22 +190,19 @@ def _fail(exc: BaseException | str) -> None:
 run_command = with_hpc_options(run_command)
 
 
-def _prepare_journal(path: Path, fresh: bool) -> None:
-    """Refuse at once a journal another run holds; for a plain run, move an earlier journal
-    aside (under the lock), so a plain run never silently reuses old results."""
+def _prepare_journal(path: Path) -> int:
+    """Refuse at once a journal another run holds or a link; the number of results it
+    holds (lines). Nothing is moved here: the engine moves an earlier journal aside when a
+    new run records its first result, so a run that fails before that leaves it alone."""
     from ..journal import lock_journal
 
     fd = lock_journal(path)  # creates the folder 0700; checks it and the lock file
     try:
         if path.is_symlink():
             raise UnsafePathError(f"refusing to open {path}: it is a symbolic link", str(path))
-        if fresh and path.exists() and path.stat().st_size:
-            stamp = time.strftime('%Y%m%d-%H%M%S')
-            backup = path.with_name(f"{path.name}.{stamp}")
-            n = 0
-            while backup.exists() or backup.is_symlink():
-                n += 1
-                backup = path.with_name(f"{path.name}.{stamp}.{n}")
-            os.rename(path, backup)  # same folder: a rename, never a copy through links
+        if not path.exists():
+            return 0
+        with open(path, "rb") as fh:
+            return sum(1 for line in fh if line.startswith(b'{"k":'))
     finally:
         os.close(fd)

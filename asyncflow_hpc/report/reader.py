@@ -6,7 +6,8 @@ line of a killed run, say — are counted and skipped, and so are records whose 
 wrong types (an ``event_time`` that is not a number, ...). A file with lines but not one
 telemetry record (another JSON file, a journal) raises :class:`LogFormatError`, naming the
 first problem. Task ids are per session, so rows are keyed by ``(session_id, task_id)``:
-several engines may share one log.
+several engines may share one log. Failed tasks also keep their inputs (``depends_on``) and
+the errors of their retried attempts, for the failures report (:mod:`.failures`).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class TaskRow:
 
     __slots__ = ("session_id", "task_id", "name", "task_type", "workflow_id", "backend", "node",
                  "executable", "block_id", "created", "submitted", "started", "end", "state",
-                 "duration", "error_type", "error_message", "attempts")
+                 "duration", "error_type", "error_message", "attempts", "depends_on",
+                 "root_cause_type", "retry_errors")
 
     def __init__(self, session_id: str, task_id: str) -> None:
         self.session_id = session_id
@@ -90,6 +92,11 @@ class TaskRow:
         self.error_type: str | None = None
         self.error_message: str | None = None
         self.attempts = 1
+        # failed tasks only: their input task ids and the root error's type of a dependency
+        # failure; retried tasks only: (error type, message) of each failed attempt
+        self.depends_on: list[str] | None = None
+        self.root_cause_type: str | None = None
+        self.retry_errors: list[tuple[str | None, str | None]] | None = None
 
     @property
     def run_start(self) -> float | None:
@@ -127,6 +134,8 @@ class Log:
     lines: int = 0
     bad_lines: int = 0
     truncated: bool = False  # no SessionEnded for some session: the run did not shut down
+    # every failed task of the log, kept by filter_workflow: a root cause in another workflow
+    failed_index: dict[tuple[str, str], TaskRow] = field(default_factory=dict)
 
     def filter_workflow(self, workflow_id: str) -> Log:
         """Only the tasks (and workflow spans) of one workflow."""
@@ -136,7 +145,8 @@ class Log:
                    workflow_spans=[s for s in self.workflow_spans
                                    if s.get("attributes", {}).get("workflow_id") == workflow_id],
                    resources=self.resources, metrics=self.metrics, lines=self.lines,
-                   bad_lines=self.bad_lines, truncated=self.truncated)
+                   bad_lines=self.bad_lines, truncated=self.truncated,
+                   failed_index=self.failed_index)
 
     @property
     def workflow_ids(self) -> list[str]:
@@ -177,6 +187,10 @@ def read_log(path: str | os.PathLike, workflow: str | None = None) -> Log:
                     log.metrics.append(d)
                 elif not isinstance(section, str):
                     raise _BadRecord("no section (event, span or metric)")
+                else:  # a section of a later version: skipped, but no proof of a telemetry log
+                    first_problem = first_problem or (f"line {log.lines}: unknown section "
+                                                      f"{json.dumps(section)[:40]}")
+                    continue
             except _BadRecord as exc:
                 log.bad_lines += 1
                 first_problem = first_problem or f"line {log.lines}: {exc}"
@@ -186,6 +200,7 @@ def read_log(path: str | os.PathLike, workflow: str | None = None) -> Log:
         raise LogFormatError(f"{path} is not an asyncflow-hpc telemetry log: no line of it is a "
                              f"telemetry record ({first_problem})")
     log.tasks = list(rows.values())
+    log.failed_index = {k: r for k, r in rows.items() if r.state == "failed"}
     _fill_nodes(log)
     log.truncated = any("end" not in s for s in log.sessions.values())
     if workflow is not None:
@@ -257,7 +272,17 @@ def _event(d: dict, rows: dict, log: Log) -> None:
             attrs = d.get("attributes") or {}
             row.error_type = d.get("error_type") or attrs.get("error_type")
             row.error_message = attrs.get("error_message")
+            deps = attrs.get("depends_on")
+            if isinstance(deps, list) and deps:
+                row.depends_on = [x for x in deps if isinstance(x, str)]
+            root = attrs.get("root_cause_type")
+            row.root_cause_type = root if isinstance(root, str) else None
     elif etype == "TaskRetried":
         row.attempts += 1
         row.started = None
         row.state = "pending"
+        attrs = d.get("attributes") or {}
+        if row.retry_errors is None:
+            row.retry_errors = []
+        row.retry_errors.append((d.get("error_type") or attrs.get("error_type"),
+                                 attrs.get("error_message")))

@@ -226,11 +226,11 @@ class TelemetrySession:
             except Exception:
                 log.exception("telemetry: packing events failed")
 
-    def _on_rare(self, etype: str, rec: Any, error: BaseException | None) -> None:
+    def _on_rare(self, etype: str, rec: Any, error: BaseException | None, at: float) -> None:
         """A failure, cancellation or retry, from the engine, before the record changes: the
-        record as it is (the steps before the event), then the event."""
+        record as it is (the steps before the event), then the event (at ``at``)."""
         try:
-            self._items.append(rare_item(etype, rec, error, time.time()))
+            self._items.append(rare_item(etype, rec, error, at))
         except Exception:
             log.debug("telemetry: recording %s failed", etype, exc_info=True)
 

@@ -64,7 +64,7 @@ fi
 # a job SLURM requeued (its node failed) continues from the journal instead of starting over
 resume=()
 if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then
-  resume=(--resume)
+  resume=(--resume-if-any)
   echo "asyncflow-hpc: restart ${SLURM_RESTART_COUNT} of this job: resuming from the journal"
 fi
 {{ python_q }} -m asyncflow_hpc run {{ script_q }} --in-allocation "${resume[@]}" --backend {{ backend_q }} {{ site_args_q }} -- {{ script_args_q }} &

@@ -87,7 +87,7 @@ def test_two_campaigns_with_one_stem_do_not_share_results(tmp_path):
     assert first.returncode == 0, first.stderr
     assert "RESULT exp1" in first.stdout
     # same folder, same stem, --resume: exp2 must not get exp1's result
-    second = afhpc(tmp_path, "--resume", "exp2/campaign.py", "-q")
+    second = afhpc(tmp_path, "--resume-if-any", "exp2/campaign.py", "-q")
     assert second.returncode == 0, second.stderr
     assert "RESULT exp2" in second.stdout
     assert (tmp_path / "exp2" / "runs").read_text().count("x") == 1
