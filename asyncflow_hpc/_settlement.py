@@ -186,7 +186,7 @@ class Settlement:
         del self._active[rec.uid]
         rec.state = _DONE
         rec.finished = end or time.time()
-        self.counts["done"] += 1
+        (self.block_counts if rec.kind is _BLOCK else self.counts)["done"] += 1
         if fut is not None and not fut.done():
             fut.set_result(value)
         tape = self._tape
@@ -209,7 +209,7 @@ class Settlement:
             self._tape_rare(etype, rec, error, end)
         rec.state = state
         rec.finished = end
-        self.counts[count] += 1
+        (self.block_counts if rec.kind is _BLOCK else self.counts)[count] += 1
         return True
 
     def _settle_failed(self, rec: TaskRecord, error: BaseException,

@@ -164,7 +164,8 @@ class WorkflowEngine(Submission, Settlement, SignalHandling):
         self._retry_handles: set[asyncio.TimerHandle] = set()
         self._work: collections.deque[tuple[object, TaskRecord]] = collections.deque()
         self._working = False
-        self.counts = {"submitted": 0, "done": 0, "failed": 0, "cancelled": 0}
+        self.counts = {"submitted": 0, "done": 0, "failed": 0, "cancelled": 0}  # tasks
+        self.block_counts = {"done": 0, "failed": 0, "cancelled": 0}
 
     # ------------------------------------------------------------------ life cycle
     @classmethod
@@ -456,15 +457,28 @@ class WorkflowEngine(Submission, Settlement, SignalHandling):
                 log.exception("observer %r failed on %s", obs, etype)
     # ------------------------------------------------------------------ introspection
     def task_states(self) -> dict[str, int]:
-        """Counts of tasks by state, for progress displays."""
-        running = sum(1 for r in self._active.values() if r.state is _RUNNING)
-        return {
-            "pending": len(self._active) - running,
-            "running": running,
-            "done": self.counts["done"],
-            "failed": self.counts["failed"],
-            "cancelled": self.counts["cancelled"],
-        }
+        """Counts of tasks (not blocks) by state, for progress displays: ``running`` are
+        those whose body runs now (reported by the backend from where it runs)."""
+        return self.states()[0]
+
+    def block_states(self) -> dict[str, int]:
+        """Counts of blocks by state (a block runs from its start to its return)."""
+        return self.states()[1]
+
+    def states(self) -> tuple[dict[str, int], dict[str, int]]:
+        """``(task_states(), block_states())`` in one pass over the unfinished records."""
+        running = blocks = blocks_running = 0
+        for r in self._active.values():
+            if r.kind is _BLOCK:
+                blocks += 1
+                blocks_running += r.state is _RUNNING
+            elif r.state is _RUNNING:
+                running += 1
+        tasks = len(self._active) - blocks
+        return ({"pending": tasks - running, "running": running, "done": self.counts["done"],
+                 "failed": self.counts["failed"], "cancelled": self.counts["cancelled"]},
+                {"pending": blocks - blocks_running, "running": blocks_running,
+                 **self.block_counts})
 
     def __repr__(self) -> str:
         return (f"<WorkflowEngine {self.uid} backends={list(self.backends)} "

@@ -109,14 +109,20 @@ class DependencyFailureError(AsyncFlowError):
         root_task: str | None = None,
     ) -> None:
         deps = list(failed_dependencies or [])
+        via = None  # the input through which a failure further up arrived
         if isinstance(root_cause, DependencyFailureError) and root_cause.root_cause is not None:
             # a hop of a chain: point at the chain's root, not at the previous hop
             root_task = root_task or root_cause.root_task
             root_cause = root_cause.root_cause
+            via = deps[0] if deps and deps[0] != root_task else None
         elif root_cause is not None and root_task is None and deps:
             root_task = deps[0]  # the engine names the input whose error is root_cause first
         if root_cause is not None:
-            who = f"{root_task!r} failed with " if root_task else ""
+            who = ""
+            if root_task and via:
+                who = f"{root_task!r} (upstream of input {via!r}) failed with "
+            elif root_task:
+                who = f"input {root_task!r} failed with "
             detail = _first_line(root_cause)
             message = f"{message}: {who}{type(root_cause).__name__}" + (f": {detail}" if detail
                                                                        else "")

@@ -1,4 +1,5 @@
-"""Live progress of an engine: done / running / failed / pending.
+"""Live progress of an engine: tasks done / running / failed / cancelled / pending, blocks
+apart, the rate and the time left.
 
 Switched on by ``WorkflowEngine.create(progress=MODE)``, ``ASYNCFLOW_HPC_PROGRESS=MODE`` or
 ``asyncflow-hpc run --progress MODE`` (``--quiet`` is ``off``). Modes:
@@ -10,13 +11,17 @@ Switched on by ``WorkflowEngine.create(progress=MODE)``, ``ASYNCFLOW_HPC_PROGRES
   and a last line at shutdown;
 * ``off`` — nothing.
 
-Counts come from ``engine.task_states()`` on a timer, never per event, so a display costs the
-same for ten tasks and for a million.
+Counts come from ``engine.states()`` on a timer, never per event, so a display costs the
+same for ten tasks and for a million. "running" counts bodies that run now (backends report
+the start from where the body runs); blocks (``@flow.block``) are counted apart. The bar
+fills with tasks that ended by running (done or failed): after Ctrl-C it shows how far the
+run got and how many tasks were cancelled, not 100%.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import sys
@@ -31,6 +36,7 @@ MODES = ("auto", "rich", "plain", "off")
 DEFAULT_INTERVAL = 10.0
 RICH_REFRESH = 0.25
 HEARTBEAT = 6  # a plain line at least every this many intervals while work is unfinished
+RATE_WINDOW = 30.0  # seconds of history behind the rate and the time left
 
 
 def resolve_mode(mode: str | None, stream: Any = None) -> str:
@@ -98,6 +104,8 @@ class _Ticker:
         self.engine = engine
         self.interval = interval
         self.started = time.monotonic()
+        # (time, tasks finished) over the last RATE_WINDOW seconds: the rate and time left
+        self._history: collections.deque[tuple[float, int]] = collections.deque()
         self._loop = asyncio.get_running_loop()
         self._handle: asyncio.TimerHandle | None = None
         self._closed = False
@@ -123,8 +131,25 @@ class _Ticker:
             self._handle.cancel()
         return True
 
-    def counts(self) -> dict[str, int]:
-        return self.engine.task_states()
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Tasks' and blocks' counts by state."""
+        return self.engine.states()
+
+    def pace(self, c: dict[str, int]) -> tuple[float, float | None]:
+        """Tasks finished per second over the last RATE_WINDOW s, and the seconds left at
+        that rate (None while nothing finished)."""
+        now = time.monotonic()
+        finished = c["done"] + c["failed"] + c["cancelled"]
+        hist = self._history
+        hist.append((now, finished))
+        while len(hist) > 2 and now - hist[1][0] >= RATE_WINDOW:
+            hist.popleft()
+        t0, f0 = hist[0]
+        if len(hist) == 1:
+            t0, f0 = self.started, 0
+        rate = (finished - f0) / (now - t0) if now > t0 else 0.0
+        left = c["running"] + c["pending"]
+        return rate, (left / rate if rate > 0 else None) if left else 0.0
 
 
 def _elapsed(seconds: float) -> str:
@@ -134,6 +159,13 @@ def _elapsed(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:d}:{s:02d}"
 
 
+def _blocks(b: dict[str, int]) -> str:
+    """``; blocks 2 running, 3 done`` — only the states that have some; '' without blocks."""
+    parts = [f"{b[k]:,} {k}" for k in ("running", "done", "failed", "cancelled", "pending")
+             if b[k]]
+    return f"; blocks {', '.join(parts)}" if parts else ""
+
+
 class PlainProgress(_Ticker):
     """Periodic one-line summaries for logs."""
 
@@ -141,23 +173,25 @@ class PlainProgress(_Ticker):
                  stream: Any = None) -> None:
         self._stream = stream
         self._last: tuple | None = None
-        self._last_finished = 0
-        self._last_time = time.monotonic()
         self._quiet_ticks = 0
         super().__init__(engine, interval)
 
-    def line(self, c: dict[str, int], final: bool = False) -> str:
+    def line(self, c: dict[str, int], blocks: dict[str, int] | None = None,
+             final: bool = False) -> str:
         now = time.monotonic()
-        finished = c["done"] + c["failed"] + c["cancelled"]
-        dt = now - self._last_time
-        rate = (finished - self._last_finished) / dt if dt > 0 else 0.0
-        self._last_finished, self._last_time = finished, now
+        rate, left = self.pace(c)
         stamp = time.strftime("%H:%M:%S")
-        what = "finished" if final else "progress"
+        unfinished = c["running"] + c["pending"]
+        what = ("interrupted" if c["cancelled"] and unfinished == 0 and final else
+                "finished" if final else "progress")
+        tail = ""
+        if not final:
+            tail = f" ({rate:,.1f} tasks/s" + (
+                f", about {_elapsed(left)} left)" if left else ")")
         return (f"asyncflow-hpc {stamp} {self.engine.uid} {what} [{_elapsed(now - self.started)}]"
-                f": {c['done']:,} done, {c['running']:,} running, {c['failed']:,} failed, "
-                f"{c['cancelled']:,} cancelled, {c['pending']:,} pending"
-                + ("" if final else f" ({rate:,.1f} tasks/s)"))
+                f": tasks {c['done']:,} done, {c['running']:,} running, {c['failed']:,} failed, "
+                f"{c['cancelled']:,} cancelled, {c['pending']:,} pending{tail}"
+                + _blocks(blocks or dict.fromkeys(c, 0)))
 
     def _emit(self, text: str) -> None:
         stream = self._stream if self._stream is not None else sys.stderr
@@ -167,28 +201,28 @@ class PlainProgress(_Ticker):
             pass
 
     def update(self) -> None:
-        c = self.counts()
-        if sum(c.values()) == 0:
+        c, b = self.counts()
+        if sum(c.values()) + sum(b.values()) == 0:
             return  # nothing submitted yet
-        key = tuple(sorted(c.items()))
+        key = (tuple(sorted(c.items())), tuple(sorted(b.items())))
         self._quiet_ticks += 1
         heartbeat = (c["running"] + c["pending"]) > 0 and self._quiet_ticks >= HEARTBEAT
         if key == self._last and not heartbeat:
             return  # nothing changed: keep batch logs short
         self._last = key
         self._quiet_ticks = 0
-        self._emit(self.line(c))
+        self._emit(self.line(c, b))
 
     async def close(self) -> None:
         if not self._stop_timer():
             return
-        c = self.counts()
-        if sum(c.values()):
-            self._emit(self.line(c, final=True))
+        c, b = self.counts()
+        if sum(c.values()) + sum(b.values()):
+            self._emit(self.line(c, b, final=True))
 
 
 class RichProgress(_Ticker):
-    """A live bar on a terminal (rich), refreshed from a timer."""
+    """A live bar on a terminal (rich), as wide as the terminal, refreshed from a timer."""
 
     def __init__(self, engine: Any, console: Any = None) -> None:
         from rich.console import Console
@@ -200,37 +234,44 @@ class RichProgress(_Ticker):
             TimeElapsedColumn,
         )
 
-        # fits 80 columns: bar, percentage, the four counts, elapsed time
+        # the bar takes whatever width the counts, rate and clock leave on the terminal
         self._progress = Progress(
-            BarColumn(bar_width=16), TaskProgressColumn(), TextColumn("{task.fields[counts]}"),
-            TimeElapsedColumn(),
+            BarColumn(bar_width=None), TaskProgressColumn(), TextColumn("{task.fields[counts]}"),
+            TextColumn("{task.fields[pace]}"), TimeElapsedColumn(),
             console=console if console is not None else Console(stderr=True),
-            auto_refresh=False, transient=False,
+            auto_refresh=False, transient=False, expand=True,
             # the script's prints and log lines go above the display when they reach the same
             # terminal; output redirected to a file stays untouched
             redirect_stdout=console is None and _isatty(sys.stdout),
             redirect_stderr=console is None)
-        self._task = self._progress.add_task(f"{engine.uid}", total=None, counts="")
+        self._task = self._progress.add_task(f"{engine.uid}", total=None, counts="", pace="")
         self._progress.start()
         super().__init__(engine, RICH_REFRESH)
 
-    def update(self) -> None:
-        c = self.counts()
-        finished = c["done"] + c["failed"] + c["cancelled"]
-        total = finished + c["running"] + c["pending"]
+    def update(self, final: bool = False) -> None:
+        c, b = self.counts()
+        ran = c["done"] + c["failed"]  # the bar: tasks that ended by running
+        total = ran + c["cancelled"] + c["running"] + c["pending"]
         parts = [f"[green]done {c['done']:,}", f"[yellow]running {c['running']:,}",
                  f"[red]failed {c['failed']:,}"]
         if c["cancelled"]:
-            parts.append(f"[dim]cancelled {c['cancelled']:,}")
+            parts.append(f"[magenta]cancelled {c['cancelled']:,}")
         parts.append(f"[cyan]pending {c['pending']:,}")
-        self._progress.update(self._task, completed=finished, total=total or None,
-                              counts="[/] ".join(parts) + "[/]")
+        if sum(b.values()):
+            parts.append(f"[dim]blocks {b['done']:,}/{sum(b.values()):,}")
+        rate, left = self.pace(c)
+        if final:
+            pace = "[magenta]interrupted" if c["cancelled"] else ""
+        else:
+            pace = f"{rate:,.1f}/s" + (f" ~{_elapsed(left)} left" if left else "")
+        self._progress.update(self._task, completed=ran, total=total or None,
+                              counts="[/] ".join(parts) + "[/]", pace=pace)
         self._progress.refresh()
 
     async def close(self) -> None:
         if not self._stop_timer():
             return
         try:
-            self.update()
+            self.update(final=True)
         finally:
             self._progress.stop()

@@ -15,7 +15,7 @@ from ..suggestions import did_you_mean
 from .base import ExecutionBackend, Reporter
 
 __all__ = ["BACKENDS", "ExecutionBackend", "Reporter", "backend_class", "create_backend",
-           "create_backend_from_env"]
+           "create_backend_from_env", "require_backend"]
 
 #: name -> "module:Class"
 BACKENDS: dict[str, str] = {
@@ -26,6 +26,27 @@ BACKENDS: dict[str, str] = {
 }
 
 ENV_BACKEND = "ASYNCFLOW_HPC_BACKEND"
+#: name -> the module a backend loads only when it starts (its optional extra)
+NEEDS: dict[str, str] = {"radical": "radical.pilot"}
+
+
+def require_backend(name: str) -> None:
+    """Raise :class:`ConfigurationError` (one line, with the install command) when backend
+    ``name`` is unknown or the package it runs on is not installed."""
+    backend_class(name)
+    module = NEEDS.get(name.strip().lower())
+    if module is None:
+        return
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ImportError:  # its parent package is missing
+        found = False
+    if not found:
+        raise ConfigurationError(
+            f"backend {name!r} needs {module}, which is not installed here; "
+            f"pip install 'asyncflow-hpc[{name.strip().lower()}]'")
 
 
 def backend_class(name: str) -> type[ExecutionBackend]:

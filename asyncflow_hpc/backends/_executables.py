@@ -8,6 +8,7 @@ import collections
 import mmap
 import os
 import shlex
+import shutil
 import signal
 import tempfile
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Any
 from ..errors import ConfigurationError, ExecutableNotFoundError, TaskExecutionError
 from ..files import stage_in
 from ..hpc.launchers import mpi_launch_prefix, node_failure
+from ..hpc.rank_output import RANK_DIR_PREFIX, merge_rank_files, rank_wrapper
 from ..safe_files import safe_open
 from ..tasks import TaskSpec
 from ._bodies import check_outputs
@@ -38,21 +40,28 @@ class ExecutableRunner:
         self._reaper: Reaper | None = None
 
     async def run(self, spec: TaskSpec) -> str:
-        argv, cwd, env = _process_args(spec)
-        if spec.files is not None:
-            stage_in(spec.files)
-            cwd = cwd or spec.files.task_dir
-        if self._limit is None:
-            return await self._spawn(spec, argv, cwd, env)
-        # an MPI task of R ranks is R processes: it takes R slots (all of them at most)
-        taken = await self._limit.acquire(int(spec.description.get("ranks") or 1))
+        ranks = int((spec.description or {}).get("ranks") or 1)
+        # an MPI task's ranks write to files of their own, merged line by line when it ends
+        rank_dir = tempfile.mkdtemp(prefix=RANK_DIR_PREFIX) if ranks > 1 else None
         try:
-            return await self._spawn(spec, argv, cwd, env)
+            argv, cwd, env = _process_args(spec, rank_dir)
+            if spec.files is not None:
+                stage_in(spec.files)
+                cwd = cwd or spec.files.task_dir
+            if self._limit is None:
+                return await self._spawn(spec, argv, cwd, env, rank_dir)
+            # an MPI task of R ranks is R processes: it takes R slots (all of them at most)
+            taken = await self._limit.acquire(ranks)
+            try:
+                return await self._spawn(spec, argv, cwd, env, rank_dir)
+            finally:
+                self._limit.release(taken)
         finally:
-            self._limit.release(taken)
+            if rank_dir is not None:
+                shutil.rmtree(rank_dir, ignore_errors=True)
 
     async def _spawn(self, spec: TaskSpec, argv: list[str], cwd: str | None,
-                     env: dict[str, str] | None) -> str:
+                     env: dict[str, str] | None, rank_dir: str | None = None) -> str:
         # stdout and stderr go to spool files, not pipes: the child writes straight to the
         # file, the loop reads nothing while it runs, and a 100 MB output is decoded once
         # from a memory map instead of being buffered, joined and copied. The files are
@@ -88,6 +97,8 @@ class ExecutableRunner:
                 raise
             finally:
                 reaper.remove(proc.pid)
+            if rank_dir is not None:  # the ranks' lines, tagged, after the launcher's own
+                await _merge_ranks(rank_dir, out_f.fileno(), err_f.fileno())
             if spec.stdio is None and spec.description:
                 _copy_to_named_files(spec, cwd, out_f, err_f)
             if returncode != 0:
@@ -146,8 +157,10 @@ class ExecutableRunner:
             self._reaper = None
 
 
-def _process_args(spec: TaskSpec) -> tuple[list[str], str | None, dict[str, str] | None]:
-    """argv, cwd and environment of an executable task, from its spec and description."""
+def _process_args(spec: TaskSpec, rank_dir: str | None = None
+                  ) -> tuple[list[str], str | None, dict[str, str] | None]:
+    """argv, cwd and environment of an executable task, from its spec and description;
+    ``rank_dir``: where the ranks of an MPI task write their output."""
     desc = spec.description
     command = spec.command
     if spec.shell:
@@ -158,7 +171,8 @@ def _process_args(spec: TaskSpec) -> tuple[list[str], str | None, dict[str, str]
     if desc:
         ranks = desc.get("ranks") or 1
         if ranks > 1:
-            argv = mpi_launch_prefix(ranks, "mpirun", oversubscribe=True) + argv
+            launch = mpi_launch_prefix(ranks, "mpirun", oversubscribe=True)
+            argv = launch + (rank_wrapper(rank_dir) if rank_dir else []) + argv
         pre = desc.get("pre_exec")
         if pre:
             argv = ["/bin/sh", "-c", " && ".join([*pre, "exec " + shlex.join(argv)])]
@@ -169,6 +183,24 @@ def _process_args(spec: TaskSpec) -> tuple[list[str], str | None, dict[str, str]
             env = dict(os.environ)
             env.update({k: str(v) for k, v in extra.items()})
     return argv, cwd, env
+
+
+#: rank output up to this size is merged on the event loop (~1 GB/s), more in a thread
+MERGE_INLINE_BYTES = 8 << 20
+
+
+async def _merge_ranks(rank_dir: str, out_fd: int, err_fd: int) -> None:
+    """Append the ranks' files, tagged, to the task's stdout and stderr files."""
+    size = sum(e.stat().st_size for e in os.scandir(rank_dir) if e.is_file())
+    if size <= MERGE_INLINE_BYTES:
+        merge_rank_files(rank_dir, out_fd, err_fd)
+        return
+    done = asyncio.ensure_future(asyncio.to_thread(merge_rank_files, rank_dir, out_fd, err_fd))
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        await asyncio.wait([done])  # it writes into our spool files: let it finish first
+        raise
 
 
 class _Slots:

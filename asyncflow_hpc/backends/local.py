@@ -177,7 +177,6 @@ class LocalExecutionBackend(ExecutionBackend):
                     "files of an executable task; a function task's output is not captured "
                     "on the local backend"))
                 continue
-            box: list[float] | None = None
             if spec.kind is _EXECUTABLE:
                 fut: asyncio.Future = loop.create_task(self._executables.run(spec))  # type: ignore[union-attr]
             elif spec.is_async and not self._processes and not spec.inline:
@@ -226,11 +225,18 @@ class LocalExecutionBackend(ExecutionBackend):
                     self._timers[uid] = loop.call_later(spec.timeout, self._timed_out, uid, spec)
                 continue
             else:
-                box = [0.0, 0.0]  # the body's start and end, stamped in the worker thread
-                fut = loop.run_in_executor(self.executor, self._call_in_thread, uid, spec,
-                                           self._the_door(), box)
+                try:
+                    cfut = self.executor.submit(self._call_in_thread, uid, spec,
+                                                self._the_door())
+                except RuntimeError as exc:  # the executor was shut down
+                    loop.call_soon(reporter.failed, uid, exc)
+                    continue
+                running[uid] = Elsewhere(cfut.cancel)  # stops it only before it started
+                if spec.timeout:
+                    self._timers[uid] = loop.call_later(spec.timeout, self._timed_out, uid, spec)
+                continue
             running[uid] = fut
-            fut.add_done_callback(functools.partial(self._finished, uid, box))
+            fut.add_done_callback(functools.partial(self._finished, uid))
             if spec.timeout:
                 self._timers[uid] = loop.call_later(spec.timeout, self._timed_out, uid, spec)
 
@@ -277,18 +283,23 @@ class LocalExecutionBackend(ExecutionBackend):
         return True
 
     @staticmethod
-    def _call_in_thread(uid: str, spec: TaskSpec, door: Door, box: list[float]) -> Any:
+    def _call_in_thread(uid: str, spec: TaskSpec, door: Door) -> None:
+        """In a worker thread: run the body; its start and end go through the one door, in
+        order (a thread's next start never overtakes its last end)."""
         # The start is stamped after the report is queued: queuing may wake the loop, a
         # system call during which other threads take the GIL; a stamp taken before it could
         # be late by their time slices. The loop waits for the stamp (see _from_worker).
+        box = [0.0]
         door.put(("running", uid, None, box))
-        box[0] = time.time()
+        box[0] = start = time.time()
         try:
-            return call_body(spec.function, spec.args, spec.kwargs, spec.files, spec.name)
-        finally:
-            box[1] = time.time()
+            value = call_body(spec.function, spec.args, spec.kwargs, spec.files, spec.name)
+        except BaseException as exc:  # noqa: BLE001 - the task's error, whatever it is
+            door.put(("failed", uid, exc, (start, time.time())))
+        else:
+            door.put(("done", uid, value, (start, time.time())))
 
-    def _finished(self, uid: str, box: list[float] | None, fut: asyncio.Future) -> None:
+    def _finished(self, uid: str, fut: asyncio.Future) -> None:
         if self._running.pop(uid, None) is not fut:
             return  # cancelled or timed out by us: already reported
         timer = self._timers.pop(uid, None)
@@ -297,12 +308,11 @@ class LocalExecutionBackend(ExecutionBackend):
         if fut.cancelled():
             self.reporter.cancelled(uid)
             return
-        stamps = (box[0], box[1]) if box is not None and box[1] else None
         exc = fut.exception()
         if exc is None:
-            self.reporter.done(uid, fut.result(), stamps=stamps)
+            self.reporter.done(uid, fut.result())
         else:
-            self.reporter.failed(uid, exc, stamps=stamps)
+            self.reporter.failed(uid, exc)
 
     def _timed_out(self, uid: str, spec: TaskSpec) -> None:
         self._timers.pop(uid, None)

@@ -121,6 +121,13 @@ def run_command(workloads: tuple[str, ...], size: int | None, duration: float | 
 
     if plot and not compare:
         raise click.UsageError("--plot draws the side-by-side: add --compare")
+    from ..backends import require_backend
+    from ..errors import ConfigurationError
+
+    try:
+        require_backend(backend)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
     if compare_parsl:
         _compare_parsl(workloads, size, duration, backend, cores, json_out)
         return

@@ -161,8 +161,14 @@ def failures_csv(rows: list[dict[str, Any]]) -> bytes:
     w = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in FIELDS})
+        w.writerow({k: _cell(r.get(k)) for k in FIELDS})
     return buf.getvalue().encode("utf-8")
+
+
+def _cell(v: Any) -> Any:
+    if v is None:
+        return ""
+    return ("true" if v else "false") if isinstance(v, bool) else v
 
 
 def failures_json(rows: list[dict[str, Any]]) -> bytes:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 __all__ = ["Log", "LogFormatError", "TaskRow", "read_log"]
 
 _FINAL = {"TaskCompleted": "completed", "TaskFailed": "failed", "TaskCanceled": "canceled"}
+GIVE_UP_AFTER = 1000  # lines without one telemetry record: not a telemetry log
 
 
 class LogFormatError(ValueError):
@@ -163,6 +164,8 @@ def read_log(path: str | os.PathLike, workflow: str | None = None) -> Log:
     records = 0
     with open(path, "rb") as fh:
         for raw in fh:
+            if not records and log.lines >= GIVE_UP_AFTER:
+                break  # a large file of another kind: no need to read it all to say so
             log.lines += 1
             try:
                 d = loads(raw)

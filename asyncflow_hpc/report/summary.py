@@ -65,7 +65,7 @@ def by_function(tasks: list[TaskRow]) -> list[dict[str, Any]]:
             "retries": sum(r.attempts - 1 for r in rows),
             "timeouts": sum(_timeouts(r) for r in rows),
             "p50": percentile(d, 50), "p90": percentile(d, 90), "p99": percentile(d, 99),
-            "max": d[-1] if d else None, "total_s": sum(d),
+            "max": d[-1] if d else None, "total_s": sum(d) if d else None,
         })
     out.sort(key=lambda f: (-f["tasks"], f["function"]))
     return out
@@ -90,8 +90,9 @@ def _utilisation(samples: list[dict]) -> dict[str, Any]:
 
 
 def summarize(log: Log, *, top: int = 10, max_failed: int = 20) -> dict[str, Any]:
-    """The run's numbers as a JSON-able dict (``summary.json``); ``failed`` holds the first
-    ``max_failed`` failures (:func:`.failures.failure_rows` has them all)."""
+    """The run's numbers as a JSON-able dict (``summary.json``); ``failed`` holds
+    ``max_failed`` failures, each kind of failure represented (:func:`_pick`;
+    :func:`.failures.failure_rows` has them all)."""
     tasks = [t for t in log.tasks if not t.is_block]
     blocks = [t for t in log.tasks if t.is_block]
     by_state = Counter(t.state for t in tasks)
@@ -148,10 +149,26 @@ def summarize(log: Log, *, top: int = 10, max_failed: int = 20) -> dict[str, Any
                     "timeouts": sum(_timeouts(t) for t in tasks)},
         "utilisation": _utilisation(log.resources),
         "slowest": [_task_brief(t) for t in slowest],
-        "failed": [{**r, "state": "failed"} for r in failed[:max_failed]],
+        "failed": [{**r, "state": "failed"} for r in _pick(failed, max_failed)],
         "failed_total": len(failed),
         "error_types": dict(Counter(r["error_type"] or "unknown" for r in failed).most_common()),
     }
+
+
+def _pick(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """``n`` of the failure rows, in their order: the first of each kind (function, error
+    type, root error type) before more of a kind, so that one odd failure is not hidden by
+    many alike."""
+    if len(rows) <= n:
+        return rows
+    seen: set[tuple] = set()
+    first, rest = [], []
+    for i, r in enumerate(rows):
+        kind = (r["name"], r["error_type"], r.get("root_error_type"))
+        (rest if kind in seen else first).append(i)
+        seen.add(kind)
+    keep = sorted((first + rest)[:n])
+    return [rows[i] for i in keep]
 
 
 def _task_brief(t: TaskRow) -> dict[str, Any]:
@@ -274,7 +291,8 @@ def tables(summary: dict[str, Any], *, failures_hint: str | None = None) -> list
         out.append(sl)
 
     if s["failed"]:
-        fl = Table(title=f"failed tasks ({s['failed_total']:,})", title_justify="left")
+        fl = Table(title=f"failed tasks ({s['failed_total']:,})", title_justify="left",
+                   show_lines=True)
         fl.add_column("task", overflow="fold", max_width=28)
         fl.add_column("error", overflow="fold")
         for t in s["failed"]:
@@ -314,8 +332,12 @@ def failure_text(t: dict[str, Any]) -> list[str]:
     """Lines about one failure (a row of :func:`.failures.failure_rows`) for the terminal:
     the error, earlier attempts, the root cause of a dependency failure, the stderr tail."""
     first = _first_line(t.get("error_message"))
+    inputs = t.get("failed_inputs") and (t.get("root_task_name") or t.get("root_error_type"))
+    if inputs:
+        first = f"input {t['failed_inputs']} failed"  # the engine's message: in the CSV
     out = [f"{t['error_type']}: {first}" if first else str(t["error_type"])]
-    if t.get("arguments"):
+    # an executable's failure message names its command already
+    if t.get("arguments") and not inputs and t.get("error_type") != "TaskExecutionError":
         out.append(f"arguments: {_first_line(t['arguments'], 160)}")
     if t.get("retry_errors"):
         out.append(f"earlier attempts: {t['retry_errors']}")

@@ -63,8 +63,8 @@ def test_dependency_failure_chain(make_flow):
         with pytest.raises(DependencyFailureError) as info:
             await top
         err = info.value
-        assert str(err) == ("Cannot execute 'use' due to dependency failure: 'bad' failed "
-                            "with ValueError: root")
+        assert str(err) == ("Cannot execute 'use' due to dependency failure: 'bad' (upstream "
+                            "of input 'use') failed with ValueError: root")
         assert err.failed_dependencies == ["use"]
         # every hop points at the root error, not at the previous hop (short tracebacks)
         assert isinstance(err.root_cause, ValueError) and err.root_task == "bad"

@@ -61,8 +61,9 @@ def test_a_long_failure_chain_prints_a_short_error(tmp_path, n):
     assert out.returncode == 0, out.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
     assert int(lines["LEN"]) < 10_000, out.stdout
-    assert lines["MSG"] == ("Cannot execute 'parse' due to dependency failure: 'load' failed "
-                            "with FileNotFoundError: no such file: input.dat")
+    assert lines["MSG"] == ("Cannot execute 'parse' due to dependency failure: 'load' "
+                            "(upstream of input 'parse') failed with FileNotFoundError: no "
+                            "such file: input.dat")
     assert len(out.stderr) < 10_000
 
 
@@ -73,8 +74,8 @@ def test_a_hop_points_at_the_root_and_pickles():
     assert first.root_task == second.root_task == "a"
     assert second.root_cause is root and second.__cause__ is root
     assert second.failed_dependencies == ["b"] and second.original_error is root
-    assert str(second) == ("Cannot execute 'c' due to dependency failure: 'a' failed with "
-                           "ValueError: bad value")
+    assert str(second) == ("Cannot execute 'c' due to dependency failure: 'a' (upstream of "
+                           "input 'b') failed with ValueError: bad value")
     back = pickle.loads(pickle.dumps(second))
     assert type(back) is DependencyFailureError and str(back) == str(second)
     assert back.root_task == "a" and type(back.__cause__) is ValueError
@@ -105,5 +106,5 @@ def test_engine_dependency_error_names_the_root(make_flow):
         return info.value
 
     err = run(main())
-    assert str(err) == ("Cannot execute 'use' due to dependency failure: 'bad' failed with "
-                        "ValueError: root")
+    assert str(err) == ("Cannot execute 'use' due to dependency failure: 'bad' (upstream of "
+                        "input 'use') failed with ValueError: root")

@@ -242,3 +242,24 @@ def test_an_error_in_the_campaign_is_one_line_and_debug_shows_all(tmp_path, name
     debug = subprocess.run(argv[:4] + ["--debug"] + argv[4:], cwd=tmp_path,
                            capture_output=True, text=True, timeout=120, env=env)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_bench_with_a_backend_that_is_not_installed_is_one_line(tmp_path):
+    """RADICAL-Pilot hidden (a plain ``radical`` package ahead on the path): one line naming
+    the missing package and the install command, no traceback."""
+    import subprocess
+
+    fake = tmp_path / "hide" / "radical"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCFLOW_HPC_")}
+    env["PYTHONPATH"] = f"{fake.parent}{os.pathsep}{repo}"
+    out = subprocess.run([sys.executable, "-m", "asyncflow_hpc", "bench", "noop", "--size", "5",
+                          "--backend", "radical"], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=120)
+    assert out.returncode == 1, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "radical.pilot" in lines[0] and "pip install 'asyncflow-hpc[radical]'" in lines[0]
+    assert "Traceback" not in out.stderr

@@ -142,23 +142,43 @@ def test_dependencies_across_kinds(make_flow):
     run(main(), 240)
 
 
+#: each rank: 300 lines (every 10th 8 KB long, one write() each), a line on stderr, and a last
+#: line without a newline; rank 1 then exits with argv[1]. (RP puts arguments in double quotes
+#: in its exec script: no "$" or backquote in here.)
+MPI_RANKS = (
+    "import os, sys; from mpi4py import MPI; c = MPI.COMM_WORLD; r = c.rank\n"
+    "for i in range(300):\n"
+    "    os.write(1, f'r{r} line {i} {str(r) * 8000 if i % 10 == 0 else 1}\\n'.encode())\n"
+    "os.write(2, f'r{r} complains\\n'.encode())\n"
+    "os.write(1, f'r{r} size {c.size} sum {c.allreduce(r + 1)}'.encode())\n"
+    "c.Barrier(); sys.exit(int(sys.argv[1]) if r == 1 else 0)\n")
+
+
 @pytest.mark.timeout(300)
 def test_mpi_executable_with_two_ranks(make_flow):
+    """Every line of every rank comes back whole and tagged "RANK: " (rank by rank; the lines
+    of two ranks on one launcher's stdout would mix)."""
     pytest.importorskip("mpi4py")
 
     async def main():
         flow = await make_flow()
 
         @flow.executable_task(task_description={"ranks": 2, "pre_launch": MPI_AS_ROOT})
-        def hello():
-            # rank 0 alone prints what every rank said: two ranks' lines on one stdout may
-            # interleave (mpirun forwards each rank's output in pieces)
-            return [sys.executable, "-c",
-                    "from mpi4py import MPI; c = MPI.COMM_WORLD; r = c.gather(c.rank); "
-                    "c.rank == 0 and print(sorted(r), c.size)"]
+        def ranks(code):
+            return [sys.executable, "-c", MPI_RANKS, str(code)]
 
-        out = await hello()
-        assert out.strip() == "[0, 1] 2", out
+        out = await ranks(0)
+        assert out.endswith("\n"), out[-200:]
+        expected = [f"{r}: r{r} line {i} {str(r) * 8000 if i % 10 == 0 else 1}"
+                    for r in (0, 1) for i in range(300)]
+        expected += [f"{r}: r{r} size 2 sum 3" for r in (0, 1)]
+        assert sorted(out[:-1].split("\n")) == sorted(expected)
+        assert out.startswith("0: r0 line 0 ") and "\n1: r1 line 0 " in out  # rank by rank
+
+        with pytest.raises(TaskExecutionError) as info:
+            await ranks(3)
+        lines = info.value.stderr.split("\n")
+        assert "0: r0 complains" in lines and "1: r1 complains" in lines, info.value.stderr
         await close(flow)
 
     run(main(), 240)

@@ -17,6 +17,7 @@ from typing import Any
 
 from ...descriptions import ENGINE_KEYS
 from ...errors import ConfigurationError, MissingOutputError
+from ...hpc.rank_output import rp_post_launch, rp_pre_exec
 from ...tasks import TaskKind, TaskSpec
 from .keys import RENAMED
 
@@ -53,7 +54,20 @@ def task_description(spec: TaskSpec) -> dict[str, Any]:
         out["timeout"] = float(spec.timeout)
     if "name" not in out and spec.name:
         out["name"] = str(spec.name)
+    ranks = int(out.get("ranks") or 1)
+    if ranks > 1 and spec.kind is TaskKind.EXECUTABLE:
+        _rank_output(spec, out, ranks)
     return out
+
+
+def _rank_output(spec: TaskSpec, out: dict[str, Any], ranks: int) -> None:
+    """Each rank writes to files of its own (ours first in ``pre_exec``, so the user's
+    pre_exec lines are the rank's too); after the launcher, ``post_launch`` appends them,
+    tagged ``RANK: ``, to the task's stdout and stderr (ours first: the user's post_launch sees
+    the merged files). See :mod:`asyncflow_hpc.hpc.rank_output`."""
+    stdout, stderr = spec.stdio or (out.get("stdout"), out.get("stderr"))
+    out["pre_exec"] = [rp_pre_exec(), *(out.get("pre_exec") or ())]
+    out["post_launch"] = [rp_post_launch(ranks, stdout, stderr), *(out.get("post_launch") or ())]
 
 
 def executable_fields(spec: TaskSpec) -> tuple[str, list[str]]:
