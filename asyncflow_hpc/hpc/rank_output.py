@@ -32,14 +32,12 @@ RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID
 #: ``tempfile.mkdtemp`` prefix of the local backend's per-task folder of rank files
 RANK_DIR_PREFIX = "asyncflow-hpc-ranks-"
 
-_RANK_EXPR = "${" + ":-${".join(RANK_VARIABLES[:-1]) + ":-$" + RANK_VARIABLES[-1] + "}" * (
-    len(RANK_VARIABLES) - 1)
-# $1: the folder; then the rank's argv. A folder this node does not see (ranks on other
-# nodes, TMPDIR not shared) or no rank number: the rank writes to the launcher as before.
+# $1: the folder; then the rank's argv. No rank number, or a folder this node does not see
+# (ranks on other nodes, TMPDIR not shared): the rank writes to the launcher, as without us.
 # ">>": two ranks that claim the same number append rather than truncate each other.
-_WRAPPER = (f'd=$1; shift; r={_RANK_EXPR}; '
-            'if [ -n "$r" ] && [ -d "$d" ]; then exec >>"$d/rank.$r.out" 2>>"$d/rank.$r.err"; fi; '
-            'exec "$@"')
+_WRAPPER = ('d=$1; shift; r=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-${PMIX_RANK:-$SLURM_PROCID}}}; '
+            'case $r in ""|*[!0-9]*) ;; *) if [ -d "$d" ]; then '
+            'exec >>"$d/rank.$r.out" 2>>"$d/rank.$r.err"; fi ;; esac; exec "$@"')
 _RANK_FILE = re.compile(r"rank\.(\d+)\.(out|err)")
 
 

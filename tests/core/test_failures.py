@@ -350,3 +350,39 @@ def test_shutdown_cancels_everything_and_leaves_nothing(make_flow):
             break
         time.sleep(0.05)
     assert extra == []
+
+
+def test_a_bad_task_description_fails_only_that_task(make_flow):
+    """Unknown keys, bad values and an unknown backend fail the one call's future; its
+    siblings (same function, same workflow) run. A task_description that is not a dict is a
+    TypeError at the call, as radical.asyncflow raises it."""
+    async def main():
+        flow = await make_flow()
+
+        @flow.executable_task
+        def echo(i):
+            return f"echo {i}"
+
+        @flow.function_task
+        def square(i):
+            return i * i
+
+        bad = {3: {"walltime": 5}, 7: {"ranks": 0}, 11: {"timeout": "soon"},
+               13: {"cores_per_rank": -1}}
+        async with flow.workflow_scope("wf-bad-td"):
+            futs = [square(i, task_description=bad.get(i)) for i in range(16)]
+            exes = [echo(i, task_description=bad.get(i)) for i in range(16)]
+            results = await asyncio.gather(*futs, *exes, return_exceptions=True)
+        for i, (r, e) in enumerate(zip(results[:16], results[16:], strict=True)):
+            if i in bad:
+                assert isinstance(r, ConfigurationError) and isinstance(e, ConfigurationError)
+                key = next(iter(bad[i]))
+                assert key in str(r) and key in str(e)
+            else:
+                assert r == i * i and e.strip() == str(i)
+        with pytest.raises(TypeError, match="must be a dict"):
+            square(1, task_description="ranks=2")
+        assert await square(5) == 25
+        await flow.shutdown()
+
+    run(main())

@@ -18,6 +18,7 @@ from asyncflow_hpc.backends.radical import translate as tr
 from asyncflow_hpc.hpc.launchers import mpi_launch_prefix
 from asyncflow_hpc.hpc.rank_output import (
     RANK_DIR_PREFIX,
+    RANK_VARIABLES,
     merge_rank_files,
     rank_wrapper,
     rp_post_launch,
@@ -84,6 +85,24 @@ def test_merge_goes_rank_by_rank_after_the_launchers_own_output(tmp_path):
         merge_rank_files(str(tmp_path), o.fileno(), e.fileno())
     assert (tmp_path / "o").read_bytes() == b"launcher\n0: zero\n2: two\n10: ten\n"
     assert (tmp_path / "e").read_bytes() == b"2: oops\n"
+
+
+def test_wrapper_finds_the_rank_or_leaves_the_output_to_the_launcher(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in RANK_VARIABLES}
+    cmd = ["sh", "-c", "echo out; echo err >&2; exit 4"]
+    # no rank number, not a number, or a folder this node does not see: output as before
+    for extra, folder in (({}, tmp_path), ({"PMI_RANK": "x"}, tmp_path),
+                          ({"PMI_RANK": "1"}, tmp_path / "absent")):
+        proc = subprocess.run(rank_wrapper(str(folder)) + cmd, env={**env, **extra},
+                              capture_output=True)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (4, b"out\n", b"err\n")
+    assert os.listdir(tmp_path) == []
+    # the launcher's variable wins over a batch script's SLURM_PROCID=0
+    proc = subprocess.run(rank_wrapper(str(tmp_path)) + cmd, capture_output=True,
+                          env={**env, "PMI_RANK": "1", "SLURM_PROCID": "0"})
+    assert (proc.returncode, proc.stdout, proc.stderr) == (4, b"", b"")
+    assert (tmp_path / "rank.1.out").read_bytes() == b"out\n"
+    assert (tmp_path / "rank.1.err").read_bytes() == b"err\n"
 
 
 # ----------------------------------------------------------------------------- local backend
