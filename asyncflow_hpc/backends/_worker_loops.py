@@ -64,10 +64,11 @@ class Door:
 
 
 class _Job:
-    __slots__ = ("uid", "start", "task", "loop", "began")
+    __slots__ = ("uid", "start", "task", "loop", "began", "token")
 
-    def __init__(self, uid: str, start: Callable[[], Any]) -> None:
+    def __init__(self, uid: str, start: Callable[[], Any], token: Any = None) -> None:
         self.uid = uid
+        self.token = token  # the caller's, handed back with every report (one per attempt)
         self.start = start  # called on the worker loop: returns a coroutine (or raises)
         self.task: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -110,14 +111,14 @@ class _IdleSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
 class WorkerLoops:
     """Runs coroutines on loops kept per worker thread of ``executor``; see the module doc.
 
-    ``report(kind, uid, value, stamps)`` is called on a worker thread with ``kind`` one of
-    ``"running"``, ``"done"``, ``"failed"``, ``"cancelled"`` and ``stamps`` the body's
-    ``(start, end)`` as the worker loop saw them (``end`` None while it runs); the caller
-    routes it through a :class:`Door`.
+    ``report(kind, uid, value, stamps, token)`` is called on a worker thread with ``kind``
+    one of ``"running"``, ``"done"``, ``"failed"``, ``"cancelled"``, ``stamps`` the body's
+    ``(start, end)`` as the worker loop saw them (``end`` None while it runs) and ``token``
+    what :meth:`submit` was given; the caller routes it through a :class:`Door`.
     """
 
     def __init__(self, executor: Executor, workers: int,
-                 report: Callable[[str, str, Any, Any], None]) -> None:
+                 report: Callable[[str, str, Any, Any, Any], None]) -> None:
         self._executor = executor
         self._max = max(1, workers)
         self._report = report
@@ -132,9 +133,9 @@ class WorkerLoops:
         self._closed = False
 
     # ------------------------------------------------------------------ engine side
-    def submit(self, uid: str, start: Callable[[], Any]) -> None:
+    def submit(self, uid: str, start: Callable[[], Any], token: Any = None) -> None:
         """Queue one body; ``start()`` makes its coroutine on the worker loop."""
-        job = _Job(uid, start)
+        job = _Job(uid, start, token)
         self._jobs[uid] = job
         wake = None
         new_runner = False
@@ -178,6 +179,11 @@ class WorkerLoops:
 
     def forget(self, uid: str) -> None:
         self._jobs.pop(uid, None)
+
+    def _drop(self, job: _Job) -> None:
+        """Forget a job that ended, unless a later attempt of its task took its place."""
+        if self._jobs.get(job.uid) is job:
+            del self._jobs[job.uid]
 
     def close(self) -> None:
         """Close the kept loops (after the executor's threads have exited)."""
@@ -239,17 +245,18 @@ class WorkerLoops:
     def _begin(self, worker: _Worker, job: _Job) -> None:
         report = self._report
         uid = job.uid
+        token = job.token
         job.began = began = time.time()
-        report("running", uid, None, (began, None))
+        report("running", uid, None, (began, None), token)
         try:
             coro = job.start()
         except BaseException as exc:  # noqa: BLE001 - the body's own error (bad arguments...)
-            report("failed", uid, exc, (began, time.time()))
-            self._jobs.pop(uid, None)
+            report("failed", uid, exc, (began, time.time()), token)
+            self._drop(job)
             return
         if not asyncio.iscoroutine(coro):  # a callable object that returned a plain value
-            report("done", uid, coro, (began, time.time()))
-            self._jobs.pop(uid, None)
+            report("done", uid, coro, (began, time.time()), token)
+            self._drop(job)
             return
         loop = worker.loop
         task = loop.create_task(coro)
@@ -260,16 +267,16 @@ class WorkerLoops:
     def _ended(self, worker: _Worker, job: _Job, task: asyncio.Task) -> None:
         stamps = (job.began, time.time())
         worker.running -= 1
-        uid = job.uid
-        self._jobs.pop(uid, None)
+        uid, token = job.uid, job.token
+        self._drop(job)
         if task.cancelled():
-            self._report("cancelled", uid, None, None)
+            self._report("cancelled", uid, None, None, token)
             return
         exc = task.exception()
         if exc is None:
-            self._report("done", uid, task.result(), stamps)
+            self._report("done", uid, task.result(), stamps, token)
         else:
-            self._report("failed", uid, exc, stamps)
+            self._report("failed", uid, exc, stamps, token)
 
 
 def _nothing() -> None:

@@ -131,7 +131,7 @@ class LocalExecutionBackend(ExecutionBackend):
 
     def _started_in_pool(self, uid: str, at: float) -> None:
         """On the runner's reader thread: a pool process started a body at ``at``."""
-        self._door.put(("running", uid, None, (at, None)))  # type: ignore[union-attr]
+        self._door.put(("running", uid, None, (at, None), None))  # type: ignore[union-attr]
 
     def _from_pool(self, uid: str, ok: bool, value: Any, stamps: Any) -> None:
         if not self._forget(uid):
@@ -141,20 +141,24 @@ class LocalExecutionBackend(ExecutionBackend):
         else:
             self.reporter.failed(uid, value, stamps=stamps)
 
-    def _report_from_worker(self, kind: str, uid: str, value: Any, stamps: Any) -> None:
-        self._door.put((kind, uid, value, stamps))  # type: ignore[union-attr]
+    def _report_from_worker(self, kind: str, uid: str, value: Any, stamps: Any,
+                            token: Any) -> None:
+        self._door.put((kind, uid, value, stamps, token))  # type: ignore[union-attr]
 
-    def _from_worker(self, item: tuple[str, str, Any, Any]) -> None:
-        """On the loop: a worker thread's, worker loop's or pool process's report."""
-        kind, uid, value, stamps = item
+    def _from_worker(self, item: tuple[str, str, Any, Any, Any]) -> None:
+        """On the loop: a worker thread's, worker loop's or pool process's report. ``token``
+        is the attempt's entry in ``_running`` (None: not checked): a report of an attempt
+        that timed out and was retried must not settle the next attempt."""
+        kind, uid, value, stamps, token = item
         if kind == "running":
-            if uid in self._running:
+            current = self._running.get(uid)
+            if current is not None and (token is None or current is token):
                 if not stamps[0]:  # a thread body's start, not stamped yet: see _call_in_thread
                     self.reporter.loop.call_soon(self._from_worker, item)
                     return
                 self.reporter.running(uid, self._host, at=stamps[0])
             return
-        if not self._forget(uid):
+        if not self._forget(uid, token):
             return  # cancelled or timed out by us: already reported
         if kind == "done":
             self.reporter.done(uid, value, stamps=stamps)
@@ -181,8 +185,8 @@ class LocalExecutionBackend(ExecutionBackend):
                 fut: asyncio.Future = loop.create_task(self._executables.run(spec))  # type: ignore[union-attr]
             elif spec.is_async and not self._processes and not spec.inline:
                 loops = self._worker_loops()
-                running[uid] = Elsewhere(functools.partial(loops.cancel, uid))
-                loops.submit(uid, functools.partial(start_body, spec))
+                token = running[uid] = Elsewhere(functools.partial(loops.cancel, uid))
+                loops.submit(uid, functools.partial(start_body, spec), token)
                 if spec.timeout:
                     self._timers[uid] = loop.call_later(spec.timeout, self._timed_out, uid, spec)
                 continue
@@ -225,13 +229,15 @@ class LocalExecutionBackend(ExecutionBackend):
                     self._timers[uid] = loop.call_later(spec.timeout, self._timed_out, uid, spec)
                 continue
             else:
+                token = Elsewhere(None)
                 try:
                     cfut = self.executor.submit(self._call_in_thread, uid, spec,
-                                                self._the_door())
+                                                self._the_door(), token)
                 except RuntimeError as exc:  # the executor was shut down
                     loop.call_soon(reporter.failed, uid, exc)
                     continue
-                running[uid] = Elsewhere(cfut.cancel)  # stops it only before it started
+                token.cancel = cfut.cancel  # stops it only before it started
+                running[uid] = token
                 if spec.timeout:
                     self._timers[uid] = loop.call_later(spec.timeout, self._timed_out, uid, spec)
                 continue
@@ -272,10 +278,13 @@ class LocalExecutionBackend(ExecutionBackend):
         finally:
             coro.close()
 
-    def _forget(self, uid: str) -> bool:
-        """Drop a finished task; False when cancel() or a timeout got there first."""
-        if self._running.pop(uid, None) is None:
+    def _forget(self, uid: str, token: Any = None) -> bool:
+        """Drop a finished task; False when cancel() or a timeout got there first (or, with
+        ``token``, when the entry is another attempt's)."""
+        current = self._running.get(uid)
+        if current is None or (token is not None and current is not token):
             return False
+        del self._running[uid]
         if self._timers:
             timer = self._timers.pop(uid, None)
             if timer is not None:
@@ -283,25 +292,26 @@ class LocalExecutionBackend(ExecutionBackend):
         return True
 
     @staticmethod
-    def _call_in_thread(uid: str, spec: TaskSpec, door: Door) -> None:
+    def _call_in_thread(uid: str, spec: TaskSpec, door: Door, token: Any) -> None:
         """In a worker thread: run the body; its start and end go through the one door, in
         order (a thread's next start never overtakes its last end)."""
         # The start is stamped after the report is queued: queuing may wake the loop, a
         # system call during which other threads take the GIL; a stamp taken before it could
         # be late by their time slices. The loop waits for the stamp (see _from_worker).
         box = [0.0]
-        door.put(("running", uid, None, box))
+        door.put(("running", uid, None, box, token))
         box[0] = start = time.time()
         try:
             value = call_body(spec.function, spec.args, spec.kwargs, spec.files, spec.name)
         except BaseException as exc:  # noqa: BLE001 - the task's error, whatever it is
-            door.put(("failed", uid, exc, (start, time.time())))
+            door.put(("failed", uid, exc, (start, time.time()), token))
         else:
-            door.put(("done", uid, value, (start, time.time())))
+            door.put(("done", uid, value, (start, time.time()), token))
 
     def _finished(self, uid: str, fut: asyncio.Future) -> None:
-        if self._running.pop(uid, None) is not fut:
-            return  # cancelled or timed out by us: already reported
+        if self._running.get(uid) is not fut:
+            return  # cancelled or timed out by us (already reported), or a retry's entry
+        del self._running[uid]
         timer = self._timers.pop(uid, None)
         if timer is not None:
             timer.cancel()

@@ -28,9 +28,10 @@ FIELDS = ("task_id", "name", "task_type", "arguments", "workflow_id", "session_i
 TIMEOUT_TYPES = frozenset({"TaskTimeoutError"})
 DEPENDENCY = "DependencyFailureError"
 _STDERR = "; stderr tail:"  # how TaskExecutionError appends the tail of the task's stderr
-# a dependency failure's message: ... 'root task' failed with ErrorType: first line
-_ROOT_RE = re.compile(r"'(?P<name>[^']*)' failed with (?P<type>[A-Za-z_][\w.]*)(?:: (?P<msg>.*))?",
-                      re.S)
+# a dependency failure's message: ... input 'root' failed with ErrorType: first line, or
+# 'root' (upstream of input 'x') failed with ...
+_ROOT_RE = re.compile(r"'(?P<name>[^']*)'(?: \(upstream of input '[^']*'\))? failed with "
+                      r"(?P<type>[A-Za-z_][\w.]*)(?:: (?P<msg>.*))?", re.S)
 _MAX_INPUTS = 5  # input tasks named in the arguments summary
 
 

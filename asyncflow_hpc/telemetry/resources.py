@@ -8,7 +8,7 @@ GPU is read through NVML (``pynvml``) when it is installed, otherwise ``gpu_perc
 The writer asks for a sample once per interval (5 s by default), which would leave a short
 run with one or two points. So the sampler also samples by itself at the start of a run:
 every ``FAST_STEP`` (0.1 s) for ``FAST_FOR`` (2 s), then at doubling gaps until the writer's
-interval takes over (:func:`early_offsets`) — at most about 30 extra samples per run, on a
+interval takes over (:func:`early_offsets`) — a few dozen extra samples per run at most, on a
 short-lived thread. Its samples are handed over with the writer's next one, in time order.
 """
 

@@ -114,3 +114,32 @@ def test_pool_process_bodies_are_stamped_in_the_process(make_flow):
         await flow.shutdown()
 
     run(main(), 120)
+
+
+def test_a_timed_out_attempt_never_settles_its_retry(make_flow):
+    """retries=1 with a timeout: the first attempt's late end (a thread body that could not
+    be stopped, a cancelled coroutine) must not settle or cancel the second attempt."""
+    async def main():
+        flow = await make_flow(ThreadPoolExecutor(4))
+        calls = {"sync": 0, "async": 0}
+
+        @flow.function_task(retries=1, timeout=0.3)
+        def slow():
+            calls["sync"] += 1
+            n = calls["sync"]
+            time.sleep(0.6 if n == 1 else 0.01)
+            return n
+
+        @flow.function_task(retries=1, timeout=0.3)
+        async def aslow():
+            calls["async"] += 1
+            n = calls["async"]
+            await asyncio.sleep(0.6 if n == 1 else 0.01)
+            return n
+
+        assert await slow() == 2
+        assert await aslow() == 2
+        await asyncio.sleep(0.5)  # the first sync attempt ends meanwhile: nothing changes
+        await flow.shutdown()
+
+    run(main(), 60)

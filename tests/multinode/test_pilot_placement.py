@@ -92,7 +92,10 @@ def test_pilot_over_two_nodes_places_tasks_and_mpi_ranks_on_both(
         assert f"node={t['node']}" in t["out"], t
 
     # 4 ranks over both nodes, 2 on each (2 cores per node)
-    ranks = sorted(x.split() for x in got["mpi"].splitlines() if x.startswith("rank="))
+    # every line tagged with its rank ("R: ..."), and the tag is the rank that wrote it
+    tagged = [x.split(": ", 1) for x in got["mpi"].splitlines() if ": rank=" in x]
+    assert all(f"rank={tag}" == text.split()[0] for tag, text in tagged), got["mpi"]
+    ranks = sorted(text.split() for _, text in tagged)
     assert [r[0] for r in ranks] == [f"rank={i}" for i in range(4)], got["mpi"]
     assert {r[1] for r in ranks} == {"size=4"} and {r[3] for r in ranks} == {"sum=10"}, got["mpi"]
     rank_nodes = [r[2].removeprefix("node=") for r in ranks]

@@ -276,7 +276,7 @@ def test_small_tasks_and_two_rank_mpi_share_the_pilot(make_flow):
             later = [square(i) for i in range(500, 1000)]
             res = await asyncio.wait_for(asyncio.gather(*first, *mpi, *later), 400)
             assert res[:500] == [i * i for i in range(500)]
-            assert res[500:502] == ["[0, 1]", "[0, 1]"]
+            assert res[500:502] == ["0: [0, 1]\n", "0: [0, 1]\n"]  # rank-tagged output
             assert res[502:] == [i * i for i in range(500, 1000)]
             assert all(f.task.state is TaskState.DONE for f in mpi)
         finally:

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from telemetry_testlib import ENV, make_engine, run
 
 from asyncflow_hpc.cli.report import report_command
-from asyncflow_hpc.report import read_log, summarize
+from asyncflow_hpc.report import failure_rows, read_log, summarize
 from asyncflow_hpc.report.reader import GIVE_UP_AFTER
 from asyncflow_hpc.report.summary import TEXT_FUNCTIONS
 from asyncflow_hpc.telemetry.resources import FAST_STEP, ResourceSampler, early_offsets
@@ -214,6 +214,23 @@ def test_every_failure_in_csv_and_json_with_root_causes_retries_and_timeouts(cam
                                 for f in s["failed"]} == kinds
     assert all(f == {**rows[f["task_id"]], "state": "failed"} for f in s["failed"])
     assert s["retries"] == {"tasks": 2, "retries": 3, "timeouts": 1}  # flaky 2, always_bad 1
+
+
+def test_a_root_missing_from_the_log_is_read_from_the_message(campaign_log, tmp_path):
+    """A log cut short (or filtered) without the root's events: the dependency failures
+    still name the root task and its error, from their messages."""
+    failed = _task_ids(campaign_log)
+    (root_id,) = [t for t, d in failed.items()
+                  if d["attributes"].get("error_message") == "bad value 100"]
+    cut = tmp_path / "cut.jsonl"
+    with open(campaign_log) as src, open(cut, "w") as dst:
+        dst.writelines(ln for ln in src if json.loads(ln).get("task_id") != root_id)
+    rows = [r for r in failure_rows(read_log(cut)) if r["root_error_message"] == "bad value 100"]
+    assert len(rows) == 2  # both hops; the second hop's message says "upstream of input"
+    assert any("upstream of input" in r["error_message"] for r in rows)
+    for r in rows:
+        assert r["root_task_id"] is None and r["root_task_name"] == "boom"
+        assert r["root_error_type"] == "ValueError"
 
 
 # ------------------------------------------------------------------ terminal
