@@ -62,6 +62,8 @@ class LocalExecutionBackend(ExecutionBackend):
     task_keys = LOCAL_KEYS | PILOT_TASK_KEYS
     key_aliases = {"workdir": "cwd", "nprocs": "ranks", "np": "ranks",
                    "cores": "cores_per_rank", "gpus": "gpus_per_rank", "walltime": "timeout",
+                   "cpus_per_task": "cores_per_rank", "gpus_per_task": "gpus_per_rank",
+                   "ntasks": "ranks",
                    "cmd": "executable", "retry": "retries"}
 
     def check_task_description(self, td: Mapping[str, Any], task: str = "") -> None:

@@ -79,13 +79,28 @@ def list_sites(site_files: Sequence[str], show_rp: bool) -> None:
 @click.option("--rp-config", type=click.Choice(["none", "batch", "allocation"]), default="none",
               show_default=True, help="Also print the RADICAL-Pilot resource config generated "
               "for login-node (batch) or in-allocation mode.")
-def show_site(name: str, site_files: Sequence[str], rp_config: str) -> None:
+@click.option("--job-script", is_flag=True,
+              help="Print only the batch script of the pilot job that 'run --site NAME' "
+                   "submits from a login node (PSI/J's template, as RADICAL-Pilot fills it).")
+@click.option("--nodes", type=int, default=None, help="With --job-script: pilot nodes.")
+@click.option("--runtime", type=int, default=None, metavar="MIN",
+              help="With --job-script: pilot walltime in minutes.")
+def show_site(name: str, site_files: Sequence[str], rp_config: str, job_script: bool,
+              nodes: int | None, runtime: int | None) -> None:
     """Show one site's settings (and, with --rp-config, the RP config made from it).
 
     NAME is a site from a site file or a RADICAL-Pilot resource name (ornl.frontier). Only
     the fields that are set are printed, with the file the site came from (source).
     """
     site = _load(name, site_files)
+    if job_script:
+        from ..hpc.pilot_script import pilot_job_script
+
+        try:
+            click.echo(pilot_job_script(site, nodes=nodes, runtime=runtime), nl=False)
+        except ConfigurationError as exc:
+            raise click.ClickException(str(exc)) from exc
+        return
     for key, value in site.as_dict().items():
         click.echo(f"{key:<15} = {json.dumps(value)}")
     if rp_config != "none":

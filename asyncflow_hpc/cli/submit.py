@@ -12,6 +12,7 @@ so scripts that create their engine without a backend need no change.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Sequence
@@ -103,6 +104,47 @@ def with_hpc_options(command: click.Command) -> click.Command:
     return command
 
 
+def compile_campaign(script: str) -> None:
+    """Refuse a campaign script that does not compile, before anything is queued."""
+    try:
+        compile(Path(script).read_bytes(), script, "exec")
+    except SyntaxError as exc:
+        text = (exc.text or "").strip()
+        raise click.ClickException(
+            f"{exc.filename}:{exc.lineno}: SyntaxError: {exc.msg}"
+            + (f"\n    {text}" if text else "") + "\n  (nothing was submitted)") from None
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read the campaign script {script}: {exc}") from None
+
+
+def check_job_python(python: str, backend: str) -> None:
+    """Check that the job's interpreter imports asyncflow-hpc and the backend, when it can be
+    checked from here; else say so (the job itself checks first thing)."""
+    import shutil
+    import subprocess
+
+    modules = "asyncflow_hpc, radical.pilot" if backend == "radical" else "asyncflow_hpc"
+    path = python if os.path.isabs(python) else None
+    if path is None or not os.access(path, os.X_OK):
+        click.echo(f"asyncflow-hpc: cannot check the job's Python here ({python!r} is found "
+                   "only after the site's prepare lines); the job checks that it imports "
+                   f"{modules} before it starts the campaign", err=True)
+        return
+    if shutil.which(path) is None:
+        return
+    try:
+        proc = subprocess.run([path, "-c", f"import {modules}"], capture_output=True,
+                              text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        click.echo(f"asyncflow-hpc: cannot check the job's Python {path}: {exc}", err=True)
+        return
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        hint = " (pip install 'asyncflow-hpc[radical]' there)" if backend == "radical" else ""
+        raise click.ClickException(f"the job's Python {path} cannot import {modules}: {last}"
+                                   f"{hint}; nothing was submitted")
+
+
 def submit_script(path: Path, scheduler: str, output: str) -> str:
     """Submit a rendered script with the site's scheduler (``sbatch``, ``qsub``); the job id."""
     try:
@@ -131,10 +173,23 @@ def submit_script(path: Path, scheduler: str, output: str) -> str:
               help="Folder the job runs in; its script, output and TMPDIR go here.  [default: .]")
 @click.option("--warning", "warning", type=int, default=120, show_default=True, metavar="SEC",
               help="SLURM: signal the campaign this many seconds before the time limit.")
+@click.option("--exclusive", is_flag=True, default=None,
+              help="Ask for whole nodes (default: the site's 'exclusive').")
+@click.option("--ntasks-per-node", type=int, default=None,
+              help="Ask for this many tasks per node (default: the site's, else not asked).")
+@click.option("--gpus-per-node", type=int, default=None,
+              help="Ask for this many GPUs per node (default: the site's gpus_per_node).")
+@click.option("--memory", default=None, metavar="SIZE",
+              help="Memory per node, e.g. 64G (default: the site's 'memory', else not asked).")
 @click.option("--dry-run", is_flag=True, help="Print the batch script; submit nothing.")
+@click.option("--login-node", is_flag=True,
+              help="With --dry-run: print instead the pilot job script that 'asyncflow-hpc run "
+                   "SCRIPT --site SITE' would have RADICAL-Pilot submit from this login node.")
 def submit_command(script: str, script_args: Sequence[str], site: str, site_file: str | None,
                    nodes: int | None, runtime: int | None, job_name: str | None, backend: str,
-                   template: str, campaign_dir: str, warning: int, dry_run: bool) -> None:
+                   template: str, campaign_dir: str, warning: int, exclusive: bool | None,
+                   ntasks_per_node: int | None, gpus_per_node: int | None, memory: str | None,
+                   dry_run: bool, login_node: bool) -> None:
     """Submit SCRIPT, a campaign, as one batch job on SITE; print the job id.
 
     Renders batch_templates/<scheduler>/<template>.sh with the site's validated values,
@@ -150,8 +205,22 @@ def submit_command(script: str, script_args: Sequence[str], site: str, site_file
       asyncflow-hpc submit campaign.py --site mycluster --nodes 2 --runtime 60 --dry-run
       asyncflow-hpc submit campaign.py --site local-slurm --backend local -- --samples 10
     """
+    if login_node and not dry_run:
+        raise click.UsageError("--login-node shows a pilot job script: add --dry-run (to run "
+                               "from the login node: asyncflow-hpc run SCRIPT --site SITE)")
+    compile_campaign(script)
     try:
         found = find_site(site, [site_file] if site_file else [])
+        asked = {k: v for k, v in (("exclusive", exclusive), ("ntasks_per_node", ntasks_per_node),
+                                   ("gpus_per_node", gpus_per_node), ("memory", memory))
+                 if v is not None}
+        if asked:
+            found = dataclasses.replace(found, **asked)  # checked again, like the site file
+        if login_node:
+            from ..hpc.pilot_script import pilot_job_script
+
+            click.echo(pilot_job_script(found, nodes=nodes, runtime=runtime), nl=False)
+            return
         camp = Path(campaign_dir).resolve()
         values = job_values(found, script, campaign_dir=camp, job_name=job_name, nodes=nodes,
                             runtime=runtime, backend=backend, script_args=list(script_args),
@@ -159,6 +228,7 @@ def submit_command(script: str, script_args: Sequence[str], site: str, site_file
         text = render_template(found.scheduler, template, values)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from exc
+    check_job_python(values["python"], backend)
     if dry_run:
         click.echo(text, nl=False)
         return

@@ -34,8 +34,8 @@ from .schedulers import scheduler_for
 from .sites import Site, find_site
 
 __all__ = ["ENV", "RESOURCE_KEYS", "config_file", "pilot_options", "probe_cores_per_node",
-           "radical_backend_options", "resource_entry", "resource_name", "site_resource_config",
-           "validate_resource_entry", "write_resource_config"]
+           "radical_backend_options", "resource_entry", "resource_name", "site_backend_options",
+           "site_resource_config", "validate_resource_entry", "write_resource_config"]
 
 #: RP ResourceConfig keys (radical.pilot 1.103 ``resource_config.py``) and their JSON types
 RESOURCE_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -302,13 +302,27 @@ def radical_backend_options(env: Mapping[str, str] | None = None) -> dict[str, A
     site_files = [env[ENV["site_file"]]] if env.get(ENV["site_file"]) else []
     site = find_site(name, site_files, env={k: v for k, v in env.items() if k != ENV["site_file"]})
     in_alloc = env.get(ENV["in_allocation"], "").strip().lower() in ("1", "true", "yes")
-    allocation = current_allocation(env) if in_alloc else None
-    opts = pilot_options(site, nodes=_env_int(env, "nodes"), runtime=_env_int(env, "runtime"),
-                         in_allocation=in_alloc, allocation=allocation)
-    resource, entry = site_resource_config(site, in_allocation=in_alloc, allocation=allocation)
+    return site_backend_options(site, nodes=_env_int(env, "nodes"),
+                                runtime=_env_int(env, "runtime"), in_allocation=in_alloc, env=env)
+
+
+def site_backend_options(site: Site, *, nodes: int | None = None, runtime: int | None = None,
+                         in_allocation: bool = False,
+                         env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``RadicalPilotBackend`` keywords for a pilot on ``site`` (see
+    :func:`radical_backend_options`); from a login node also ``batch_options``: the site's
+    scheduler and the options its pilot jobs get beyond RP's (memory, exclusive,
+    directives)."""
+    allocation = current_allocation(env) if in_allocation else None
+    opts = pilot_options(site, nodes=nodes, runtime=runtime, in_allocation=in_allocation,
+                         allocation=allocation)
+    resource, entry = site_resource_config(site, in_allocation=in_allocation,
+                                           allocation=allocation)
     opts["resource"] = resource
     if entry is not None:
         opts["site_config"] = {resource: entry}
+    if not in_allocation and site.batch_options():
+        opts["batch_options"] = (site.scheduler, tuple(site.batch_options()))
     return opts
 
 

@@ -1,4 +1,4 @@
-"""Site files: a few lines of TOML describing a cluster, validated into :class:`Site`.
+"""Sites: a cluster described in a few lines of TOML, or as a :class:`Site` built in Python.
 
 A site says what a campaign needs to know about a cluster — scheduler, partition, account,
 cores per node, how to launch MPI, which shell lines prepare the environment — once, instead
@@ -12,6 +12,9 @@ of in every script. Sites are read, later files winning, from:
 A name that no file defines but RADICAL-Pilot ships (``ornl.frontier``) is a site too.
 Every value ends up in batch scripts or RP configs, so each field is checked here: a wrong key
 or type is an error that names the file, the site and the field (with a close match, if any).
+A script can build the same object itself, as Parsl users build providers:
+``Site("mycluster", "slurm", partition="cpu", walltime="02:00:00", memory="64G")``, checked
+the same way, and pass it as ``RadicalPilotBackend(site=...)``.
 """
 
 from __future__ import annotations
@@ -48,7 +51,14 @@ class SiteError(ConfigurationError):
 
 @dataclasses.dataclass(frozen=True)
 class Site:
-    """One cluster, validated. Build it with :func:`site_from_dict` (which checks every field)."""
+    """One cluster, validated when built (here or by :func:`site_from_dict` from a file).
+
+    ``walltime``/``max_walltime`` take minutes or ``HH:MM:SS``/``D-HH:MM:SS`` (kept as
+    minutes); ``memory`` a size per node (``64G``, ``4000M``, or an integer of megabytes);
+    ``exclusive`` and ``ntasks_per_node`` are asked of the scheduler only when set;
+    ``python`` is the interpreter of the site's environment (after ``prepare``) that batch
+    jobs run the campaign with.
+    """
 
     name: str
     scheduler: str
@@ -58,17 +68,56 @@ class Site:
     reservation: str | None = None
     cores_per_node: int | None = None
     gpus_per_node: int = 0
-    launcher: str = "srun"
+    launcher: str = ""  # default: srun on SLURM, mpiexec on PBS
     prepare: tuple[str, ...] = ()
     environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    walltime: int = 30
-    max_walltime: int | None = None
+    walltime: int | str = 30
+    max_walltime: int | str | None = None
     max_nodes: int | None = None
     directives: tuple[str, ...] = ()
+    memory: int | str | None = None
+    exclusive: bool = False
+    ntasks_per_node: int | None = None
+    python: str | None = None
     work_dir: str | None = None
     rp_resource: str | None = None
     description: str = ""
-    source: str = "built-in"
+    source: str = "python"
+
+    def __post_init__(self) -> None:
+        source, name = self.source, self.name
+        if not isinstance(name, str) or not (_NAME.match(name) or source == "radical.pilot"):
+            raise SiteError(f"{source}: site name {name!r} must start with a letter and use "
+                            "only letters, digits, '_' and '-' (at most 64 characters)")
+        for f in dataclasses.fields(self):
+            check = _FIELDS.get(f.name)
+            value = getattr(self, f.name)
+            if check is None or value is None or (f.name != "scheduler" and value == f.default):
+                continue
+            object.__setattr__(self, f.name, check(f"{source}: sites.{name}.{f.name}", value))
+        if not isinstance(self.environment, Mapping) or self.environment == {}:
+            object.__setattr__(self, "environment", {})
+        if not self.launcher:
+            object.__setattr__(self, "launcher", "srun" if self.scheduler == "slurm" else "mpiexec")
+        if self.launcher == "srun" and self.scheduler != "slurm":
+            raise SiteError(f"{source}: sites.{name}.launcher = 'srun' needs scheduler = 'slurm'")
+        if self.scheduler == "pbs" and self.qos:
+            raise SiteError(f"{source}: sites.{name}.qos: PBS has no QOS setting (RADICAL-Pilot "
+                            "would write an invalid '#PBS -qos' line); use partition/queue")
+        if self.max_walltime and self.walltime > self.max_walltime:  # type: ignore[operator]
+            raise SiteError(f"{source}: sites.{name}.walltime ({self.walltime} min) exceeds "
+                            f"max_walltime ({self.max_walltime} min)")
+
+    def batch_options(self) -> list[str]:
+        """Scheduler options this site asks for beyond nodes and time: memory, exclusive
+        nodes, then its ``directives`` (as written), for pilot jobs and campaign jobs."""
+        out = []
+        if self.memory:
+            out.append(f"--mem={self.memory}" if self.scheduler == "slurm"
+                       else f"-l mem={_pbs_memory(str(self.memory))}")
+        if self.exclusive:
+            out.append("--exclusive" if self.scheduler == "slurm" else "-l place=excl")
+        return out + list(self.directives)
 
     @property
     def is_rp_shipped(self) -> bool:
@@ -149,7 +198,7 @@ def _choice(choices: Sequence[str]) -> Callable[[str, Any], str]:
 def _lines(where: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list):
+    if not isinstance(value, (list, tuple)):
         raise SiteError(f"{where} must be a list of strings, got {type(value).__name__}")
     return tuple(_str(f"{where}[{i}]", v) for i, v in enumerate(value))
 
@@ -173,6 +222,40 @@ def _env(where: str, value: Any) -> dict[str, str]:
             raise SiteError(f"{where}.{key} must be a string or number, got {val!r}")
         out[key] = _str(f"{where}.{key}", str(val))
     return out
+
+
+_MEMORY = re.compile(r"(\d+)\s*([KMGT])?B?", re.IGNORECASE)
+
+
+def _memory(where: str, value: Any) -> str:
+    """Memory per node in SLURM's form (``64G``, ``4000M``); an integer is megabytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = f"{value}M"
+    text = _str(where, value).strip()
+    m = _MEMORY.fullmatch(text)
+    if not m or int(m.group(1)) < 1:
+        raise SiteError(f"{where} = {value!r} is not a memory size: give megabytes (4000) or "
+                        "a number with K, M, G or T (64G)")
+    return f"{int(m.group(1))}{(m.group(2) or 'M').upper()}"
+
+
+def _pbs_memory(text: str) -> str:
+    """``64G`` -> ``64gb`` (PBS's unit spelling)."""
+    return f"{text[:-1]}{text[-1].lower()}b"
+
+
+def _bool(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SiteError(f"{where} must be true or false, got {value!r}")
+    return value
+
+
+def _python(where: str, value: Any) -> str:
+    text = _str(where, value)
+    if not re.fullmatch(r"[A-Za-z0-9_./+-]+", text):
+        raise SiteError(f"{where} = {value!r}: give an interpreter's path or name (python3), "
+                        "without spaces or shell syntax")
+    return text
 
 
 def _rp_name(where: str, value: Any) -> str:
@@ -199,6 +282,10 @@ _FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "max_walltime": _minutes,
     "max_nodes": lambda w, v: _int(w, v, 1),
     "directives": lambda w, v: _directives(w, _lines(w, v)),
+    "memory": _memory,
+    "exclusive": _bool,
+    "ntasks_per_node": lambda w, v: _int(w, v, 1),
+    "python": _python,
     "work_dir": _str,
     "rp_resource": _rp_name,
     "description": _str,
@@ -207,7 +294,14 @@ _FIELDS: dict[str, Callable[[str, Any], Any]] = {
 _ALIASES = {"queue": "partition", "project": "account", "default_walltime": "walltime",
             "runtime": "walltime", "max_runtime": "max_walltime", "cores": "cores_per_node",
             "gpus": "gpus_per_node", "modules": "prepare", "env": "environment",
-            "sandbox": "work_dir", "resource": "rp_resource", "mpi_launcher": "launcher"}
+            "sandbox": "work_dir", "resource": "rp_resource", "mpi_launcher": "launcher",
+            "mem": "memory", "memory_per_node": "memory", "mem_per_node": "memory",
+            "interpreter": "python", "python_interpreter": "python",
+            "tasks_per_node": "ntasks_per_node"}
+#: keys that belong to tasks, not sites: what to write instead
+_TASK_KEYS = {"cpus_per_task": "cores_per_rank", "cores_per_task": "cores_per_rank",
+              "cores_per_rank": "cores_per_rank", "gpus_per_task": "gpus_per_rank",
+              "ranks": "ranks", "ntasks": "ranks"}
 #: aliases accepted as synonyms (PBS says queue and project)
 _SYNONYMS = {"queue": "partition", "project": "account", "default_walltime": "walltime"}
 
@@ -223,6 +317,11 @@ def site_from_dict(name: str, data: Mapping[str, Any], source: str = "<dict>") -
     for key, value in data.items():
         field = _SYNONYMS.get(key, key)
         where = f"{source}: sites.{name}.{key}"
+        if key in _TASK_KEYS and field not in _FIELDS:
+            raise SiteError(f"{source}: site {name!r} has unknown field {key!r}: cores, GPUs and "
+                            "ranks are asked per task, task_description={'"
+                            f"{_TASK_KEYS[key]}': N}}; a site says what a node has "
+                            "(cores_per_node, gpus_per_node)")
         if field not in _FIELDS:
             raise SiteError(f"{source}: site {name!r} has unknown field {key!r}"
                             f"{did_you_mean(key, _FIELDS, _ALIASES)}; known fields: {', '.join(_FIELDS)}")
@@ -235,15 +334,6 @@ def site_from_dict(name: str, data: Mapping[str, Any], source: str = "<dict>") -
         if derived is None:
             raise SiteError(f"{source}: site {name!r} needs a scheduler = \"slurm\" or \"pbs\"")
         values["scheduler"] = derived
-    values.setdefault("launcher", "srun" if values["scheduler"] == "slurm" else "mpiexec")
-    if values["launcher"] == "srun" and values["scheduler"] != "slurm":
-        raise SiteError(f"{source}: sites.{name}.launcher = 'srun' needs scheduler = 'slurm'")
-    if values["scheduler"] == "pbs" and "qos" in values:
-        raise SiteError(f"{source}: sites.{name}.qos: PBS has no QOS setting (RADICAL-Pilot "
-                        "would write an invalid '#PBS -qos' line); use partition/queue")
-    if "walltime" in values and values.get("max_walltime") and values["walltime"] > values["max_walltime"]:
-        raise SiteError(f"{source}: sites.{name}.walltime ({values['walltime']} min) exceeds "
-                        f"max_walltime ({values['max_walltime']} min)")
     return Site(name=name, source=source, **values)
 
 
@@ -308,7 +398,7 @@ def builtin_sites() -> dict[str, Site]:
     """The loopback test cluster (scripts/slurm/up.sh), as SLURM and through Torque's qsub."""
     return {
         "local-slurm": site_from_dict("local-slurm", {
-            "scheduler": "slurm", "launcher": "srun", "walltime": 10,
+            "scheduler": "slurm", "launcher": "srun", "walltime": 10, "exclusive": True,
             "description": "the single-node SLURM test cluster on this machine (scripts/slurm/up.sh)",
         }, "built-in"),
         "local-pbs": site_from_dict("local-pbs", {
@@ -344,7 +434,7 @@ def rp_site(name: str) -> Site:
         cores_per_node=cores if isinstance(cores, int) and cores > 0 else None,
         gpus_per_node=int(entry.get("gpus_per_node") or 0), launcher=launcher,
         prepare=tuple(entry.get("pre_bootstrap_0") or ()), rp_resource=name,
-        description=str(entry.get("description", "")), source="radical.pilot",
+        description=" ".join(str(entry.get("description", "")).split()), source="radical.pilot",
     )
 
 

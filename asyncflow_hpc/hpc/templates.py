@@ -170,7 +170,9 @@ def job_values(site: Site, script: str | Path, *, campaign_dir: str | Path,
         raise TemplateError(f"backend {backend!r}: choose radical, local or dryrun")
     for i, arg in enumerate(script_args):
         _check_text(f"script argument {i}", str(arg))
-    py = python or sys.executable
+    # the job runs the campaign with the site's interpreter: the site's python, else the
+    # python3 its prepare lines put first, else this one (the job inherits this environment)
+    py = python or site.python or ("python3" if site.prepare else sys.executable)
     _check_text("python", py)
     exports = [f"export {k}={shlex.quote(v)}" for k, v in site.environment.items()]
     site_args = ["--site", site.name]
@@ -184,20 +186,23 @@ def job_values(site: Site, script: str | Path, *, campaign_dir: str | Path,
         "pbs_select": (f"select={nodes}:ncpus={site.cores_per_node}:mpiprocs={site.cores_per_node}"
                        if site.cores_per_node else f"select={nodes}"),
         "gpus_per_node": site.gpus_per_node or None,
+        "ntasks_per_node": site.ntasks_per_node,
         "walltime": _hhmmss(minutes),
         "runtime": minutes,
         "partition": site.partition,
         "account": site.account,
         "qos": site.qos,
         "reservation": site.reservation,
-        "directives": list(site.directives),
+        "directives": site.batch_options(),
         "warning_seconds": warning_seconds,
         "campaign_dir": _directive_path("campaign directory", camp),
         "output": _directive_path("output file", camp / f"{name}.out"),
         "campaign_dir_q": shlex.quote(str(camp)),
         "tmp_dir_q": shlex.quote(str(camp / "tmp")),
         "prepare": list(site.prepare) + exports,
+        "python": py,
         "python_q": shlex.quote(py),
+        "imports": "asyncflow_hpc, radical.pilot" if backend == "radical" else "asyncflow_hpc",
         "script_q": shlex.quote(str(script_path)),
         "backend_q": shlex.quote(backend),
         "site_args_q": " ".join(shlex.quote(a) for a in site_args),

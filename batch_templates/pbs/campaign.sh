@@ -17,6 +17,13 @@
 # Environment the site asks for (module loads, venv activation, exports).
 {{ prepare }}
 
+# The campaign runs with the interpreter of this environment (after the lines above).
+PYTHON={{ python_q }}
+if ! "$PYTHON" -c 'import {{ imports }}' 2>/dev/null; then
+  echo "asyncflow-hpc: '$PYTHON' (after the site's prepare lines) cannot import {{ imports }}; install asyncflow-hpc there, or set the site's python" >&2
+  exit 2
+fi
+
 cd {{ campaign_dir_q }} || exit 1
 # RADICAL-Pilot writes /tmp/rp.agent_cfg.* and /tmp/rp.session.*: keep them in the campaign.
 export TMPDIR={{ tmp_dir_q }}
@@ -55,7 +62,7 @@ if command -v setsid >/dev/null 2>&1 && [ "$(ps -o pgid= -p $$ 2>/dev/null | tr 
     sleep 3; kill -KILL -- "-$1" 2>/dev/null; exit 0' afhpc-reaper "$$" </dev/null >/dev/null 2>&1 & )
 fi
 
-{{ python_q }} -m asyncflow_hpc run {{ script_q }} --in-allocation --backend {{ backend_q }} {{ site_args_q }} -- {{ script_args_q }} &
+"$PYTHON" -m asyncflow_hpc run {{ script_q }} --in-allocation --backend {{ backend_q }} {{ site_args_q }} -- {{ script_args_q }} &
 client=$!
 status=0
 while :; do

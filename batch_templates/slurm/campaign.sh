@@ -5,8 +5,7 @@
 # and, in the script body, shell-quoted. Submit by hand with: sbatch <this file>
 #SBATCH --job-name={{ job_name }}
 #SBATCH --nodes={{ nodes }}
-#SBATCH --ntasks-per-node={{ cores_per_node }}
-#SBATCH --exclusive
+#SBATCH --ntasks-per-node={{ ntasks_per_node }}
 #SBATCH --gpus-per-node={{ gpus_per_node }}
 #SBATCH --time={{ walltime }}
 #SBATCH --partition={{ partition }}
@@ -20,6 +19,13 @@
 
 # Environment the site asks for (module loads, venv activation, exports).
 {{ prepare }}
+
+# The campaign runs with the interpreter of this environment (after the lines above).
+PYTHON={{ python_q }}
+if ! "$PYTHON" -c 'import {{ imports }}' 2>/dev/null; then
+  echo "asyncflow-hpc: '$PYTHON' (after the site's prepare lines) cannot import {{ imports }}; install asyncflow-hpc there, or set the site's python" >&2
+  exit 2
+fi
 
 cd {{ campaign_dir_q }} || exit 1
 # RADICAL-Pilot writes /tmp/rp.agent_cfg.* and /tmp/rp.session.*: keep them in the campaign.
@@ -67,7 +73,7 @@ if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then
   resume=(--resume-if-any)
   echo "asyncflow-hpc: restart ${SLURM_RESTART_COUNT} of this job: resuming from the journal"
 fi
-{{ python_q }} -m asyncflow_hpc run {{ script_q }} --in-allocation "${resume[@]}" --backend {{ backend_q }} {{ site_args_q }} -- {{ script_args_q }} &
+"$PYTHON" -m asyncflow_hpc run {{ script_q }} --in-allocation "${resume[@]}" --backend {{ backend_q }} {{ site_args_q }} -- {{ script_args_q }} &
 client=$!
 status=0
 while :; do

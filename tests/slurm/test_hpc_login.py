@@ -104,13 +104,25 @@ def test_login_node_pilot_is_a_slurm_job(slurm_jobs: SlurmJobs) -> None:
     need_radical(slurm_jobs)
     folder = slurm_jobs.workdir
     t0 = time.monotonic()
-    proc = start_campaign(folder, CHAIN, "--site", "local-slurm", "--runtime", "10")
+    # the site's own options (directives, exclusive) reach the pilot's job from a login node
+    (folder / "sites.toml").write_text(
+        '[sites.login-test]\nscheduler = "slurm"\nwalltime = 10\nexclusive = true\n'
+        'directives = ["--comment=afhpc-login-directive"]\n')
+    proc = start_campaign(folder, CHAIN, "--site", "login-test", "--site-file",
+                          str(folder / "sites.toml"), "--runtime", "10")
     seen: set[tuple[str, str]] = set()  # (job id, state) pairs ever listed
+    comments: dict[str, str] = {}
     stop = threading.Event()
 
     def watch() -> None:
         while not stop.is_set():
-            seen.update(jobs_in(folder, slurm_jobs).items())
+            jobs = jobs_in(folder, slurm_jobs)
+            seen.update(jobs.items())
+            for job in jobs:
+                out = slurm_jobs.run(["squeue", "-h", "-j", job, "-o", "%k|%H"],
+                                     check=False).stdout.strip()
+                if out:
+                    comments[job] = out
             time.sleep(1)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -126,8 +138,9 @@ def test_login_node_pilot_is_a_slurm_job(slurm_jobs: SlurmJobs) -> None:
     pilots = {job for job, _ in seen}
     assert len(pilots) == 1, f"expected exactly one pilot job in squeue, saw {sorted(seen)}"
     assert any(state == "RUNNING" for _, state in seen), f"pilot job never RUNNING: {sorted(seen)}"
+    assert [c.split("|")[0] for c in comments.values()] == ["afhpc-login-directive"], comments
     configs = list(folder.glob("asyncflow-work/*/config/.radical/pilot/configs/"
-                               "resource_afhpc_local_slurm.json"))
+                               "resource_afhpc_login_test.json"))
     assert len(configs) == 1 and "slurm://localhost/" in configs[0].read_text(), configs
     settle(folder, slurm_jobs)
     # the agent in the batch job made /tmp/<session id> on its node (this machine): gone again

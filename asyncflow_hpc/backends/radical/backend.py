@@ -124,15 +124,22 @@ class RadicalPilotBackend(ExecutionBackend):
         nice: int = 10,
         client: str | None = None,
         warm: bool | Mapping[str, Any] | None = None,
+        site: Any = None,
+        in_allocation: bool = False,
+        batch_options: tuple[str, Sequence[str]] | None = None,
         **pilot_keywords: Any,
     ) -> None:
         super().__init__()
         if name is not None:
             self.name = name
+        if site is not None:  # a Site (or a site's name): resource, config, queue, options
+            pilot_keywords, site_config, batch_options = _from_site(
+                site, in_allocation, resources, pilot_keywords, site_config, batch_options)
         self.opts = Options.parse(
             resources, pilot_keywords, raptor=raptor, work_dir=work_dir,
             on_pilot_failure=on_pilot_failure, max_pilot_restarts=max_pilot_restarts,
-            site_config=site_config, nice=nice, client=client, warm=warm)
+            site_config=site_config, nice=nice, client=client, warm=warm,
+            batch_options=batch_options)
         if self.opts.client == "process":
             from .process_parent import ProcessClient
 
@@ -290,3 +297,28 @@ class RadicalPilotBackend(ExecutionBackend):
                 **self._client.describe(), "name": self.name, "type": type(self).__name__,
                 "client": self.client,
                 "warm": self._warm.describe() if self._warm is not None else "off"}
+
+
+def _from_site(site: Any, in_allocation: bool, resources: Any, pilot: dict[str, Any],
+               site_config: Any, batch_options: Any) -> tuple[dict[str, Any], Any, Any]:
+    """``site=``: the pilot keywords, resource config and batch options it implies; an
+    explicit ``resource``, ``site_config`` or ``batch_options`` alongside is an error."""
+    from ...hpc.resources import site_backend_options
+    from ...hpc.sites import Site, find_site
+
+    if isinstance(site, str):
+        site = find_site(site)
+    if not isinstance(site, Site):
+        raise ConfigurationError(f"site= must be a Site or a site's name, got {site!r}")
+    clash = [k for k, v in (("resource", pilot.get("resource") or (resources or {}).get(
+        "resource")), ("site_config", site_config), ("batch_options", batch_options)) if v]
+    if clash:
+        raise ConfigurationError(f"site={site.name!r} sets {', '.join(clash)} itself: give one "
+                                 "or the other")
+    pilot = dict(pilot)
+    opts = site_backend_options(site, nodes=pilot.pop("nodes", None),
+                                runtime=pilot.pop("runtime", None), in_allocation=in_allocation)
+    site_config = opts.pop("site_config", None)
+    batch_options = opts.pop("batch_options", None)
+    pilot.update(opts)
+    return pilot, site_config, batch_options

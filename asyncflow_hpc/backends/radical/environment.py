@@ -29,8 +29,10 @@ ENV_LOCK = threading.Lock()
 class rp_environment:
     """RP's environment for the duration of start-up, restored afterwards."""
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, batch_options: tuple[str, tuple[str, ...]] | None = None
+                 ) -> None:
         self.work_dir = work_dir
+        self.batch_options = batch_options
         self.saved: dict[str, str | None] = {}
         self.saved_tempdir: str | None = None
 
@@ -52,6 +54,15 @@ class rp_environment:
         for key, default in (("RADICAL_PROFILE", "FALSE"), ("RADICAL_DEFAULT_IFACE", "lo")):
             if key not in env:
                 values[key] = default
+        if self.batch_options:
+            # the site's own batch options reach the pilot's job through a stand-in for
+            # sbatch/qsub first on the PATH of RP's processes (see hpc.pilot_script)
+            from ...hpc.pilot_script import submit_wrappers
+
+            scheduler, options = self.batch_options
+            folder = submit_wrappers(w / "bin", scheduler, list(options))
+            if folder is not None:
+                values["PATH"] = f"{folder}{os.pathsep}{env.get('PATH', '')}"
         for key, value in values.items():
             self.saved[key] = env.get(key)
             env[key] = value

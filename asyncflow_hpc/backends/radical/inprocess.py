@@ -145,7 +145,7 @@ class InProcessClient:
             private_dir(work_dir / folder)  # 0700, parents too; refused if others control it
         with ENV_LOCK:
             write_resource_configs(self.opts, os.environ.get("RADICAL_CONFIG_USER_DIR"))
-            with rp_environment(work_dir):
+            with rp_environment(work_dir, self.opts.batch_options):
                 self._start_rp(t0)
         log.info("RADICAL-Pilot session %s, pilot %s on %s (work dir %s)", self._session_uid,
                  self.pilot.uid, self.opts.resource, work_dir)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,13 +44,16 @@ class Options:
     nice: int
     client: str
     warm: dict[str, Any]  # {} when small tasks take RP's own path too
+    #: (scheduler, options) a login-node pilot's batch job gets beyond RP's own
+    batch_options: tuple[str, tuple[str, ...]] | None = None
 
     @classmethod
     def parse(cls, resources: Mapping[str, Any] | None, pilot_keywords: Mapping[str, Any], *,
               raptor: Mapping[str, Any] | None, work_dir: str | os.PathLike | None,
               on_pilot_failure: str, max_pilot_restarts: int,
               site_config: Mapping[str, Mapping[str, Any]] | None, nice: int,
-              client: str | None, warm: bool | Mapping[str, Any] | None = None) -> Options:
+              client: str | None, warm: bool | Mapping[str, Any] | None = None,
+              batch_options: tuple[str, Sequence[str]] | None = None) -> Options:
         """Check the constructor's arguments; raises ConfigurationError naming the bad one."""
         merged = dict(resources or {})
         for key, value in pilot_keywords.items():
@@ -92,11 +95,28 @@ class Options:
         return cls(pilot=pd, raptor=validate_raptor(raptor), work_dir=Path(work_dir).absolute(),
                    on_pilot_failure=on_pilot_failure, max_pilot_restarts=max_pilot_restarts,
                    site_config={k: dict(v) for k, v in (site_config or {}).items()},
-                   nice=nice, client=_client_mode(client), warm=validate_warm(warm))
+                   nice=nice, client=_client_mode(client), warm=validate_warm(warm),
+                   batch_options=_batch_options(batch_options))
 
     @property
     def resource(self) -> str:
         return self.pilot["resource"]
+
+
+def _batch_options(value: Any) -> tuple[str, tuple[str, ...]] | None:
+    if value is None:
+        return None
+    try:
+        scheduler, options = value
+        options = tuple(options)
+    except (TypeError, ValueError):
+        scheduler, options = None, ()
+    if scheduler not in ("slurm", "pbs") or not all(
+            isinstance(o, str) and o.startswith("-") for o in options):
+        raise ConfigurationError(
+            "batch_options must be (scheduler, [options]) with scheduler 'slurm' or 'pbs' and "
+            f"options starting with '-', got {value!r}")
+    return (scheduler, options) if options else None
 
 
 def _client_mode(client: str | None) -> str:

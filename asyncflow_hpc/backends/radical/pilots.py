@@ -101,7 +101,7 @@ class PilotWatch:
         self.active = concurrent.futures.Future()
         tasks = client.tasks
         try:
-            with ENV_LOCK, rp_environment(client.opts.work_dir):
+            with ENV_LOCK, rp_environment(client.opts.work_dir, client.opts.batch_options):
                 client._submit_pilot()
         except Exception as exc:
             err = PilotFailedError(old_uid, state, client.pilot_sandbox,
