@@ -67,42 +67,88 @@ def probe() -> dict[str, object]:
     }
 
 
+def _line(ok: bool | None, what: str, meaning: str) -> str:
+    mark = {True: "ok  ", False: "--  ", None: "??  "}[ok]
+    return f"  {mark}{what}\n        {meaning}"
+
+
+def explain(info: dict[str, object]) -> list[str]:
+    """The findings as a user reads them: what was found, then what it means for a campaign."""
+    tools = info["tools"]
+    assert isinstance(tools, dict)
+    out = ["Batch schedulers (submit a campaign as a job, or a pilot from this login node)"]
+    for name, sched in SCHEDULERS.items():
+        have = [c for c in sched.commands if c in tools]
+        version = next((tools[c]["version"] for c in have if tools[c]["version"]), "")
+        if not have:
+            out.append(_line(False, f"{name.upper()}: no {', '.join(sched.commands)} here",
+                             f"sites with scheduler = \"{name}\" cannot be used from this machine"))
+            continue
+        missing = [c for c in sched.commands if c not in tools]
+        found = f"{', '.join(have)}{f' ({version})' if version else ''}"
+        meaning = (f"'asyncflow-hpc submit --site S' and 'run --site S' work for {name} sites"
+                   if not missing else f"missing {', '.join(missing)}: jobs may be submitted "
+                   "but not watched or cancelled")
+        if name == "slurm" and info["slurm_controller_up"] is False:
+            meaning = "the controller does not answer (scontrol ping): jobs cannot be queued now"
+        out.append(_line(not missing, f"{name.upper()}: {found}", meaning))
+    out.append("MPI (tasks with task_description={'ranks': N})")
+    launcher = next((t for t in ("mpirun", "mpiexec") if t in tools), None)
+    if launcher:
+        out.append(_line(True, f"{launcher}: {tools[launcher]['path']} "
+                               f"{tools[launcher]['version']}".rstrip(),
+                         "the local backend starts MPI tasks with it; on a pilot the site's "
+                         "launcher does"))
+    else:
+        out.append(_line(False, "no mpirun or mpiexec",
+                         "MPI tasks fail on the local backend (ExecutableNotFoundError)"))
+    mpi4py = info["mpi4py"]
+    out.append(_line(bool(mpi4py), f"mpi4py {mpi4py or 'not installed'}",
+                     "Python bodies can use MPI.COMM_WORLD" if mpi4py else
+                     "Python MPI bodies need it: pip install mpi4py"))
+    out.append("RADICAL-Pilot (--backend radical, --site: pilots and warm worker pools)")
+    rp = info["radical.pilot"]
+    out.append(_line(bool(rp), f"radical.pilot {rp or 'not installed'}, radical.utils "
+                               f"{info['radical.utils'] or 'not installed'}",
+                     "pilots can start from here" if rp else
+                     "only the local and dry-run backends: pip install 'asyncflow-hpc[radical]'"))
+    out.append("This shell")
+    alloc = info["allocation"]
+    if alloc:
+        assert isinstance(alloc, dict)
+        out.append(_line(True, f"inside {alloc['scheduler']} job {alloc['job_id']}: "
+                               f"{len(alloc['nodes'])} node(s) {','.join(alloc['nodes'])}, "
+                               f"{alloc['cpus_per_node'] or '?'} cpus/node, "
+                               f"{alloc['gpus_per_node']} gpus/node",
+                         "'run --in-allocation' starts the pilot on these nodes, no second job"))
+        variables = info["allocation_variables"]
+        assert isinstance(variables, dict)
+        out += [f"        {key}={value}" for key, value in variables.items()]
+    else:
+        out.append(_line(None, "not inside a batch job",
+                         "'run --in-allocation' needs one (use submit); login-node mode and the "
+                         "local backend do not"))
+    network = info["network_tools"]
+    assert isinstance(network, list)
+    out.append("Network")
+    out.append(_line(not network, "ping/dig " + ("installed: " + ", ".join(network) if network
+                                                 else "not installed"),
+                     "RADICAL-Pilot's bootstrap would contact public hosts with them: remove "
+                     "them on loopback-only machines" if network else
+                     "good: RADICAL-Pilot's bootstrap sends nothing off this machine"))
+    return out
+
+
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def doctor_command(as_json: bool) -> None:
-    """Show what this machine offers: sbatch/srun/qsub, mpirun, mpi4py, RADICAL-Pilot,
-    the current allocation and its variables; warn when ping or dig is installed."""
+    """Check what this machine offers for campaigns, and say what each finding means: batch
+    schedulers, MPI, RADICAL-Pilot, the current allocation, ping/dig. Submits nothing."""
     info = probe()
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    tools = info["tools"]
-    assert isinstance(tools, dict)
-    for tool in _TOOLS:
-        found = tools.get(tool)
-        detail = f"{found['path']}  {found['version']}".rstrip() if found else "not found"
-        click.echo(f"{tool:<14} {detail}")
-    if info["slurm_controller_up"] is not None:
-        state = "up" if info["slurm_controller_up"] else "NOT answering (scontrol ping)"
-        click.echo(f"{'slurmctld':<14} {state}")
-    for pkg in ("mpi4py", "radical.pilot", "radical.utils"):
-        click.echo(f"{pkg:<14} {info[pkg] or 'not installed'}")
-    alloc = info["allocation"]
-    if alloc:
-        assert isinstance(alloc, dict)
-        click.echo(f"{'allocation':<14} {alloc['scheduler']} job {alloc['job_id']}: "
-                   f"{len(alloc['nodes'])} node(s) {','.join(alloc['nodes'])}, "
-                   f"{alloc['cpus_per_node'] or '?'} cpus/node, {alloc['gpus_per_node']} gpus/node")
-    else:
-        click.echo(f"{'allocation':<14} none (not inside a SLURM/PBS job)")
-    variables = info["allocation_variables"]
-    assert isinstance(variables, dict)
-    for key, value in variables.items():
-        click.echo(f"  {key}={value}")
-    network = info["network_tools"]
-    if network:
-        click.echo(f"WARNING: {' and '.join(network)} installed: RADICAL-Pilot's bootstrap uses them "  # type: ignore[arg-type]
-                   "to contact public NTP/ping hosts; remove them on air-gapped or loopback-only "
-                   "machines (apt-get purge iputils-ping dnsutils bind9-dnsutils)", err=True)
-    else:
-        click.echo(f"{'ping/dig':<14} not installed (good: RP's bootstrap sends nothing out)")
+    click.echo("\n".join(explain(info)))
+    if info["network_tools"]:
+        click.echo("WARNING: ping/dig installed: RADICAL-Pilot's bootstrap uses them to contact "
+                   "public hosts (apt-get purge iputils-ping dnsutils bind9-dnsutils)", err=True)

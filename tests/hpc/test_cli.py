@@ -263,3 +263,23 @@ def test_bench_with_a_backend_that_is_not_installed_is_one_line(tmp_path):
     assert len(lines) == 1, out.stderr
     assert "radical.pilot" in lines[0] and "pip install 'asyncflow-hpc[radical]'" in lines[0]
     assert "Traceback" not in out.stderr
+
+
+def test_doctor_says_what_each_finding_means(runner):
+    """Text mode: each finding is followed by what it means for a campaign (here, and on a
+    machine that has nothing)."""
+    from asyncflow_hpc.cli.doctor import explain
+
+    result = runner.invoke(doctor_command, [])
+    assert result.exit_code == 0, result.output
+    for heading in ("Batch schedulers", "MPI (tasks with", "RADICAL-Pilot", "This shell",
+                    "Network"):
+        assert heading in result.output
+    bare = explain({"tools": {}, "slurm_controller_up": None, "mpi4py": None,
+                    "radical.pilot": None, "radical.utils": None, "allocation": None,
+                    "allocation_variables": {}, "network_tools": ["ping"]})
+    text = "\n".join(bare)
+    assert "sites with scheduler = \"slurm\" cannot be used from this machine" in text
+    assert "MPI tasks fail on the local backend" in text
+    assert "pip install 'asyncflow-hpc[radical]'" in text
+    assert "remove them on loopback-only machines" in text
