@@ -63,10 +63,11 @@ def test_mpi_is_not_compared_with_the_reference(monkeypatch) -> None:
 
 def test_same_process_bound_for_engine_and_plain(monkeypatch) -> None:
     monkeypatch.setattr(baselines, "reference_available", lambda: False)
-    w = make_workload("sleep-exe", 4, duration=0.1)
+    w = make_workload("sleep-exe", 4, duration=0.3)
     [bounded] = run(compare([w], repeat=1, slots=2))
-    assert bounded.asyncflow_hpc.makespan_s >= 0.2 and bounded.asyncio.makespan_s >= 0.2
-    assert bounded.asyncflow_hpc.ideal_s == pytest.approx(0.2)
+    assert bounded.asyncflow_hpc.makespan_s >= 0.6 and bounded.asyncio.makespan_s >= 0.6
+    assert bounded.asyncflow_hpc.ideal_s == pytest.approx(0.6)
     [free] = run(compare([w], repeat=1))          # no bound: all four at once
-    assert free.asyncflow_hpc.makespan_s < 0.2 and free.asyncio.makespan_s < 0.2
-    assert free.asyncflow_hpc.ideal_s == pytest.approx(0.1)
+    # shorter than two waves, with room for a loaded machine's process start-up
+    assert free.asyncflow_hpc.makespan_s < 0.6 and free.asyncio.makespan_s < 0.6
+    assert free.asyncflow_hpc.ideal_s == pytest.approx(0.3)

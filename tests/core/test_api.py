@@ -102,7 +102,8 @@ def test_dependent_waits_for_all_inputs(make_flow):
         b = step("b", 0.01)
         c = step("c", 0, a, b)
         assert await c == "c"
-        assert order == ["b", "a", "c"]
+        # c ran after both of its inputs, whatever order they finished in on a loaded machine
+        assert order[-1] == "c" and sorted(order[:2]) == ["a", "b"]
         await flow.shutdown()
 
     run(main())

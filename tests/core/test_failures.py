@@ -143,7 +143,10 @@ def test_cancel_pending_task_cancels_dependents_at_once(make_flow):
         other = slow()
         d1 = after(s, other)  # `other` is still running: the cancel must not wait for it
         d2 = after(d1)
-        await asyncio.sleep(0.01)
+        for _ in range(500):  # until its body runs (a loaded machine may take a while)
+            if s.state is TaskState.RUNNING:
+                break
+            await asyncio.sleep(0.01)
         assert s.state is TaskState.RUNNING
         s.cancel()
         await asyncio.sleep(0)

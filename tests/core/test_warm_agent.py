@@ -63,6 +63,7 @@ class Agent:
         self.hello = self.recv()
         self.fids: set[int] = set()
         self.events: list[tuple] = []
+        self._ended: dict[str, tuple] = {}  # ends read while waiting for starts
 
     def recv(self):
         return read_frame(self.conn.recv)
@@ -76,9 +77,24 @@ class Agent:
         self.fids.add(fid)
         return (tid, P.FN, timeout, (fid, blob, pickle.dumps((args, {}))))
 
+    def started(self, *tids: str, timeout: float = 30) -> None:
+        """Read events until every one of ``tids`` has started (no fixed sleep: a loaded
+        machine may take its time); ends read meanwhile are kept for :meth:`ends`."""
+        deadline = time.monotonic() + timeout
+        while not set(tids) <= {ev[0] for ev in self.events if ev[1] == P.STARTED}:
+            assert time.monotonic() < deadline, f"{tids} did not all start: {self.events}"
+            msg = self.recv()
+            assert msg[0] == P.EVENTS
+            for ev in msg[1]:
+                self.events.append(ev)
+                if ev[1] != P.STARTED:
+                    self._ended[ev[0]] = ev
+
     def ends(self, n: int, timeout: float = 30) -> dict[str, tuple]:
         """Collect events until ``n`` tasks ended; {tid: end event}."""
-        out = {}
+        out = dict(list(self._ended.items())[:n])
+        for tid in out:
+            del self._ended[tid]
         deadline = time.monotonic() + timeout
         while len(out) < n:
             assert time.monotonic() < deadline, f"only {len(out)} of {n} ended: {out}"
@@ -150,7 +166,7 @@ def test_timeout_and_cancel_stop_only_their_task(agent):
                         agent.fn("queued", square, 3),
                         ("exe", P.EXE, 0.5, (["/bin/sleep", "617"], False, None, "t1")),
                         agent.fn("after", square, 4)]))
-    time.sleep(0.3)
+    agent.started("slow", "long")  # both workers busy: "queued" waits
     agent.send((P.CANCEL, ["queued"]))  # well before "slow" times out and frees a slot
     ends = agent.ends(2, timeout=10)
     assert ends["queued"][1] == P.CANCELLED and ends["slow"][1] == P.TIMEOUT
@@ -165,7 +181,7 @@ def test_timeout_and_cancel_stop_only_their_task(agent):
 
 def test_killed_worker_loses_exactly_its_task(agent):
     agent.send((P.RUN, [agent.fn("victim", pid_then_sleep, 60)]))
-    time.sleep(0.5)
+    agent.started("victim")
     workers = psutil.Process(agent.proc.pid).children()
     # the victim's worker is the one the probe (on the other, idle worker) does not run on
     agent.send((P.RUN, [agent.fn("probe", pid_then_sleep, 0)]))
@@ -182,7 +198,7 @@ def test_killed_worker_loses_exactly_its_task(agent):
 def test_stop_returns_what_has_not_started(agent):
     agent.send((P.RUN, [agent.fn(f"l{i}", pid_then_sleep, 1) for i in range(2)]
                 + [agent.fn(f"q{i}", square, i) for i in range(3)]))
-    time.sleep(0.3)
+    agent.started("l0", "l1")
     agent.send((P.STOP,))
     ends = agent.ends(5, timeout=20)
     assert {t for t, e in ends.items() if e[1] == P.RETURNED} == {"q0", "q1", "q2"}
