@@ -121,8 +121,12 @@ def render_job(spec: SeriesSpec, site: Any, nodes: int, out_dir: Path) -> str:
     ``out_dir`` is the point's own directory (job log ``<job_name>.out``, ``rank<r>.json``).
     Values are validated and quoted by :func:`asyncflow_hpc.hpc.templates.job_values`.
     """
+    import dataclasses
+
     from ..hpc.templates import job_values, render_template
 
+    if not site.exclusive and not site.ntasks_per_node:
+        site = dataclasses.replace(site, exclusive=True)  # a scaling point owns its nodes
     walltime = int(spec.walltime or getattr(site, "walltime", 30) or 30)
     args = ["--workload", spec.workload, "--size", str(spec.size), "--mode", spec.mode,
             "--ranks", str(spec.ranks), "--repeat", str(spec.repeat), "--nodes", str(nodes),

@@ -84,7 +84,10 @@ def test_job_is_the_site_campaign_template(tmp_path: Path) -> None:
     assert f"#SBATCH --output={tmp_path}/afhpc-bench.out" in text
     assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
     argv = worker_argv(text)
-    assert argv[:4] == ["/opt/my python/bin/python3", "-m", "asyncflow_hpc", "run"]
+    assert argv[:4] == ["$PYTHON", "-m", "asyncflow_hpc", "run"]
+    python = next(x for x in text.splitlines() if x.startswith("PYTHON="))
+    assert shlex.split(python) == ["PYTHON=/opt/my python/bin/python3"]
+    assert "#SBATCH --exclusive" in text  # a scaling point asks for whole nodes
     assert argv[4] == str(CAMPAIGN) and CAMPAIGN.is_file()
     assert argv[argv.index("--backend") + 1] == "local"
     assert argv[argv.index("--site") + 1] == "x" and "--in-allocation" in argv

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -143,3 +144,24 @@ def test_a_timed_out_attempt_never_settles_its_retry(make_flow):
         await flow.shutdown()
 
     run(main(), 60)
+
+
+def test_executables_are_stamped_around_their_process(make_flow):
+    """A subprocess's own clock reading lies inside [started, finished] of its record: the
+    start is stamped when the process was spawned, the end when it was reaped."""
+    async def main():
+        flow = await make_flow(ThreadPoolExecutor(2))
+
+        @flow.executable_task
+        def clock(i):
+            return [sys.executable, "-c", "import time; print(repr(time.time()))"]
+
+        futs = [clock(i) for i in range(40)]
+        outs = await asyncio.gather(*futs)
+        for fut, out in zip(futs, outs, strict=True):
+            t = float(out)
+            assert fut.task.started <= t <= fut.task.finished, (fut.task.started, t)
+        assert _peak([f.task for f in futs]) <= 2  # as many at once as the pool's size
+        await flow.shutdown()
+
+    run(main(), 120)
