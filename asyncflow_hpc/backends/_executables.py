@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import ConfigurationError, ExecutableNotFoundError, TaskExecutionError
 from ..files import stage_in
 from ..hpc.launchers import mpi_launch_prefix, node_failure
-from ..hpc.rank_output import RANK_DIR_PREFIX, merge_rank_files, rank_wrapper
+from ..hpc.rank_output import RANK_DIR_PREFIX, make_ompi_session_dir, merge_rank_files, rank_wrapper
 from ..safe_files import safe_open
 from ..tasks import TaskSpec
 from ._bodies import check_outputs
@@ -171,6 +171,8 @@ def _process_args(spec: TaskSpec, rank_dir: str | None = None
     if desc:
         ranks = desc.get("ranks") or 1
         if ranks > 1:
+            make_ompi_session_dir({**os.environ, **(desc.get("env") or desc.get("environment")
+                                                    or {})})
             launch = mpi_launch_prefix(ranks, "mpirun", oversubscribe=True)
             argv = launch + (rank_wrapper(rank_dir) if rank_dir else []) + argv
         pre = desc.get("pre_exec")

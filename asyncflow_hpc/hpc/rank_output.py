@@ -22,9 +22,12 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import socket
+from collections.abc import Mapping
 
-__all__ = ["RANK_DIR_PREFIX", "RANK_VARIABLES", "merge_rank_files", "rank_tag", "rank_wrapper",
-           "rp_post_launch", "rp_pre_exec", "tag_lines"]
+__all__ = ["RANK_DIR_PREFIX", "RANK_VARIABLES", "RP_OMPI_SESSION_DIR", "make_ompi_session_dir",
+           "merge_rank_files", "rank_tag", "rank_wrapper", "rp_post_launch", "rp_pre_exec",
+           "tag_lines"]
 
 #: where a rank finds its number, first set wins: OpenMPI, MPICH/Intel (hydra), PMIx, srun
 #: (``SLURM_PROCID`` last: a batch script's own environment has it, as 0)
@@ -101,6 +104,23 @@ def _write_all(fd: int, data: bytes) -> int:
 # post_launch after the launcher ended, in the task sandbox. Both take these lines verbatim.
 
 _RP_RANK_FILE = '"$RP_TASK_SANDBOX/$RP_TASK_ID.rank.'  # RP's output-file scan skips "<uid>.*"
+
+
+#: OpenMPI 4 makes ``$TMPDIR/ompi.<host>.<uid>`` when mpirun starts; two mpiruns starting
+#: at once can both try and one fails ("orte_session_dir failed ... File exists"). Making it
+#: before the launcher removes the race.
+RP_OMPI_SESSION_DIR = ('mkdir -p -m 700 "${TMPDIR:-/tmp}/ompi.$(hostname | cut -d. -f1).$(id -u)"'
+                       ' 2>/dev/null || true')
+
+
+def make_ompi_session_dir(env: Mapping[str, str]) -> None:
+    """The local backend's counterpart of :data:`RP_OMPI_SESSION_DIR` (best effort)."""
+    base = env.get("TMPDIR") or "/tmp"
+    host = socket.gethostname().split(".")[0]
+    try:
+        os.makedirs(os.path.join(base, f"ompi.{host}.{os.getuid()}"), mode=0o700, exist_ok=True)
+    except OSError:
+        pass  # mpirun reports what is wrong with the folder itself
 
 
 def rp_pre_exec() -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ...descriptions import ENGINE_KEYS
 from ...errors import ConfigurationError, MissingOutputError
-from ...hpc.rank_output import rp_post_launch, rp_pre_exec
+from ...hpc.rank_output import RP_OMPI_SESSION_DIR, rp_post_launch, rp_pre_exec
 from ...tasks import TaskKind, TaskSpec
 from .keys import RENAMED
 
@@ -67,6 +67,7 @@ def _rank_output(spec: TaskSpec, out: dict[str, Any], ranks: int) -> None:
     the merged files). See :mod:`asyncflow_hpc.hpc.rank_output`."""
     stdout, stderr = spec.stdio or (out.get("stdout"), out.get("stderr"))
     out["pre_exec"] = [rp_pre_exec(), *(out.get("pre_exec") or ())]
+    out["pre_launch"] = [RP_OMPI_SESSION_DIR, *(out.get("pre_launch") or ())]
     out["post_launch"] = [rp_post_launch(ranks, stdout, stderr), *(out.get("post_launch") or ())]
 
 
