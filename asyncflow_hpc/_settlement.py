@@ -194,6 +194,10 @@ class Settlement:
             tape.append(rec)
             if len(tape) >= self._tape_limit:
                 self._tape_full()
+            for more, _, full, limit in self._more_tapes:  # a second consumer (dashboard)
+                more.append(rec)
+                if len(more) >= limit:
+                    full()
         if self._observers:
             self._emit(EventType.COMPLETED, rec, value=value)
         self._release(rec)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["Addons", "Attachment", "claim", "claimed_elsewhere", "configure"]
 
 CLAIM_VAR = "ASYNCFLOW_HPC_CLAIMED"
-FILE_VARS = ("ASYNCFLOW_HPC_JOURNAL", "ASYNCFLOW_HPC_TELEMETRY")
+FILE_VARS = ("ASYNCFLOW_HPC_JOURNAL", "ASYNCFLOW_HPC_TELEMETRY", "ASYNCFLOW_HPC_DASHBOARD")
 
 
 def _claims(env: MutableMapping[str, str]) -> dict[str, list]:
@@ -109,7 +109,7 @@ def _result_store(journal: Any, new: bool = False) -> tuple[ResultStore, bool]:
 
 
 def configure(engine: Any, *, telemetry: Any = None, progress: Any = None,
-              journal: Any = None) -> Addons:
+              journal: Any = None, dashboard: Any = None) -> Addons:
     """Set up what the arguments (or, when absent, the environment) switch on."""
     out: list[Attachment] = []
     used: dict[str, str] = {}
@@ -126,6 +126,15 @@ def configure(engine: Any, *, telemetry: Any = None, progress: Any = None,
     try:
         telemetry = (telemetry if telemetry is not None
                      else _from_env("ASYNCFLOW_HPC_TELEMETRY", used))
+        dashboard = (dashboard if dashboard is not None
+                     else _from_env("ASYNCFLOW_HPC_DASHBOARD", used))
+        if dashboard is not None and not isinstance(dashboard, str):
+            raise ConfigurationError(f"dashboard= must be '[HOST:]PORT', got {dashboard!r}")
+        if dashboard:
+            from .dashboard import attach as attach_dashboard
+
+            # first in the list: closed last, so an open page sees the final counts
+            out.append(attach_dashboard(engine, dashboard))
         if telemetry:
             from .telemetry import attach as attach_telemetry
 
@@ -138,6 +147,10 @@ def configure(engine: Any, *, telemetry: Any = None, progress: Any = None,
     except BaseException:
         if opened:  # the journal's lock must not outlive a start that failed
             store.release()  # type: ignore[union-attr]
+        for attachment in out:  # a dashboard started before telemetry refused its log
+            stop = getattr(attachment, "stop", None)
+            if stop is not None:
+                stop()
         raise
     claim(used)
     return Addons(store, out)

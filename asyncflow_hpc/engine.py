@@ -33,6 +33,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, TypeVar
 
+from ._feeds import Feeds
 from ._settlement import Settlement
 from ._signals import SignalHandling
 from ._submission import Submission, TaskOptions
@@ -40,10 +41,10 @@ from .backends import create_backend_from_env
 from .backends.base import ExecutionBackend, Reporter
 from .components import Components
 from .errors import ConfigurationError
-from .events import Event, Observer
+from .events import Observer
 from .safe_files import private_dir
 from .switches import env_flag
-from .tasks import TaskFuture, TaskKind, TaskRecord, TaskSpec, TaskState
+from .tasks import TaskFuture, TaskKind, TaskRecord, TaskSpec
 
 if TYPE_CHECKING:
     from .journal import ResultStore
@@ -54,7 +55,6 @@ log = logging.getLogger("asyncflow_hpc")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_RUNNING = TaskState.RUNNING
 _FUNCTION, _EXECUTABLE, _BLOCK = TaskKind.FUNCTION, TaskKind.EXECUTABLE, TaskKind.BLOCK
 
 
@@ -74,7 +74,7 @@ class _Opening:
         await self._engine.shutdown()
 
 
-class WorkflowEngine(Submission, Settlement, SignalHandling):
+class WorkflowEngine(Submission, Settlement, SignalHandling, Feeds):
     """Runs decorated tasks on one or more backends, tracking dependencies between them.
 
     Create it inside a running event loop::
@@ -92,6 +92,10 @@ class WorkflowEngine(Submission, Settlement, SignalHandling):
     :class:`~asyncflow_hpc.journal.ResultStore` methods. The engine asks it before a task runs
     (a recorded result settles the task without running it) and tells it after the task
     succeeds; a store that cannot record stops the run with an :class:`EngineError`.
+
+    ``dashboard="[HOST:]PORT"`` (or ``ASYNCFLOW_HPC_DASHBOARD``) serves a live page of the
+    run (:mod:`asyncflow_hpc.dashboard`; telemetry is switched on for it); its URL, with its
+    access token, is printed and kept in ``flow.dashboard_url``.
     """
 
     def __init__(
@@ -107,6 +111,7 @@ class WorkflowEngine(Submission, Settlement, SignalHandling):
         telemetry: str | os.PathLike | None = None,
         progress: str | None = None,
         journal: str | os.PathLike | ResultStore | None = None,
+        dashboard: str | None = None,
         inline: bool | None = None,
         keep_components: bool | None = None,
     ) -> None:
@@ -147,9 +152,13 @@ class WorkflowEngine(Submission, Settlement, SignalHandling):
         self._tape_rare: Any = None
         self._tape_full: Any = None
         self._tape_limit = 1 << 62
+        self._tapes: list[tuple] = []  # every consumer's (tape, on_rare, on_full, limit)
+        self._more_tapes: list[tuple] = []  # all but the first (telemetry's, usually)
         # add-ons configured by argument or environment (see attachments.configure): the
         # result store (journal) and the attachments (telemetry, progress) closed at shutdown
-        self._addon_options = {"telemetry": telemetry, "progress": progress, "journal": journal}
+        self._addon_options = {"telemetry": telemetry, "progress": progress, "journal": journal,
+                               "dashboard": dashboard}
+        self.dashboard_url: str | None = None  # set when a dashboard serves this engine
         self._attachments: list[Any] = []
         self._journal: ResultStore | None = None
         # per-engine context: one engine's scope never leaks into another's tasks
@@ -400,85 +409,6 @@ class WorkflowEngine(Submission, Settlement, SignalHandling):
     @property
     def current_workflow_id(self) -> str | None:
         return self._scope_var.get()
-
-    # ------------------------------------------------------------------ observers
-    def subscribe(self, observer: Observer) -> Callable[[], None]:
-        """Call ``observer(event)`` for every task event; returns a function that unsubscribes."""
-        self._observers.append(observer)
-
-        def unsubscribe() -> None:
-            if observer in self._observers:
-                self._observers.remove(observer)
-
-        return unsubscribe
-
-    def attach_tape(self,
-                    on_rare: Callable[[str, TaskRecord, BaseException | None, float], None],
-                    on_full: Callable[[], None], limit: int = 2048,
-                    ) -> tuple[list[TaskRecord], Callable[[], None]]:
-        """A cheaper feed than an observer, for one high-rate consumer (telemetry).
-
-        Returns ``(tape, detach)``. While attached, the engine appends a record to ``tape``
-        when its task completes, and stamps the time of every step on the record
-        (``resolved``, ``queued``, ``submitted``; ``created``, ``started`` and ``finished``
-        are always kept): one append per task instead of a call per event. The consumer
-        drains the list (clearing it in place) and reads the unfinished records
-        (:meth:`active_records`) as often as it wants their progress. The other ends, and
-        retries, go to ``on_rare(type, record, error)`` synchronously, before the record
-        changes (TaskFailed, TaskCanceled: before ``finished`` is stamped; TaskRetried: before
-        the next attempt's stamps overwrite this one's), with the event's time as a fourth
-        argument (where the body ended, when its backend measured it). ``on_full()`` is called when the tape
-        holds ``limit`` records during a burst that does not give the loop back. Callbacks
-        must not raise.
-        """
-        if self._tape is not None:
-            raise RuntimeError("a tape is already attached to this engine")
-        tape: list[TaskRecord] = []
-        self._tape = tape
-        self._tape_rare, self._tape_full, self._tape_limit = on_rare, on_full, max(1, limit)
-
-        def detach() -> None:
-            if self._tape is tape:
-                self._tape = self._tape_rare = self._tape_full = None
-
-        return tape, detach
-
-    def active_records(self) -> list[TaskRecord]:
-        """The records of the tasks and blocks not finished yet, oldest first."""
-        return list(self._active.values())
-
-    def _emit(self, etype: str, rec: TaskRecord, error: BaseException | None = None,
-              value: Any = None) -> None:
-        ev = Event(etype, rec, error, value)
-        for obs in self._observers:
-            try:
-                obs(ev)
-            except Exception:  # an observer's bug must not break the workflow
-                log.exception("observer %r failed on %s", obs, etype)
-    # ------------------------------------------------------------------ introspection
-    def task_states(self) -> dict[str, int]:
-        """Counts of tasks (not blocks) by state, for progress displays: ``running`` are
-        those whose body runs now (reported by the backend from where it runs)."""
-        return self.states()[0]
-
-    def block_states(self) -> dict[str, int]:
-        """Counts of blocks by state (a block runs from its start to its return)."""
-        return self.states()[1]
-
-    def states(self) -> tuple[dict[str, int], dict[str, int]]:
-        """``(task_states(), block_states())`` in one pass over the unfinished records."""
-        running = blocks = blocks_running = 0
-        for r in self._active.values():
-            if r.kind is _BLOCK:
-                blocks += 1
-                blocks_running += r.state is _RUNNING
-            elif r.state is _RUNNING:
-                running += 1
-        tasks = len(self._active) - blocks
-        return ({"pending": tasks - running, "running": running, "done": self.counts["done"],
-                 "failed": self.counts["failed"], "cancelled": self.counts["cancelled"]},
-                {"pending": blocks - blocks_running, "running": blocks_running,
-                 **self.block_counts})
 
     def __repr__(self) -> str:
         return (f"<WorkflowEngine {self.uid} backends={list(self.backends)} "

@@ -50,6 +50,11 @@ fi
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[all]'
 
+# Debian's Chromium for the dashboard's browser test (headless; only what is missing)
+if ! command -v chromium >/dev/null 2>&1; then
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+fi
+
 export RADICAL_PROFILE=FALSE RADICAL_DEFAULT_IFACE=lo
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 

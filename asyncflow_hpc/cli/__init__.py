@@ -21,6 +21,7 @@ VERBS: dict[str, str] = {
     "doctor": "doctor:doctor_command",
     "report": "report:report_command",
     "bench": "bench:bench_command",
+    "dashboard": "dashboard:dashboard_command",
 }
 
 

@@ -70,6 +70,10 @@ def default_journal(script: str, campaign_id: str | None = None) -> Path:
                    "(.asyncflow-hpc/ID.journal.jsonl).")
 @click.option("--telemetry", type=click.Path(dir_okay=False), default=None,
               help="Write the RHAPSODY JSONL event log here (read it with 'asyncflow-hpc report').")
+@click.option("--dashboard", default=None, metavar="[HOST:]PORT",
+              help="Serve a live page of the run (127.0.0.1 unless HOST is given; port 0: any "
+                   "free one); its URL, with an access token, is printed. Switches telemetry "
+                   "on (needs: pip install 'asyncflow-hpc[dashboard]').")
 @click.option("--progress", type=click.Choice(["auto", "rich", "plain", "off"]), default="auto",
               show_default=True,
               help="Live progress: a display on a terminal, periodic log lines otherwise.")
@@ -79,7 +83,8 @@ def default_journal(script: str, campaign_id: str | None = None) -> Path:
 def run_command(script: str, script_args: tuple[str, ...], backend: str | None,
                 resource: str | None, journal: str | None, resume: bool,
                 resume_if_any: bool, ignore_code_changes: bool, campaign_id: str | None,
-                telemetry: str | None, progress: str, quiet: bool, debug: bool) -> None:
+                telemetry: str | None, dashboard: str | None, progress: str, quiet: bool,
+                debug: bool) -> None:
     """Run SCRIPT, a Python campaign, with the chosen backend and options.
 
     Engines the script creates without a backend get one from these flags. --site S runs
@@ -134,6 +139,14 @@ def run_command(script: str, script_args: tuple[str, ...], backend: str | None,
     if telemetry:
         env["ASYNCFLOW_HPC_TELEMETRY"] = telemetry
         mine["ASYNCFLOW_HPC_TELEMETRY"] = telemetry
+    if dashboard:
+        from ..dashboard import parse_address
+
+        try:
+            parse_address(dashboard)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--dashboard") from None
+        env["ASYNCFLOW_HPC_DASHBOARD"] = mine["ASYNCFLOW_HPC_DASHBOARD"] = dashboard
     claim(mine)  # this process's engines use them; its tasks' own campaigns do not
     env["ASYNCFLOW_HPC_PROGRESS"] = "off" if quiet else progress
     sys.argv = [script, *script_args]

@@ -51,6 +51,8 @@ SHIP_RECORDS = 2048  # ... and whenever the tape holds this many records
 # (small batches: the records are packed while they are still in the CPU's cache)
 PROGRESS_INTERVAL = 1.0  # unfinished tasks' steps are written this often,
 PROGRESS_RECORDS = 50_000  # ... or once per this many unfinished tasks a second if more
+STATUS_INTERVAL = 1.0  # the engine's counts (an EngineProgress event) this often
+BACKENDS_EVERY = 5  # ... with the backends' descriptions every this many, when they changed
 
 
 _created = operator.attrgetter("created")
@@ -155,6 +157,11 @@ class TelemetrySession:
         self._tape, self._unsubscribe = engine.attach_tape(self._on_rare, self._ship_now,
                                                            SHIP_RECORDS)
         self._active = engine.active_records
+        self._states = getattr(engine, "states", None)
+        self._engine_backends = getattr(engine, "backends", {})
+        self._next_status = 0.0
+        self._status_count = 0
+        self._last_backends: dict = backends
         atexit.register(self._at_exit)
         self._schedule(BUSY_INTERVAL)
 
@@ -182,9 +189,35 @@ class TelemetrySession:
         if self._closed:
             return
         busy = bool(self._tape or self._items)
-        if busy or self._progress_due(time.time()):
+        now = time.time()
+        if busy or self._progress_due(now):
             self._send_batch()
+        if now >= self._next_status:
+            self._next_status = now + STATUS_INTERVAL
+            self._send_status(now)
         self._schedule(BUSY_INTERVAL if busy else IDLE_INTERVAL)
+
+    def _send_status(self, now: float) -> None:
+        """An EngineProgress event: the engine's counts of tasks and blocks by state (what
+        the progress display shows), and the backends' descriptions when they changed (a
+        pilot's state, say). Read by ``asyncflow-hpc dashboard``; the report skips it."""
+        if self._states is None:
+            return
+        try:
+            tasks, blocks = self._states()
+            attrs: dict[str, Any] = {"tasks": tasks, "blocks": blocks}
+            self._status_count += 1
+            if self._status_count % BACKENDS_EVERY == 1:
+                backends = {n: b.describe() for n, b in self._engine_backends.items()}
+                if backends != self._last_backends:
+                    self._last_backends = backends
+                    attrs["backends"] = backends
+            line = self._own_lines.event_line("EngineProgress", now, now, backend=self.backend,
+                                              attributes=attrs)
+        except Exception:  # a description that is not JSON, a backend's bug: skip this one
+            log.debug("telemetry: engine progress not written", exc_info=True)
+            return
+        self.worker.send(("T", line))
 
     def _progress_due(self, now: float) -> bool:
         """Time to write the unfinished tasks' steps: once a second, less often when very
@@ -262,6 +295,7 @@ class TelemetrySession:
         snapshot before the closing lines)."""
         self._send_batch(everything=True)
         now = time.time()
+        self._send_status(now)  # the final counts
         self.worker.send(("F", now, self._closing_lines(now)))
 
     async def close(self) -> None:
