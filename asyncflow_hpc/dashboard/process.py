@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> None:
         await serve(DashboardServer(token, state), sock, stop, watch_parent)
 
     asyncio.run(run())
+    folder = os.path.dirname(os.path.abspath(args.state))
+    if args.parent and os.getppid() != args.parent \
+            and os.path.basename(folder).startswith("asyncflow-hpc-dashboard-"):
+        import shutil  # the campaign was killed: its state folder is ours to remove
+
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

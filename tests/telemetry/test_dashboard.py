@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -161,3 +162,42 @@ def test_bad_address_is_one_line(tmp_path, clean_env):
 
     with pytest.raises(ConfigurationError, match="port must be a number"):
         serve_log(tmp_path / "x.jsonl", "127.0.0.1:http")
+
+
+def test_a_killed_campaign_leaves_no_server_and_no_state(tmp_path, clean_env):
+    """kill -9 of the campaign: its dashboard's server process ends within seconds and
+    removes the campaign's state folder; nothing is left listening."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "k.py"
+    script.write_text(
+        "import asyncio, time\n"
+        "from asyncflow_hpc import WorkflowEngine\n"
+        "async def main():\n"
+        "    async with WorkflowEngine.create(dashboard='127.0.0.1:0') as flow:\n"
+        "        @flow.function_task\n"
+        "        def f():\n"
+        "            time.sleep(60)\n"
+        "        print('URL', flow.dashboard_url, flush=True)\n"
+        "        await f()\n"
+        "asyncio.run(main())\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            stderr=subprocess.DEVNULL)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("URL "), line
+        url = line.split()[1]
+        servers = [c for c in psutil.Process(proc.pid).children()
+                   if "asyncflow_hpc.dashboard.process" in " ".join(c.cmdline())]
+        assert len(servers) == 1
+        state_dir = servers[0].cmdline()[servers[0].cmdline().index("--state") + 1]
+        assert get(url.replace("/?", "/api/state?"))[0] == 200
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc.stdout.close()
+    gone, alive = psutil.wait_procs(servers, timeout=10)
+    assert not alive, alive
+    assert not os.path.exists(os.path.dirname(state_dir))
