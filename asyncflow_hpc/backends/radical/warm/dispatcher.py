@@ -33,7 +33,7 @@ from ....tasks import TaskKind, TaskSpec
 from ...base import Reporter
 from .agents import AgentKeeper
 from .links import Entry, Link, RemoteError, deliver, warm_error
-from .protocol import CANCEL, CANCELLED, EXE, FN, OK, RETURNED, RUN, STARTED
+from .protocol import CANCEL, CANCELLED, EXE, EXIT, FN, OK, RETURNED, RUN, STARTED
 
 __all__ = ["Dispatcher", "RemoteError"]
 
@@ -42,6 +42,9 @@ __all__ = ["Dispatcher", "RemoteError"]
 PREFETCH_WINDOW = 0.2
 #: most tasks in one message
 BUNDLE_MAX = 2048
+#: seconds a process killed by a signal waits before its failure is reported: long enough
+#: for the agent's own end (the pilot's job cancelled) to be seen first
+SIGNAL_GRACE = 3.0
 
 class Dispatcher(AgentKeeper):
     """Warm path of one backend. ``client`` is its RP client (``call``, ``describe``).
@@ -308,6 +311,17 @@ class Dispatcher(AgentKeeper):
         return known
 
     # -- results -------------------------------------------------------------------------
+    def _signalled(self, link: Link, tid: str, entry: Entry, payload: Any,
+                   stamps: tuple) -> None:
+        """The grace of a signalled process is over and its agent still lives: report it."""
+        if link.held.get(tid) is not entry:
+            return  # the agent was lost meanwhile: settled with its pilot's fate
+        del link.held[tid]
+        if not entry.dropped and self.entries.pop(entry.spec.uid, None) is not None:
+            self.tell(entry, ("f", entry.spec.uid, warm_error(entry.spec, EXIT, payload, link),
+                              link.host, stamps))
+        self.schedule()
+
     def on_events(self, link: Link, events: list[tuple]) -> None:
         host = link.host
         held = link.held
@@ -332,6 +346,14 @@ class Dispatcher(AgentKeeper):
             n_end += 1
             total += t1 - t0
             if entry.dropped:
+                continue
+            if status == EXIT and isinstance(payload[0], int) and payload[0] < 0:
+                # killed by a signal: its pilot may be ending (scancel, the walltime), the
+                # agent with it. Held back a moment, so that an agent lost meanwhile settles
+                # it with the pilot's fate instead of as the process's own failure.
+                held[tid] = entry
+                self.loop.call_later(SIGNAL_GRACE, self._signalled, link, tid, entry,  # type: ignore[union-attr]
+                                     payload, (t0, t1))
                 continue
             spec = entry.spec
             uid = spec.uid
