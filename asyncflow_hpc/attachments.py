@@ -147,7 +147,7 @@ def configure(engine: Any, *, telemetry: Any = None, progress: Any = None,
     except BaseException:
         if opened:  # the journal's lock must not outlive a start that failed
             store.release()  # type: ignore[union-attr]
-        for attachment in out:  # a dashboard started before telemetry refused its log
+        for attachment in out:  # a dashboard started before telemetry or progress failed
             stop = getattr(attachment, "stop", None)
             if stop is not None:
                 stop()

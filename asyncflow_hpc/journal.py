@@ -61,6 +61,7 @@ import os
 import pickle
 import socket
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -119,12 +120,21 @@ def code_digest(func: Any) -> str:
     """A digest of what a task function does: its code objects' bytecode, constants, names
     and plain default values — stable across runs, unchanged by moved lines or comments."""
     try:
-        return _code_digest(func)
-    except TypeError:  # an unhashable callable object: digest it uncached
-        return _code_digest.__wrapped__(func)
+        return _digests[func]
+    except (KeyError, TypeError):  # not seen yet, or not weakly referable (no cache then)
+        pass
+    digest = _code_digest(func)
+    try:
+        _digests[func] = digest
+    except TypeError:
+        pass
+    return digest
 
 
-@functools.lru_cache(maxsize=1024)
+#: digests of the task functions seen (weakly: a function's closure is not kept alive here)
+_digests: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _code_digest(func: Any) -> str:
     h = hashlib.sha256()
     seen: set[int] = set()

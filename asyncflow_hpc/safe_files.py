@@ -112,11 +112,13 @@ def check_dir(path: str | os.PathLike) -> os.stat_result:
     return st
 
 
-def private_dir(path: str | os.PathLike) -> str:
-    """Create ``path`` and the parents it lacks, each mode 0700; check it; return it.
+def private_dir(path: str | os.PathLike, mode: int = 0o700) -> str:
+    """Create ``path`` and the parents it lacks, each ``mode`` (0700; 0750 to share with the
+    group, never more); check it; return it.
 
     A folder that exists already keeps its mode (it must pass :func:`check_dir`).
     """
+    mode &= 0o750
     p = os.path.abspath(os.fspath(path))
     missing = []
     cur = p
@@ -131,10 +133,10 @@ def private_dir(path: str | os.PathLike) -> str:
                                   f"(mode {stat.S_IMODE(st.st_mode):04o}, no sticky bit)", p)
         for d in reversed(missing):
             try:
-                os.mkdir(d, 0o700)
+                os.mkdir(d, mode)
             except FileExistsError:
                 continue  # made by a concurrent run (checked below)
-            os.chmod(d, 0o700)  # the umask can take bits away (0500 under umask 0277)
+            os.chmod(d, mode)  # the umask can take bits away (0500 under umask 0277)
     check_dir(p)
     return p
 

@@ -120,7 +120,6 @@ def compile_campaign(script: str) -> None:
 def check_job_python(python: str, backend: str) -> None:
     """Check that the job's interpreter imports asyncflow-hpc and the backend, when it can be
     checked from here; else say so (the job itself checks first thing)."""
-    import shutil
     import subprocess
 
     modules = "asyncflow_hpc, radical.pilot" if backend == "radical" else "asyncflow_hpc"
@@ -129,8 +128,6 @@ def check_job_python(python: str, backend: str) -> None:
         click.echo(f"asyncflow-hpc: cannot check the job's Python here ({python!r} is found "
                    "only after the site's prepare lines); the job checks that it imports "
                    f"{modules} before it starts the campaign", err=True)
-        return
-    if shutil.which(path) is None:
         return
     try:
         proc = subprocess.run([path, "-c", f"import {modules}"], capture_output=True,

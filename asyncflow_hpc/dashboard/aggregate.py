@@ -65,6 +65,7 @@ class Aggregator:
         self.failures: collections.deque[dict] = collections.deque(maxlen=FAILURES_KEEP)
         self.failed_total = 0
         self.ends = 0  # tasks seen ending (from task events)
+        self.by_end = dict.fromkeys(("done", "failed", "cancelled"), 0)  # ... by how
         self.samples: dict[str, collections.deque] = {}
         self.rate_points: collections.deque[tuple[float, int]] = collections.deque(maxlen=3600)
         self.latest = 0.0  # the newest event time seen
@@ -161,6 +162,7 @@ class Aggregator:
             if state == "done":
                 g.seconds += seconds
         self.ends += 1
+        self.by_end[state] += 1
         if self.progress_at is None and (not self.rate_points
                                          or end - self.rate_points[-1][0] >= 1):
             self.rate_points.append((end, self.ends))  # no EngineProgress (an older log)
@@ -193,6 +195,7 @@ class Aggregator:
                 g.done += n
                 g.seconds += seconds
             self.ends += n
+            self.by_end["done"] += n
         for rec in records[-STREAM_KEEP:]:
             if rec.kind != "block" and rec.started:
                 self.stream.append((rec.node or "?", rec.started, rec.finished, rec.name,
@@ -209,8 +212,8 @@ class Aggregator:
         # the engine's counts (once a second), overtaken by the task events written since
         tasks = dict(self.tasks)
         total = sum(tasks.values())
-        for key, i in (("done", 1), ("failed", 2), ("cancelled", 3)):
-            tasks[key] = max(tasks[key], sum(g.as_list("")[i] for g in self.functions.values()))
+        for key, n in self.by_end.items():
+            tasks[key] = max(tasks[key], n)
         if self.progress_at is None:  # a log of an older version: counted from task events
             tasks["running"] = len(self.running)
         finished = tasks["done"] + tasks["failed"] + tasks["cancelled"]

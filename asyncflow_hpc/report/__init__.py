@@ -72,16 +72,8 @@ def _out_dir(out_dir: str | os.PathLike, group_readable: bool) -> str:
 
     from ..safe_files import private_dir
 
-    p = os.path.abspath(os.fspath(out_dir))
-    made = []
-    cur = p
-    while not os.path.lexists(cur):
-        made.append(cur)
-        cur = os.path.dirname(cur)
-    out = private_dir(p)
+    out = private_dir(out_dir, 0o750 if group_readable else 0o700)
     if group_readable:
-        for d in made:
-            os.chmod(d, 0o750)
         st = os.stat(out)
         if st.st_uid == os.geteuid():
             os.chmod(out, stat.S_IMODE(st.st_mode) | 0o050)
