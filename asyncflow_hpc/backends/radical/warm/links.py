@@ -4,6 +4,7 @@ engine's report (shared by :mod:`.dispatcher` and :mod:`.agents`)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import pickle
 import socket
@@ -22,12 +23,18 @@ class RemoteError(Exception):
     """A warm task's exception that could not travel back as itself."""
 
 
+_SERIAL = itertools.count(1)
+
+
 class Entry:
     __slots__ = ("spec", "tid", "reporter", "agent", "dropped")
 
     def __init__(self, spec: TaskSpec, reporter: Reporter) -> None:
         self.spec = spec
-        self.tid = f"{spec.uid}.{spec.attempt}"
+        # unique for the dispatcher's life: the agents outlive an engine, and the next
+        # engine's uids start again at task.000001 (a late word about an earlier engine's
+        # task must not reach this one's)
+        self.tid = f"{spec.uid}.{spec.attempt}.{next(_SERIAL)}"
         self.reporter = reporter  # of the engine that submitted it
         self.agent: Link | None = None
         self.dropped = False  # cancelled: whatever the agent says next is ignored
