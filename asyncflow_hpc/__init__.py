@@ -37,6 +37,7 @@ from .sync import run_workflow
 from .tasks import TaskFuture, TaskKind, TaskSpec, TaskState
 
 if TYPE_CHECKING:
+    from .backends.pilots import PilotPool, PilotTemplate  # noqa: F401
     from .backends.radical import RadicalPilotBackend  # noqa: F401
     from .journal import Journal, ResultStore  # noqa: F401
 
@@ -57,6 +58,8 @@ __all__ = [
     "NoopExecutionBackend",
     "OutputFile",
     "PilotFailedError",
+    "PilotPool",
+    "PilotTemplate",
     "Reporter",
     "ResultStore",
     "TaskDescriptionError",
@@ -81,6 +84,10 @@ def __getattr__(name: str) -> Any:
         from .backends.radical import RadicalPilotBackend
 
         return RadicalPilotBackend
+    if name in ("PilotPool", "PilotTemplate"):
+        from .backends import pilots
+
+        return getattr(pilots, name)
     if name in ("Journal", "ResultStore"):  # hashing and signing: imported when asked for
         from . import journal
 

@@ -27,6 +27,7 @@ class Feeds:
     """Observers, tapes and counts of a :class:`~asyncflow_hpc.engine.WorkflowEngine`."""
 
     _observers: list[Observer]
+    _note_listeners: list[Callable[[str, dict[str, Any]], None]]
     _active: dict[str, TaskRecord]
     _tapes: list[tuple]
     _more_tapes: list[tuple]
@@ -46,6 +47,25 @@ class Feeds:
                 self._observers.remove(observer)
 
         return unsubscribe
+
+    def subscribe_notes(self, listener: Callable[[str, dict[str, Any]], None]
+                        ) -> Callable[[], None]:
+        """Call ``listener(kind, attributes)`` for each note a backend makes
+        (:meth:`Reporter.note`: a pilot started, a scale-in...); returns an unsubscribe."""
+        self._note_listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._note_listeners:
+                self._note_listeners.remove(listener)
+
+        return unsubscribe
+
+    def _on_note(self, kind: str, attributes: dict[str, Any]) -> None:
+        for listener in list(self._note_listeners):
+            try:
+                listener(kind, attributes)
+            except Exception:  # a listener's bug must not break the backend
+                log.exception("note listener %r failed on %s", listener, kind)
 
     def attach_tape(self,
                     on_rare: Callable[[str, TaskRecord, BaseException | None, float], None],

@@ -147,6 +147,7 @@ class WorkflowEngine(Submission, Settlement, SignalHandling, Feeds):
         self._flushing = False
         self._counter = 0
         self._observers: list[Observer] = list(observers)
+        self._note_listeners: list[Any] = []  # see subscribe_notes
         # the tape (see attach_tape): completed records, steps stamped on them, for telemetry
         self._tape: list[TaskRecord] | None = None
         self._tape_rare: Any = None
@@ -199,7 +200,7 @@ class WorkflowEngine(Submission, Settlement, SignalHandling, Feeds):
         if self._work_dir_given:
             self._private_work_dir()
         backends = await self._resolve_backends(self._backend_arg)
-        reporter = Reporter(self._on_report, self._loop)
+        reporter = Reporter(self._on_report, self._loop, self._on_note)
         for b in backends:
             await b.start()
             if b.name in self.backends:

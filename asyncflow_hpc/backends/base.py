@@ -35,12 +35,13 @@ class Reporter:
     report's arrival.
     """
 
-    __slots__ = ("_sink", "_loop")
+    __slots__ = ("_sink", "_loop", "_note")
 
-    def __init__(self, sink, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, sink, loop: asyncio.AbstractEventLoop, note=None) -> None:
         # sink(uid, state, value, error, node, stamps) is the engine's handler
         self._sink = sink
         self._loop = loop
+        self._note = note  # note(kind, attributes): the engine's, for the backend's decisions
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -59,6 +60,12 @@ class Reporter:
 
     def cancelled(self, uid: str) -> None:
         self._sink(uid, TaskState.CANCELLED, None, None, None, None)
+
+    def note(self, kind: str, attributes: dict[str, Any]) -> None:
+        """Tell those who watch the engine (telemetry, progress) what the backend decided or
+        saw, e.g. ``note("PilotStarted", {...})``; on the loop. Dropped when nobody listens."""
+        if self._note is not None:
+            self._note(kind, attributes)
 
     def threadsafe(self, uid: str, state: TaskState, value: Any = None,
                    error: BaseException | None = None, node: str | None = None,

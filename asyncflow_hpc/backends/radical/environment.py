@@ -87,10 +87,8 @@ def write_resource_configs(opts: Options, user_dir: str | None) -> None:
         for f in user_cfgs.glob("resource_*.json"):
             shutil.copy(f, dst / f.name)
     patches: dict[str, dict[str, Any]] = {}
-    for name, entry in opts.site_config.items():
-        patches[name] = dict(entry)
     res = opts.resource
-    if res.startswith("local.") and res not in opts.site_config:
+    if res.startswith("local."):
         # The agent must find RP's helper scripts from THIS interpreter. Under pyenv (and
         # some module systems) the login shell's PATH puts shims first; bootstrap_0.sh
         # then sources a shim instead of radical-utils-env.sh and the pilot dies at once.
@@ -107,22 +105,36 @@ def write_resource_configs(opts: Options, user_dir: str | None) -> None:
     for name, patch in patches.items():
         site, entry = name.split(".", 1)
         path = dst / f"resource_{site}.json"
-        data: dict[str, Any] = {}
-        if path.exists():
-            try:
-                data = json.loads(path.read_text())
-            except ValueError:
-                data = {}
+        data = _read_config(path)
         cur = dict(data.get(entry) or {})
-        if name not in opts.site_config:  # our own patch: the user's entry wins
-            patch = dict(patch)
-            patch["pre_bootstrap_0"] = (list(cur.get("pre_bootstrap_0") or [])
-                                        + patch["pre_bootstrap_0"])
-            if "launch_methods" in cur:
-                patch.pop("launch_methods", None)
+        patch = dict(patch)  # ours: what the entry already says wins, bootstrap lines add up
+        patch["pre_bootstrap_0"] = (list(cur.get("pre_bootstrap_0") or [])
+                                    + patch["pre_bootstrap_0"])
+        if "launch_methods" in cur:
+            patch.pop("launch_methods", None)
         cur.update(patch)
         data[entry] = cur
         write_file(path, json.dumps(data, indent=2).encode(), 0o600)
+    for name, user in opts.site_config.items():  # the user's entries, over ours
+        site, entry = name.split(".", 1)
+        path = dst / f"resource_{site}.json"
+        data = _read_config(path)
+        cur = dict(data.get(entry) or {})
+        user = dict(user)
+        if name in patches and "pre_bootstrap_0" in user:
+            user["pre_bootstrap_0"] = patches[name]["pre_bootstrap_0"] + list(
+                user["pre_bootstrap_0"])
+        cur.update(user)
+        data[entry] = cur
+        write_file(path, json.dumps(data, indent=2).encode(), 0o600)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        data = {}
+    return data if isinstance(data, dict) else {}
 
 
 def _pilot_may_exceed_machine(opts: Options) -> bool:

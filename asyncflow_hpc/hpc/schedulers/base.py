@@ -111,6 +111,10 @@ class Scheduler:
         """CPUs of the smallest node of ``partition`` (the default one), or None if unknown."""
         return None
 
+    def node_count(self, partition: str | None = None) -> int | None:
+        """Nodes of ``partition`` (the default one), or None if unknown."""
+        return None
+
     def check(self, site: Any) -> list[tuple[str, str, str]]:
         """``(status, check, detail)`` rows checking ``site``'s queue and account here."""
         return []

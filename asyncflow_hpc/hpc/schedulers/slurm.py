@@ -51,6 +51,18 @@ class Slurm(Scheduler):
         counts = [int(x) for x in out.split() if x.isdigit()]
         return min(counts) if code == 0 and counts else None
 
+    def node_count(self, partition: str | None = None) -> int | None:
+        if shutil.which("sinfo") is None:
+            return None
+        # without -p, sinfo lists every partition: count the default one's nodes (marked '*')
+        code, out, _ = run(["sinfo", "-h", "-N", "-o", "%N %P",
+                            *(["-p", partition] if partition else [])], 15)
+        if code != 0:
+            return None
+        nodes = {line.split()[0] for line in out.splitlines()
+                 if len(line.split()) == 2 and (partition or line.split()[1].endswith("*"))}
+        return len(nodes)
+
     def check(self, site: Any) -> list[tuple[str, str, str]]:
         rows = []
         if site.partition:
