@@ -279,6 +279,10 @@ InactiveLimit=0
 MinJobAge=60
 $NODE_LINES
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+$( [ "$NODES" -gt 1 ] && echo "# For routing tests: \"cpu\" is every node but the last, \"gpu\" the last one (SLURM
+# knows no GPU here; a pilot template for it declares gpus_per_node, so RP's agent has some).
+PartitionName=cpu Nodes=$(seq -s, -f 'afnode%g' 1 $((NODES - 1))) MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=afnode$NODES MaxTime=INFINITE State=UP" )
 EOF
 }
 

@@ -68,15 +68,16 @@ class Pilot:
     def coming(self) -> bool:
         return self.state in ("starting", "queued")
 
-    def activate(self, bootstrap: float | None) -> None:
+    def activate(self, bootstrap: float | None, walltime: float) -> None:
         """The pilot runs; ``bootstrap`` is the shortest submit-to-active time seen (a pilot
-        that never waited in a queue), from which the allocation's start is estimated."""
+        that never waited in a queue), from which the allocation's start is estimated;
+        ``walltime`` in seconds."""
         now = time.time()
         self.state = "active"
         self.active_at = self.idle_since = now
         start = now - bootstrap if bootstrap is not None else self.submitted_at
         self.job_start = max(self.submitted_at, start)
-        self.deadline = self.job_start + self.template.runtime * 60.0
+        self.deadline = self.job_start + walltime
 
     def time_left(self, now: float) -> float:
         return float("inf") if self.deadline is None else self.deadline - now

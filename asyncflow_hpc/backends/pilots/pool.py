@@ -83,6 +83,8 @@ class PilotPool(ExecutionBackend):
     """
 
     name = "pilots"
+    #: a walltime minute in seconds (tests of the policy shorten it)
+    seconds_per_minute = 60.0
     task_keys = RadicalPilotBackend.task_keys | POOL_KEYS
     key_aliases = TD_ALIASES
 
@@ -120,6 +122,7 @@ class PilotPool(ExecutionBackend):
         self._routes: dict[Needs, tuple[PilotTemplate, ...]] = {}
         self._waiting: dict[str, _Waiting] = {}
         self._where: dict[str, Pilot] = {}  # task uid -> pilot it is placed on
+        self._placed: dict[str, _Waiting] = {}  # task uid -> its routing, while placed
         self._startups: list[float] = []  # submit-to-active seconds of each pilot
         self._history: dict[str, collections.deque[float]] = {}  # task name -> durations
         self._jobs: set[asyncio.Task] = set()
@@ -187,9 +190,13 @@ class PilotPool(ExecutionBackend):
             if t.site is None or t.site.is_rp_shipped:
                 continue
             try:
-                have = scheduler_for(t.site.scheduler).node_count(t.queue)
+                scheduler = scheduler_for(t.site.scheduler)
+                have = scheduler.node_count(t.queue)
+                cores = None if t.node_cores_known else scheduler.cores_per_node(t.queue)
             except Exception:  # a scheduler we cannot ask: RP will say
-                have = None
+                have = cores = None
+            if cores:  # the pool sizes its pilots by the partition's nodes, not this host's
+                object.__setattr__(t, "cores_per_node", cores)
             if have is None:
                 continue
             part = f"partition {t.queue!r}" if t.queue else "the default partition"
@@ -205,8 +212,8 @@ class PilotPool(ExecutionBackend):
     def bind(self, reporter: Reporter) -> None:
         super().bind(reporter)
         early, self._early_notes = self._early_notes, []
-        for kind, attributes in early:
-            reporter.note(kind, attributes)
+        for kind, attributes in early:  # once the engine's listeners are attached
+            reporter.loop.call_soon(reporter.note, kind, attributes)
         self._kick()  # tasks may have waited for the engine
 
     async def _shutdown(self) -> None:
@@ -248,6 +255,7 @@ class PilotPool(ExecutionBackend):
         if self._waiting.pop(uid, None) is not None:
             return
         p = self._where.pop(uid, None)
+        self._placed.pop(uid, None)
         if p is not None and p.take(uid) is not None:
             p.backend.cancel(uid)
             self._kick()
@@ -283,7 +291,8 @@ class PilotPool(ExecutionBackend):
             if scanned >= SCAN or free <= 0:
                 break
             est = self._estimate(w)
-            if est is not None and est + self.drain_margin > 0.8 * w.routes[0].runtime * 60:
+            if est is not None and est + self.drain_margin > \
+                    0.8 * w.routes[0].runtime * self.seconds_per_minute:
                 est = None  # longer than any pilot of it lives: it cannot wait for a better one
             need = (est or 0.0) + self.drain_margin
             best = None
@@ -296,20 +305,20 @@ class PilotPool(ExecutionBackend):
             del self._waiting[uid]
             best.place(w.spec, w.cores)
             self._where[uid] = best
+            self._placed[uid] = w
             free -= w.cores
             batches.setdefault(best, []).append(w.spec)
         for p, specs in batches.items():
             p.backend.submit(specs)
 
-    def _requeue(self, specs: list[TaskSpec]) -> None:
-        """Tasks given back by a pilot: first in line again, as they were."""
+    def _requeue(self, given_back: list[_Waiting]) -> None:
+        """Tasks given back by a pilot: first in line again, routed as before."""
+        if not given_back:
+            return
         now = time.time()
-        front = {}
-        for spec in specs:
-            td = spec.description or {}
-            needs = needs_of(td)
-            front[spec.uid] = _Waiting(spec, self._route(needs), needs.cores, now, None)
-        self._waiting = {**front, **self._waiting}
+        for w in given_back:
+            w.since = now
+        self._waiting = {**{w.spec.uid: w for w in given_back}, **self._waiting}
         self._kick()
 
     # ================================================================ reports of one pilot
@@ -328,12 +337,12 @@ class PilotPool(ExecutionBackend):
         if entry.started is None:
             entry.started = stamps[0] if stamps else end
         del self._where[uid]
+        w = self._placed.pop(uid)
         p.take(uid, end)
         if state is TaskState.FAILED and isinstance(error, PilotFailedError) \
                 and not self._closing:
             p.moved += 1
-            self._requeue([entry.spec])
-            self._pilot_gone(p, str(error))  # the rest of its tasks too
+            self._pilot_gone(p, str(error), [w])  # with the rest of its tasks
             return
         if state is TaskState.DONE:
             p.done += 1
@@ -351,8 +360,7 @@ class PilotPool(ExecutionBackend):
         serial = next(self._serials[t.name])
         name = f"{t.name}.{serial}"
         try:
-            backend = RadicalPilotBackend(**t.backend_keywords(), work_dir=self.work_dir / name,
-                                          name=f"{self.name}:{name}")
+            backend = self._make_backend(t, name)
         except ConfigurationError as exc:
             if raise_errors:
                 raise
@@ -362,6 +370,11 @@ class PilotPool(ExecutionBackend):
         self.pilots.append(p)
         self._decide("PilotStarted", p, reason)
         p.runner = self._spawn(self._run_pilot(p, raise_errors))
+
+    def _make_backend(self, t: PilotTemplate, name: str) -> Any:
+        """The backend of one pilot (a RadicalPilotBackend; tests put a fake here)."""
+        return RadicalPilotBackend(**t.backend_keywords(), work_dir=self.work_dir / name,
+                                   name=f"{self.name}:{name}")
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         job = asyncio.ensure_future(coro)
@@ -392,7 +405,8 @@ class PilotPool(ExecutionBackend):
             return
         self._startups.append(time.time() - p.submitted_at)
         # the shortest start seen is a pilot that never queued: the rest of a start is queue
-        p.activate(min(self._startups) if len(self._startups) > 1 else None)
+        p.activate(min(self._startups) if len(self._startups) > 1 else None,
+                   p.template.runtime * self.seconds_per_minute)
         self._start_failures[p.template.name] = 0
         self._decide("PilotActive", p, f"active after {self._startups[-1]:.0f} s",
                      startup_s=round(self._startups[-1], 1))
@@ -438,33 +452,37 @@ class PilotPool(ExecutionBackend):
         if move:
             self._requeue(taken)
         else:
-            for spec in taken:
-                self.reporter.cancelled(spec.uid)
+            for w in taken:
+                self.reporter.cancelled(w.spec.uid)
         if was == "queued" and p.runner is not None:
             p.runner.cancel()  # no longer waiting for it to become active
         if was != "starting":  # a starting one closes once its backend has started
             self._close_soon(p)
 
-    def _pilot_gone(self, p: Pilot, why: str) -> None:
-        """``p`` ended without being asked (killed, failed): its tasks go back in line."""
+    def _pilot_gone(self, p: Pilot, why: str, first: Sequence[_Waiting] = ()) -> None:
+        """``p`` ended without being asked (killed, failed): its tasks (``first``, the one
+        whose failure told) go back in line."""
         if p.state in ("draining", "ended"):
+            self._requeue(list(first))
             return
-        taken = self._take_all(p, cancel=False)
+        taken = [*first, *self._take_all(p, cancel=False)]
         p.state = "draining"
         p.end_reason = f"lost: {why}"
         self._decide("PilotLost", p, why, moved=len(taken))
         self._requeue(taken)
         self._close_soon(p)
 
-    def _take_all(self, p: Pilot, cancel: bool) -> list[TaskSpec]:
+    def _take_all(self, p: Pilot, cancel: bool) -> list[_Waiting]:
+        """Every task of ``p``, taken back (and cancelled there, with ``cancel``)."""
         taken = []
         for uid in list(p.tasks):
             entry = p.take(uid)
             self._where.pop(uid, None)
-            if entry is not None:
+            w = self._placed.pop(uid, None)
+            if entry is not None and w is not None:
                 if cancel:
                     p.backend.cancel(uid)
-                taken.append(entry.spec)
+                taken.append(w)
         p.moved += len(taken)
         return taken
 
@@ -533,7 +551,7 @@ class PilotPool(ExecutionBackend):
                     p.replaced = True
                     self._start_pilot(t, f"replaces {p.name}: {left:.0f} s of walltime left, "
                                          f"pilots start in ~{startup:.0f} s")
-            live = [p for p in mine if p.live]
+            live = [p for p in self.pilots if p.template is t and p.live]  # with replacements
             usable = [p for p in live if not p.replaced]
             if len(usable) < t.min_pilots:
                 self._start_pilot(t, "min_pilots")

@@ -163,6 +163,11 @@ class PilotTemplate:
         return os.cpu_count() or 1
 
     @property
+    def node_cores_known(self) -> bool:
+        """Whether the template or its site says how many cores a node has."""
+        return bool(self.cores_per_node or (self.site is not None and self.site.cores_per_node))
+
+    @property
     def capacity(self) -> int:
         """Cores of one pilot of this template."""
         return self.cores if self.cores else self.nodes * self.node_cores
