@@ -258,9 +258,11 @@ class WorkflowEngine(Submission, Settlement, SignalHandling, Feeds):
         self._closing = True
         try:
             self._cancel_all()
-            await self._close_attachments()
-            if not skip_execution_backend:
-                await self._stop_backends()
+            try:
+                if not skip_execution_backend:
+                    await self._stop_backends()
+            finally:  # after the backends: what they say as they stop is recorded too
+                await self._close_attachments()
         finally:
             self._restore_signal_handlers()
             self._closed = True

@@ -16,6 +16,10 @@ same for ten tasks and for a million. "running" counts bodies that run now (back
 the start from where the body runs); blocks (``@flow.block``) are counted apart. The bar
 fills with tasks that ended by running (done or failed): after Ctrl-C it shows how far the
 run got and how many tasks were cancelled, not 100%.
+
+A pilot pool's decisions (its notes, ``WorkflowEngine.subscribe_notes``) are shown as they
+come, one line each (``pilots: cpu.2 started (scale out: ...)``), and while it has pilots the
+counts end with ``pilots 2 active, 1 queued``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["attach", "PlainProgress", "RichProgress", "resolve_mode"]
@@ -37,6 +42,10 @@ DEFAULT_INTERVAL = 10.0
 RICH_REFRESH = 0.25
 HEARTBEAT = 6  # a plain line at least every this many intervals while work is unfinished
 RATE_WINDOW = 30.0  # seconds of history behind the rate and the time left
+# a pilot's last decision -> what it is now (the others: stopped, lost, failed: gone)
+PILOT_STATES = {"PilotStarted": "queued", "PilotActive": "active"}
+_VERBS = {"PilotStarted": "started", "PilotActive": "active", "PilotFailed": "failed",
+          "PilotStopped": "stopped", "PilotLost": "lost"}
 
 
 def resolve_mode(mode: str | None, stream: Any = None) -> str:
@@ -92,6 +101,65 @@ def attach(engine: Any, mode: str | None = "auto") -> Any:
     return PlainProgress(engine, _interval())
 
 
+def decision_text(a: dict[str, Any]) -> str:
+    """A pilot pool's decision (a ``PilotDecision`` note's attributes) as a short line."""
+    pool = a.get("pool")
+    who = "pilots" if pool in (None, "pilots") else f"pilots {pool}"
+    action = a.get("action")
+    reason = str(a.get("reason") or "")
+    if action == "TemplateFailed":
+        return (f"{who}: no pilot of template {a.get('template')} can start; the tasks only it "
+                f"runs fail ({reason})")
+    verb = _VERBS.get(action, str(action))  # type: ignore[arg-type]
+    if reason.startswith(verb + " "):  # "active (active after 40 s)"
+        reason = reason[len(verb) + 1:]
+    was = a.get("was")
+    text = f"{who}: {a.get('pilot')} {verb}" + (f" while {was}" if was not in (None, "active")
+                                               else "") + (f" ({reason})" if reason else "")
+    if a.get("moved"):
+        text += f", {a['moved']} task(s) moved"
+    return text
+
+
+class _Pilots:
+    """A pilot pool's decisions from the engine's notes: each handed to ``show`` as a line,
+    and each pilot's state by its last decision, for the counts."""
+
+    def __init__(self, engine: Any, show: Callable[[str], None]) -> None:
+        self._show = show
+        self._states: dict[tuple, str] = {}  # (pool, pilot) -> queued, active
+        subscribe = getattr(engine, "subscribe_notes", None)
+        self._unsubscribe = subscribe(self._on_note) if subscribe is not None else None
+
+    def _on_note(self, kind: str, a: dict[str, Any]) -> None:
+        if kind not in ("PilotDecision", "PilotEnded"):
+            return
+        action = a.get("action") if kind == "PilotDecision" else kind
+        key = (a.get("pool"), a.get("pilot"))
+        if key[1] is not None:
+            state = PILOT_STATES.get(action)  # type: ignore[arg-type]
+            if state is None:
+                self._states.pop(key, None)
+            else:
+                self._states[key] = state
+        if kind == "PilotDecision":
+            try:
+                self._show(decision_text(a))
+            except Exception:  # a display must never break the run
+                log.debug("progress: pilot decision not shown", exc_info=True)
+
+    def counts(self) -> str:
+        """``pilots 2 active, 1 queued``; '' while there is none."""
+        n = collections.Counter(self._states.values())
+        parts = [f"{n[s]} {s}" for s in ("active", "queued") if n[s]]
+        return f"pilots {', '.join(parts)}" if parts else ""
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+
 class _Off:
     async def close(self) -> None:
         return None
@@ -109,6 +177,7 @@ class _Ticker:
         self._loop = asyncio.get_running_loop()
         self._handle: asyncio.TimerHandle | None = None
         self._closed = False
+        self.pilots = _Pilots(engine, self.show_decision)
         self._handle = self._loop.call_later(interval, self._tick)
 
     def _tick(self) -> None:
@@ -123,10 +192,14 @@ class _Ticker:
     def update(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def show_decision(self, text: str) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
     def _stop_timer(self) -> bool:
         if self._closed:
             return False
         self._closed = True
+        self.pilots.close()
         if self._handle is not None:
             self._handle.cancel()
         return True
@@ -166,6 +239,10 @@ def _blocks(b: dict[str, int]) -> str:
     return f"; blocks {', '.join(parts)}" if parts else ""
 
 
+def _with_semicolon(text: str) -> str:
+    return f"; {text}" if text else ""
+
+
 class PlainProgress(_Ticker):
     """Periodic one-line summaries for logs."""
 
@@ -191,7 +268,10 @@ class PlainProgress(_Ticker):
         return (f"asyncflow-hpc {stamp} {self.engine.uid} {what} [{_elapsed(now - self.started)}]"
                 f": tasks {c['done']:,} done, {c['running']:,} running, {c['failed']:,} failed, "
                 f"{c['cancelled']:,} cancelled, {c['pending']:,} pending{tail}"
-                + _blocks(blocks or dict.fromkeys(c, 0)))
+                + _blocks(blocks or dict.fromkeys(c, 0)) + _with_semicolon(self.pilots.counts()))
+
+    def show_decision(self, text: str) -> None:
+        self._emit(f"asyncflow-hpc {time.strftime('%H:%M:%S')} {self.engine.uid} {text}")
 
     def _emit(self, text: str) -> None:
         stream = self._stream if self._stream is not None else sys.stderr
@@ -204,7 +284,7 @@ class PlainProgress(_Ticker):
         c, b = self.counts()
         if sum(c.values()) + sum(b.values()) == 0:
             return  # nothing submitted yet
-        key = (tuple(sorted(c.items())), tuple(sorted(b.items())))
+        key = (tuple(sorted(c.items())), tuple(sorted(b.items())), self.pilots.counts())
         self._quiet_ticks += 1
         heartbeat = (c["running"] + c["pending"]) > 0 and self._quiet_ticks >= HEARTBEAT
         if key == self._last and not heartbeat:
@@ -259,6 +339,9 @@ class RichProgress(_Ticker):
         parts.append(f"[cyan]pending {c['pending']:,}")
         if sum(b.values()):
             parts.append(f"[dim]blocks {b['done']:,}/{sum(b.values()):,}")
+        pilots = self.pilots.counts()
+        if pilots:
+            parts.append(f"[blue]{pilots}")
         rate, left = self.pace(c)
         if final:
             pace = "[magenta]interrupted" if c["cancelled"] else ""
@@ -267,6 +350,10 @@ class RichProgress(_Ticker):
         self._progress.update(self._task, completed=ran, total=total or None,
                               counts="[/] ".join(parts) + "[/]", pace=pace)
         self._progress.refresh()
+
+    def show_decision(self, text: str) -> None:
+        """Above the bar."""
+        self._progress.console.print(text, markup=False, highlight=False, style="blue")
 
     async def close(self) -> None:
         if not self._stop_timer():

@@ -1,12 +1,12 @@
 """A PilotPool campaign for the SLURM tests (run as a script: ``python pilot_pool_campaign.py
 CONFIG.json``); prints one ``RESULT {json}`` line.
 
-CONFIG: ``templates`` (PilotTemplate dicts; a ``site`` dict is a Site's fields), ``pool`` (PilotPool keywords), ``phases`` (run
-one after the other; each a list of groups ``{"name", "count", "seconds", "td"}`` whose tasks
-run at once), ``linger`` (seconds to stay open after the last phase, to see scale-in),
-``kill`` (``{"when": "cpu.2", "pilot": "cpu.1"}``: once pilot ``when`` was started and
-``pilot`` runs, scancel the SLURM job of ``pilot`` 3 s later), ``unroutable`` (a task
-description no template offers).
+CONFIG: ``templates`` (PilotTemplate dicts; a ``site`` dict is a Site's fields), ``pool``
+(PilotPool keywords), ``phases`` (run one after the other; each a list of groups
+``{"name", "count", "seconds", "td"}`` whose tasks run at once), ``linger`` (seconds to
+stay open after the last phase, to see scale-in), ``kill`` (``{"when": "cpu.2", "pilot":
+"cpu.1"}``: once pilot ``when`` was started and ``pilot`` runs, scancel the SLURM job of
+``pilot`` 3 s later), ``unroutable`` (a task description no template offers).
 
 Every task appends ``<group>-<i>`` to ``marks`` when its body ends, and prints where it ran.
 """

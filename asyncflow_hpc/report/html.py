@@ -6,6 +6,7 @@ import base64
 import html
 from typing import Any
 
+from .pilots import DECISION_COLUMNS, PILOT_COLUMNS, decision_cells, pilot_cells, totals_text
 from .summary import STATES, fmt_rate, fmt_seconds
 
 __all__ = ["render_html"]
@@ -27,12 +28,17 @@ def _e(x: Any) -> str:
     return html.escape("-" if x is None else str(x))
 
 
-def _table(headers: list[str], rows: list[list[Any]], left: int = 1) -> str:
+def _table(headers: list[str], rows: list[list[Any]], left: int = 1,
+           text: tuple[int, ...] = ()) -> str:
+    """A table; the first ``left`` columns and those in ``text`` aligned left."""
+    def cls(i: int) -> str:
+        return "l" if i < left or i in text else ""
+
     out = ["<table><tr>"]
-    out += [f'<th class="{"l" if i < left else ""}">{_e(h)}</th>' for i, h in enumerate(headers)]
+    out += [f'<th class="{cls(i)}">{_e(h)}</th>' for i, h in enumerate(headers)]
     out.append("</tr>")
     for r in rows:
-        out.append("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{_e(c)}</td>'
+        out.append("<tr>" + "".join(f'<td class="{cls(i)}">{_e(c)}</td>'
                                     for i, c in enumerate(r)) + "</tr>")
     out.append("</table>")
     return "".join(out)
@@ -94,6 +100,8 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes],
               _n(w["completed"]), _n(w["failed"]), _n(w["canceled"]),
               fmt_seconds(w["makespan_s"]), fmt_rate(w["tasks_per_s"])]
              for w in s["workflows"][:200]]))
+    if s.get("pilots"):
+        parts.append(_pilots(s["pilots"]))
     u = s.get("utilisation") or {}
     if u.get("samples"):
         parts.append(f"<h2>Resource samples ({u['samples']:,})</h2>" + _table(
@@ -117,6 +125,23 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes],
         parts.append(_failures(rows, s))
     parts.append("</body></html>\n")
     return "".join(parts)
+
+
+def _pilots(section: dict[str, Any]) -> str:
+    """The pilots (node-hours held and used, the totals) and every decision of the pool."""
+    pilots = section["pilots"]
+    out = []
+    if pilots:
+        with_pool = len({p["pool"] for p in pilots}) > 1
+        out.append(f"<h2>Pilots ({len(pilots):,})</h2><p class='note'>"
+                   f"{_e(totals_text(section))}</p>"
+                   + _table(PILOT_COLUMNS, [pilot_cells(p, with_pool) for p in pilots], left=2,
+                            text=(9, 10)))
+    decisions = section["decisions"]
+    if decisions:
+        out.append(f"<h2>Pilot decisions ({len(decisions):,})</h2>"
+                   + _table(DECISION_COLUMNS, [decision_cells(d) for d in decisions], left=4))
+    return "".join(out)
 
 
 def _failures(rows: list[dict[str, Any]], s: dict[str, Any]) -> str:

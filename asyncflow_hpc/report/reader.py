@@ -7,7 +7,8 @@ wrong types (an ``event_time`` that is not a number, ...). A file with lines but
 telemetry record (another JSON file, a journal) raises :class:`LogFormatError`, naming the
 first problem. Task ids are per session, so rows are keyed by ``(session_id, task_id)``:
 several engines may share one log. Failed tasks also keep their inputs (``depends_on``) and
-the errors of their retried attempts, for the failures report (:mod:`.failures`).
+the errors of their retried attempts, for the failures report (:mod:`.failures`). A pilot
+pool's ``PilotDecision`` and ``PilotEnded`` events are kept whole (they are few; :mod:`.pilots`).
 """
 
 from __future__ import annotations
@@ -132,6 +133,9 @@ class Log:
     workflow_spans: list[dict] = field(default_factory=list)
     resources: list[dict] = field(default_factory=list)  # ResourceUpdate events
     metrics: list[dict] = field(default_factory=list)
+    # a pilot pool's notes (whole event lines): its decisions, and each pilot's end and cost
+    pilot_decisions: list[dict] = field(default_factory=list)
+    pilots_ended: list[dict] = field(default_factory=list)
     lines: int = 0
     bad_lines: int = 0
     truncated: bool = False  # no SessionEnded for some session: the run did not shut down
@@ -139,13 +143,16 @@ class Log:
     failed_index: dict[tuple[str, str], TaskRow] = field(default_factory=dict)
 
     def filter_workflow(self, workflow_id: str) -> Log:
-        """Only the tasks (and workflow spans) of one workflow."""
+        """Only the tasks (and workflow spans) of one workflow; the sessions, resources and
+        pilots are the run's (shared by its workflows)."""
         return Log(self.path,
                    tasks=[t for t in self.tasks if t.workflow_id == workflow_id],
                    sessions=self.sessions,
                    workflow_spans=[s for s in self.workflow_spans
                                    if s.get("attributes", {}).get("workflow_id") == workflow_id],
-                   resources=self.resources, metrics=self.metrics, lines=self.lines,
+                   resources=self.resources, metrics=self.metrics,
+                   pilot_decisions=self.pilot_decisions, pilots_ended=self.pilots_ended,
+                   lines=self.lines,
                    bad_lines=self.bad_lines, truncated=self.truncated,
                    failed_index=self.failed_index)
 
@@ -241,6 +248,10 @@ def _event(d: dict, rows: dict, log: Log) -> None:
             log.sessions[sid]["attributes"] = d.get("attributes") or {}
         elif etype == "SessionEnded":
             log.sessions.setdefault(sid, {})["end"] = t
+        elif etype == "PilotDecision":
+            log.pilot_decisions.append(d)
+        elif etype == "PilotEnded":
+            log.pilots_ended.append(d)
         return
     key = (sid, tid)
     row = rows.get(key)

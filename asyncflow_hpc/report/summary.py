@@ -1,6 +1,7 @@
 """Numbers of a run: tasks by state, duration percentiles, throughput, makespan per workflow
 and per task function, retries and timeouts, resource samples, the slowest tasks and the
-failed ones with their errors and root causes. Pure Python (no plotting deps)."""
+failed ones with their errors and root causes; a pilot pool's pilots, their node-hours and
+decisions (:mod:`.pilots`). Pure Python (no plotting deps)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections import Counter
 from typing import Any
 
 from .failures import failure_rows, is_timeout
+from .pilots import pilot_section, pilot_tables
 from .reader import Log, TaskRow
 
 __all__ = ["summarize", "percentile", "render_text", "by_function"]
@@ -121,7 +123,7 @@ def summarize(log: Log, *, top: int = 10, max_failed: int = 20) -> dict[str, Any
     retried = [t for t in tasks if t.attempts > 1]
     functions = by_function(tasks)
     nodes = Counter(t.node for t in tasks if t.node is not None)
-    return {
+    out: dict[str, Any] = {
         "path": log.path,
         "sessions": len(log.sessions),
         "lines": log.lines,
@@ -153,6 +155,10 @@ def summarize(log: Log, *, top: int = 10, max_failed: int = 20) -> dict[str, Any
         "failed_total": len(failed),
         "error_types": dict(Counter(r["error_type"] or "unknown" for r in failed).most_common()),
     }
+    pilots = pilot_section(log)
+    if pilots is not None:  # a pilot pool ran: its pilots, node-hours and decisions
+        out["pilots"] = pilots
+    return out
 
 
 def _pick(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
@@ -280,6 +286,9 @@ def tables(summary: dict[str, Any], *, failures_hint: str | None = None) -> list
         if len(s["workflows"]) > 50:
             wf.caption = f"{len(s['workflows']) - 50:,} more workflows not shown"
         out.append(wf)
+
+    if s.get("pilots"):
+        out += pilot_tables(s["pilots"])
 
     if s["slowest"]:
         sl = Table(title="slowest tasks", title_justify="left")

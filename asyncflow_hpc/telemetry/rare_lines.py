@@ -141,7 +141,7 @@ class RareLines:
              "node_id": node_id, "attributes": attributes or {}, **extra}
         if ids is None:
             ids = f'"trace_id":"{self.trace_hex}","span_id":"{self.session_span_hex}"'
-        return f'{dumps(d)[:-1]},{ids},"name":"{etype}","section":"event"}}\n'
+        return f'{dumps(d)[:-1]},{ids},"name":{dumps(d["event_type"])},"section":"event"}}\n'
 
     # ------------------------------------------------------------------ the end
     def finish(self, now: float, out: list[str]) -> None:

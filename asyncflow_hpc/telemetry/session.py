@@ -12,6 +12,10 @@ worker (:mod:`.worker`), which translates it with the one translator and writes 
   with ``ASYNCFLOW_HPC_TELEMETRY_WRITER=thread``, when no process can be started, or with an
   OpenTelemetry bridge, whose spans are replayed from the translator's span lines.
 
+A backend's rare notes (``Reporter.note``: a pilot pool's decisions and each pilot's cost,
+through ``WorkflowEngine.subscribe_notes``) are written as event lines of their own kind
+(``PilotDecision``, ``PilotEnded``) as they come.
+
 ``close()`` (awaited by the engine at shutdown) hands over the rest, the workflow and session
 spans, a last metric snapshot and ``SessionEnded``, and waits until the log is complete on
 disk. If the process exits without a shutdown, an ``atexit`` hook does the same.
@@ -56,6 +60,10 @@ BACKENDS_EVERY = 5  # ... with the backends' descriptions every this many, when 
 
 
 _created = operator.attrgetter("created")
+
+
+def _nothing() -> None:
+    """Unsubscribe from the notes of an engine that has none."""
 
 
 def _use_worker() -> bool:
@@ -157,6 +165,10 @@ class TelemetrySession:
         self._tape, self._unsubscribe = engine.attach_tape(self._on_rare, self._ship_now,
                                                            SHIP_RECORDS)
         self._active = engine.active_records
+        # a backend's notes (a pilot pool's decisions and costs): an event line each
+        subscribe_notes = getattr(engine, "subscribe_notes", None)
+        self._unsubscribe_notes = (subscribe_notes(self._on_note) if subscribe_notes is not None
+                                   else _nothing)
         self._states = getattr(engine, "states", None)
         self._engine_backends = getattr(engine, "backends", {})
         self._next_status = 0.0
@@ -216,6 +228,22 @@ class TelemetrySession:
                                               attributes=attrs)
         except Exception:  # a description that is not JSON, a backend's bug: skip this one
             log.debug("telemetry: engine progress not written", exc_info=True)
+            return
+        self.worker.send(("T", line))
+
+    def _on_note(self, kind: str, attributes: dict[str, Any]) -> None:
+        """A backend's note (``PilotDecision``, ``PilotEnded``...): one event line of that type,
+        the note's attributes as its attributes, the backend (``pool``) that made it."""
+        if self._closed:
+            return
+        now = time.time()
+        pool = attributes.get("pool")
+        try:
+            line = self._own_lines.event_line(
+                kind, now, now, backend=pool if isinstance(pool, str) else self.backend,
+                attributes=attributes)
+        except Exception:  # a note that is not JSON: skip it, the run goes on
+            log.debug("telemetry: note %s not written", kind, exc_info=True)
             return
         self.worker.send(("T", line))
 
@@ -307,6 +335,7 @@ class TelemetrySession:
         if self._timer is not None:
             self._timer.cancel()
         self._unsubscribe()
+        self._unsubscribe_notes()
         # a last resource sample (so short runs have one too), handed over on the loop
         await in_thread(self.worker.stop_sampling)
         await asyncio.sleep(0)

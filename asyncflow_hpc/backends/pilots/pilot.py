@@ -13,9 +13,24 @@ from typing import Any
 from ...tasks import TaskSpec
 from .template import PilotTemplate
 
-__all__ = ["InFlight", "Pilot"]
+__all__ = ["InFlight", "Pilot", "Waiting"]
 
 STATES = ("starting", "queued", "active", "draining", "ended")
+
+
+class Waiting:
+    """A task in the pool's line: where it may go, its cores, since when it waits, the
+    duration it is expected to take (``task_description["duration"]``)."""
+
+    __slots__ = ("spec", "routes", "cores", "since", "hint")
+
+    def __init__(self, spec: TaskSpec, routes: tuple[PilotTemplate, ...], cores: int,
+                 since: float, hint: float | None) -> None:
+        self.spec = spec
+        self.routes = routes
+        self.cores = cores
+        self.since = since
+        self.hint = hint
 
 
 class InFlight:
@@ -50,6 +65,7 @@ class Pilot:
         self.cores_used = 0
         self.idle_since = self.submitted_at
         self.replaced = False  # a replacement was requested for its walltime
+        self.replaces: Pilot | None = None  # the pilot whose walltime this one takes over
         self.busy_core_seconds = 0.0
         self.done = 0
         self.moved = 0  # tasks taken back from it and placed elsewhere

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import copy
-import functools
 import itertools
 import logging
 import os
@@ -43,7 +42,9 @@ from ...tasks import TaskSpec, TaskState
 from ..base import ExecutionBackend, Reporter
 from ..radical.backend import RadicalPilotBackend
 from ..radical.keys import TD_ALIASES
-from .pilot import Pilot
+from .elastic import Elastic
+from .lifecycle import PilotLife
+from .pilot import Pilot, Waiting
 from .template import Needs, PilotTemplate, needs_of, template_from
 
 __all__ = ["PilotPool"]
@@ -54,24 +55,9 @@ log = logging.getLogger("asyncflow_hpc.backends.pilots")
 POOL_KEYS = frozenset({"pilot", "partition", "duration"})
 #: waiting tasks looked at per placement pass (the line is FIFO; this bounds the work)
 SCAN = 512
-#: consecutive pilots of a template that failed before running: the template is given up
-START_FAILURES = 2
-_FINAL_PILOT = ("DONE", "FAILED", "CANCELED")
 
 
-class _Waiting:
-    __slots__ = ("spec", "routes", "cores", "since", "hint")
-
-    def __init__(self, spec: TaskSpec, routes: tuple[PilotTemplate, ...], cores: int,
-                 since: float, hint: float | None) -> None:
-        self.spec = spec
-        self.routes = routes
-        self.cores = cores
-        self.since = since
-        self.hint = hint
-
-
-class PilotPool(ExecutionBackend):
+class PilotPool(PilotLife, Elastic, ExecutionBackend):
     """Several pilots from ``templates`` (:class:`PilotTemplate` objects or dicts).
 
     ``PilotPool([PilotTemplate("cpu", site="mycluster", nodes=1, runtime=60, max_pilots=4),
@@ -120,9 +106,9 @@ class PilotPool(ExecutionBackend):
         self._start_failures = dict.fromkeys(names, 0)
         self._given_up: dict[str, str] = {}  # template -> why no pilot of it can start
         self._routes: dict[Needs, tuple[PilotTemplate, ...]] = {}
-        self._waiting: dict[str, _Waiting] = {}
+        self._waiting: dict[str, Waiting] = {}
         self._where: dict[str, Pilot] = {}  # task uid -> pilot it is placed on
-        self._placed: dict[str, _Waiting] = {}  # task uid -> its routing, while placed
+        self._placed: dict[str, Waiting] = {}  # task uid -> its routing, while placed
         self._startups: list[float] = []  # submit-to-active seconds of each pilot
         self._history: dict[str, collections.deque[float]] = {}  # task name -> durations
         self._jobs: set[asyncio.Task] = set()
@@ -247,7 +233,7 @@ class PilotPool(ExecutionBackend):
             if all(t.name in self._given_up for t in routes):
                 self._fail_soon(spec.uid, self._given_up_error(routes))
                 continue
-            self._waiting[spec.uid] = _Waiting(spec, routes, needs.cores, now,
+            self._waiting[spec.uid] = Waiting(spec, routes, needs.cores, now,
                                                float(hint) if hint is not None else None)
         self._kick()
 
@@ -271,7 +257,7 @@ class PilotPool(ExecutionBackend):
         self._kick_pending = True
         self.reporter.loop.call_soon(self._place)
 
-    def _estimate(self, w: _Waiting) -> float | None:
+    def _estimate(self, w: Waiting) -> float | None:
         if w.hint is not None:
             return w.hint
         seen = self._history.get(w.spec.name)
@@ -311,7 +297,7 @@ class PilotPool(ExecutionBackend):
         for p, specs in batches.items():
             p.backend.submit(specs)
 
-    def _requeue(self, given_back: list[_Waiting]) -> None:
+    def _requeue(self, given_back: list[Waiting]) -> None:
         """Tasks given back by a pilot: first in line again, routed as before."""
         if not given_back:
             return
@@ -354,234 +340,6 @@ class PilotPool(ExecutionBackend):
         else:
             r.cancelled(uid)
         self._kick()
-
-    # ================================================================ pilots
-    def _start_pilot(self, t: PilotTemplate, reason: str, raise_errors: bool = False) -> None:
-        serial = next(self._serials[t.name])
-        name = f"{t.name}.{serial}"
-        try:
-            backend = self._make_backend(t, name)
-        except ConfigurationError as exc:
-            if raise_errors:
-                raise
-            self._give_up(t, str(exc))
-            return
-        p = Pilot(t, serial, backend, reason)
-        self.pilots.append(p)
-        self._decide("PilotStarted", p, reason)
-        p.runner = self._spawn(self._run_pilot(p, raise_errors))
-
-    def _make_backend(self, t: PilotTemplate, name: str) -> Any:
-        """The backend of one pilot (a RadicalPilotBackend; tests put a fake here)."""
-        return RadicalPilotBackend(**t.backend_keywords(), work_dir=self.work_dir / name,
-                                   name=f"{self.name}:{name}")
-
-    def _spawn(self, coro: Any) -> asyncio.Task:
-        job = asyncio.ensure_future(coro)
-        self._jobs.add(job)
-        job.add_done_callback(self._jobs.discard)
-        return job
-
-    async def _run_pilot(self, p: Pilot, raise_errors: bool) -> None:
-        """Start ``p``'s backend and wait until the pilot runs (its ``runner``)."""
-        loop = asyncio.get_running_loop()
-        try:
-            await p.backend.start()
-            p.uid = p.backend.pilot_uid
-            p.backend.bind(Reporter(functools.partial(self._report_from, p), loop))
-            if p.state != "starting":  # stopped while its backend started
-                self._close_soon(p)
-                return
-            p.state = "queued"
-            await p.backend.wait_active()
-        except asyncio.CancelledError:  # stopped while queued: _stop_pilot closes it
-            return
-        except Exception as exc:  # noqa: BLE001 - any start failure ends this pilot
-            if p.state in ("starting", "queued"):
-                self._start_failed(p, exc)
-            self._close_soon(p)
-            return
-        if p.state != "queued":  # stopped while it waited
-            return
-        self._startups.append(time.time() - p.submitted_at)
-        # the shortest start seen is a pilot that never queued: the rest of a start is queue
-        p.activate(min(self._startups) if len(self._startups) > 1 else None,
-                   p.template.runtime * self.seconds_per_minute)
-        self._start_failures[p.template.name] = 0
-        self._decide("PilotActive", p, f"active after {self._startups[-1]:.0f} s",
-                     startup_s=round(self._startups[-1], 1))
-        self._kick()
-
-    def _start_failed(self, p: Pilot, exc: BaseException) -> None:
-        p.end("failed to start", exc)
-        t = p.template
-        self._start_failures[t.name] += 1
-        self._decide("PilotFailed", p, f"could not start: {exc}")
-        if self._start_failures[t.name] >= START_FAILURES and not any(
-                q.live for q in self.pilots if q.template is t):
-            self._give_up(t, f"{START_FAILURES} pilots in a row failed to start; the last: {exc}")
-
-    def _give_up(self, t: PilotTemplate, why: str) -> None:
-        """No pilot of ``t`` can start: the tasks only it could run fail, naming why."""
-        self._given_up[t.name] = why
-        self.decisions.append({"at": time.time(), "action": "TemplateFailed",
-                               "template": t.name, "reason": why})
-        self._note("PilotDecision", {"pool": self.name, "action": "TemplateFailed",
-                                     "template": t.name, "reason": why})
-        for uid, w in list(self._waiting.items()):
-            if all(r.name in self._given_up for r in w.routes):
-                del self._waiting[uid]
-                self._fail_soon(uid, self._given_up_error(w.routes))
-
-    def _given_up_error(self, routes: tuple[PilotTemplate, ...]) -> PilotFailedError:
-        t = routes[0]
-        return PilotFailedError(t.name, "FAILED", None,
-                                f"no pilot of template {t.name!r} could start: "
-                                f"{self._given_up.get(t.name, '')}")
-
-    def _stop_pilot(self, p: Pilot, reason: str, move: bool = True) -> None:
-        """End ``p`` on purpose; its tasks go back to the waiting line (``move``), else
-        they are reported cancelled."""
-        if p.state in ("draining", "ended"):
-            return
-        taken = self._take_all(p, cancel=True)
-        was = p.state
-        p.state = "draining"
-        p.end_reason = reason
-        self._decide("PilotStopped", p, reason, moved=len(taken) if move else 0, was=was)
-        if move:
-            self._requeue(taken)
-        else:
-            for w in taken:
-                self.reporter.cancelled(w.spec.uid)
-        if was == "queued" and p.runner is not None:
-            p.runner.cancel()  # no longer waiting for it to become active
-        if was != "starting":  # a starting one closes once its backend has started
-            self._close_soon(p)
-
-    def _pilot_gone(self, p: Pilot, why: str, first: Sequence[_Waiting] = ()) -> None:
-        """``p`` ended without being asked (killed, failed): its tasks (``first``, the one
-        whose failure told) go back in line."""
-        if p.state in ("draining", "ended"):
-            self._requeue(list(first))
-            return
-        taken = [*first, *self._take_all(p, cancel=False)]
-        p.state = "draining"
-        p.end_reason = f"lost: {why}"
-        self._decide("PilotLost", p, why, moved=len(taken))
-        self._requeue(taken)
-        self._close_soon(p)
-
-    def _take_all(self, p: Pilot, cancel: bool) -> list[_Waiting]:
-        """Every task of ``p``, taken back (and cancelled there, with ``cancel``)."""
-        taken = []
-        for uid in list(p.tasks):
-            entry = p.take(uid)
-            self._where.pop(uid, None)
-            w = self._placed.pop(uid, None)
-            if entry is not None and w is not None:
-                if cancel:
-                    p.backend.cancel(uid)
-                taken.append(w)
-        p.moved += len(taken)
-        return taken
-
-    def _close_soon(self, p: Pilot) -> None:
-        if not p.closing:
-            p.closing = True
-            self._spawn(self._close(p))
-
-    async def _close(self, p: Pilot) -> None:
-        try:
-            await p.backend.shutdown()
-        except Exception:  # noqa: BLE001 - a pilot that will not close must not stop the others
-            log.warning("pilot %s did not shut down cleanly", p.name, exc_info=True)
-        p.end(p.end_reason or "ended")
-        self._note("PilotEnded", {"pool": self.name, **p.describe()})
-
-    def _note(self, kind: str, attributes: dict[str, Any]) -> None:
-        """A note for the engine's listeners; kept until the engine is bound."""
-        if self._reporter is None:
-            self._early_notes.append((kind, attributes))
-        else:
-            self.reporter.note(kind, attributes)
-
-    def _decide(self, action: str, p: Pilot, reason: str, **extra: Any) -> None:
-        d = {"at": round(time.time(), 3), "action": action, "pilot": p.name,
-             "template": p.template.name, "reason": reason, **extra}
-        self.decisions.append(d)
-        log.info("pilots: %s %s (%s)", action, p.name, reason)
-        self._note("PilotDecision", {"pool": self.name, **d})
-
-    # ================================================================ the tick
-    def _tick(self) -> None:
-        self._tick_handle = None
-        if self._closing:
-            return
-        try:
-            self._watch(time.time())
-        except Exception:  # a bug here must not stop the ticks
-            log.exception("pilot pool %s: tick failed", self.name)
-        self._tick_handle = asyncio.get_running_loop().call_later(1.0, self._tick)
-
-    def _watch(self, now: float) -> None:
-        for p in list(self.pilots):  # pilots that ended on their own
-            if p.state == "active":
-                state = (p.backend.describe() or {}).get("pilot_state")
-                if state in _FINAL_PILOT:
-                    self._pilot_gone(p, f"pilot job ended ({state})")
-        demand = self._demand(now)
-        startup = max(self._startups) if self._startups else self.startup_guess
-        for t in self.templates:
-            if t.name in self._given_up:
-                continue
-            mine = [p for p in self.pilots if p.template is t]
-            live = [p for p in mine if p.live]
-            waiting_cores, oldest = demand.get(t.name, (0, 0.0))
-            # walltime: replace early enough, drain before the end
-            for p in live:
-                if p.state != "active":
-                    continue
-                left = p.time_left(now)
-                if left <= self.drain_margin:
-                    self._stop_pilot(p, f"walltime: {max(left, 0):.0f} s left")
-                    continue
-                if not p.replaced and left <= startup * 1.5 + self.drain_margin + 2 \
-                        and (p.tasks or waiting_cores or len(live) <= t.min_pilots):
-                    p.replaced = True
-                    self._start_pilot(t, f"replaces {p.name}: {left:.0f} s of walltime left, "
-                                         f"pilots start in ~{startup:.0f} s")
-            live = [p for p in self.pilots if p.template is t and p.live]  # with replacements
-            usable = [p for p in live if not p.replaced]
-            if len(usable) < t.min_pilots:
-                self._start_pilot(t, "min_pilots")
-                continue
-            coming = sum(p.capacity for p in live if p.coming)
-            if waiting_cores > coming and len(usable) < t.max_pilots and (
-                    not usable or oldest >= self.scale_out_after):
-                self._start_pilot(t, f"scale out: {waiting_cores} core(s) of tasks waiting "
-                                     f"{oldest:.0f} s, {coming} coming")
-                continue
-            if waiting_cores:
-                continue
-            for p in live:  # scale in: one idle pilot per tick
-                idle = now - p.idle_since
-                if not p.tasks and idle >= self.idle_timeout and len(usable) > t.min_pilots:
-                    self._stop_pilot(p, f"scale in: idle {idle:.0f} s")
-                    break
-
-    def _demand(self, now: float) -> dict[str, tuple[int, float]]:
-        """Per template, the cores of waiting tasks (each counted for its first route that
-        is not given up) and the longest wait."""
-        out: dict[str, list] = {}
-        for w in self._waiting.values():
-            t = next((r for r in w.routes if r.name not in self._given_up), None)
-            if t is None:
-                continue
-            entry = out.setdefault(t.name, [0, 0.0])
-            entry[0] += w.cores
-            entry[1] = max(entry[1], now - w.since)
-        return {k: (v[0], v[1]) for k, v in out.items()}
 
     # ================================================================ introspection
     def costs(self) -> dict[str, Any]:
