@@ -6,7 +6,8 @@ CONFIG: ``templates`` (PilotTemplate dicts; a ``site`` dict is a Site's fields),
 ``{"name", "count", "seconds", "td"}`` whose tasks run at once), ``linger`` (seconds to
 stay open after the last phase, to see scale-in), ``kill`` (``{"when": "cpu.2", "pilot":
 "cpu.1"}``: once pilot ``when`` was started and ``pilot`` runs, scancel the SLURM job of
-``pilot`` 3 s later), ``unroutable`` (a task description no template offers).
+``pilot`` 3 s later), ``unroutable`` (a task description no template offers),
+``telemetry`` (a telemetry log to write), ``journal`` (a journal to write).
 
 Every task appends ``<group>-<i>`` to ``marks`` when its body ends, and prints where it ran.
 """
@@ -46,7 +47,9 @@ async def main(cfg: dict) -> dict:
     notes: list[tuple[float, str, dict]] = []
     killed: dict[str, str | None] = {}
     t0 = time.time()
-    async with WorkflowEngine.create(backend=pool, work_dir=HERE / "engine") as flow:
+    async with WorkflowEngine.create(backend=pool, work_dir=HERE / "engine",
+                                     telemetry=cfg.get("telemetry"),
+                                     journal=cfg.get("journal")) as flow:
         kill = cfg.get("kill")
         seen: set[tuple] = set()
 

@@ -4,6 +4,7 @@
     asyncflow-hpc bench --compare --json out.json         # + plain asyncio, radical.asyncflow
     asyncflow-hpc bench sleep-exe --site local-slurm      # one batch job on a site
     asyncflow-hpc bench scaling --site S --nodes 1,2,4 --mode weak --json s.json --plot s.png
+    asyncflow-hpc bench pool fanout --site local-slurm   # pilot pool: node-hours held vs used
 
 ``bench WORKLOAD...`` is shorthand for ``bench run WORKLOAD...``: the group passes anything
 that is not a subcommand to ``run``, so the common case needs no extra word.
@@ -337,3 +338,45 @@ def scaling_command(site: str, nodes_text: str, mode: str, workload: str, size: 
             raise click.ClickException(str(exc)) from exc
     if any(p.get("error") for p in doc["points"]):
         raise SystemExit(1)
+
+
+@bench_command.command("pool")
+@click.argument("scenario", type=click.Choice(["fanout", "chain"]))
+@click.option("--site", default="local-slurm", show_default=True,
+              help="Site of the pilots (one node each).")
+@click.option("--pilots", type=click.IntRange(min=1), default=3, show_default=True,
+              help="fanout: the fixed pool's pilots, the elastic pool's maximum.")
+@click.option("--wide", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="fanout: short tasks of the fan-out.")
+@click.option("--wide-s", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--narrow", type=click.IntRange(min=1), default=10, show_default=True,
+              help="fanout: long aggregations after it.")
+@click.option("--narrow-s", type=click.FloatRange(min=0), default=30.0, show_default=True)
+@click.option("--runtime", type=click.IntRange(min=1), default=None,
+              help="Pilot walltime in minutes (fanout: 60, chain: 3).")
+@click.option("--tasks", type=click.IntRange(min=1), default=100, show_default=True,
+              help="chain: tasks of the campaign.")
+@click.option("--task-s", type=click.FloatRange(min=0), default=8.0, show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the results as JSON here.")
+def pool_command(scenario: str, site: str, pilots: int, wide: int, wide_s: float, narrow: int,
+                 narrow_s: float, runtime: int | None, tasks: int, task_s: float,
+                 json_out: str | None) -> None:
+    """A pilot pool on SITE: node-hours held vs used, fixed against elastic (fanout), or a
+    campaign several walltimes long on a chain of pilots (chain). Needs RADICAL-Pilot."""
+    from ..backends import require_backend
+    from ..bench import pool as bench_pool
+    from ..bench.report import document, write_json
+    from ..errors import ConfigurationError
+
+    try:
+        require_backend("radical")
+        if scenario == "fanout":
+            doc = bench_pool.fanout(site, pilots, wide, wide_s, narrow, narrow_s,
+                                    runtime=runtime or 60, echo=click.echo)
+        else:
+            doc = bench_pool.chain(site, runtime or 3, tasks, task_s, echo=click.echo)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    if json_out:
+        click.echo(f"wrote {write_json(json_out, document('bench-pool', scenario=scenario, **doc))}")

@@ -294,10 +294,17 @@ class Aggregator:
 
 def _pilots(backends: dict[str, Any], start: float | None, clock: float) -> list[dict]:
     """What the page shows of each backend: its type, and for a pilot its state and the
-    walltime left (from the pilot's runtime and the session's start)."""
+    walltime left (from the pilot's runtime and the session's start); a pilot pool's pilots
+    one by one (state and walltime left as the pool last described them)."""
     out = []
     for name, desc in (backends or {}).items():
         if not isinstance(desc, dict):
+            continue
+        if isinstance(desc.get("pilots"), list):  # a pilot pool: a row per pilot not ended
+            out += [{"name": f"{name}:{p.get('pilot')}", "type": f"pilot ({p.get('template')})",
+                     "state": p.get("state"), "nodes": p.get("nodes"),
+                     "walltime_left_s": p.get("walltime_left_s")}
+                    for p in desc["pilots"] if isinstance(p, dict) and p.get("state") != "ended"]
             continue
         row = {"name": name, "type": desc.get("type")}
         pilot = desc.get("pilot") if isinstance(desc.get("pilot"), dict) else None

@@ -9,6 +9,7 @@ Each pilot start costs ~15-110 s on two loaded cores.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -73,7 +74,7 @@ def test_routing_scale_out_and_scale_in(mn_jobs: MultiNodeJobs,
         "pool": {"scale_out_after": 5, "idle_timeout": 8},
         "phases": [[{"name": "cpu", "count": 16, "seconds": 4},
                     {"name": "gpu", "count": 3, "seconds": 2, "td": {"gpus_per_rank": 1}}]],
-        "linger": 30, "unroutable": {"gpus_per_rank": 2},
+        "linger": 30, "unroutable": {"gpus_per_rank": 2}, "telemetry": "events.jsonl",
     }
     r = run_campaign(mn_jobs, cfg, 540)
     assert all(t["error"] is None for t in r["tasks"]), r["tasks"]
@@ -106,6 +107,19 @@ def test_routing_scale_out_and_scale_in(mn_jobs: MultiNodeJobs,
         assert p["held_node_hours"] > p["used_node_hours"], p
     assert costs["held_node_hours"] == pytest.approx(
         sum(p["held_node_hours"] for p in costs["pilots"]), abs=1e-5)
+
+    # the report shows every pilot with its cost, and the pool's decisions
+    folder = mn_jobs.workdir
+    rep = subprocess.run([sys.executable, "-m", "asyncflow_hpc", "report", "events.jsonl",
+                          "--out", "report"], cwd=folder, capture_output=True, text=True,
+                         timeout=120)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    assert "node-hours held" in rep.stdout, rep.stdout
+    section = json.loads((folder / "report" / "summary.json").read_text())["pilots"]
+    assert sorted(p["pilot"] for p in section["pilots"]) == ["cpu.1", "cpu.2", "gpu.1"]
+    assert section["without_end"] == 0 and section["held_node_hours"] == pytest.approx(
+        costs["held_node_hours"], rel=0.02), section
+    assert any(d["reason"].startswith("scale in") for d in section["decisions"]), section
 
 
 @pytest.mark.timeout(600)

@@ -65,6 +65,7 @@ def test_campaign_longer_than_a_walltime_runs_on_a_chain_of_pilots(
                        "min_pilots": 1, "max_pilots": 1}],
         "pool": {"drain_margin": 15},
         "phases": [[{"name": "w", "count": 24, "seconds": 10}]],
+        "journal": "journal.jsonl",
     }
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / ".xdg"), "RADICAL_PROFILE": "FALSE",
@@ -101,3 +102,5 @@ def test_campaign_longer_than_a_walltime_runs_on_a_chain_of_pilots(
     ended = {p["pilot"]: p for p in r["costs"]["pilots"]}
     assert ended["cpu.1"]["done"] + ended["cpu.1"]["moved"] >= 1, ended
     assert sum(p["done"] for p in ended.values()) == 24, ended  # each counted once
+    records = [json.loads(x) for x in (tmp_path / "journal.jsonl").read_text().splitlines()]
+    assert len(records) == 24 and len({x["k"] for x in records}) == 24  # journaled once

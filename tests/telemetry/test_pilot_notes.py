@@ -250,3 +250,19 @@ def test_no_pilot_section_without_pilot_events(tmp_path, clean_env):
     assert s["tasks"] == 5 and "pilots" not in s
     text = render_text(s, width=200)
     assert "pilots (" not in text and "pilot decisions" not in text and "node-hours" not in text
+
+
+def test_dashboard_lists_each_pilot_of_a_pool_until_it_ends() -> None:
+    from asyncflow_hpc.dashboard.aggregate import _pilots
+
+    rows = _pilots({"pool": {"type": "PilotPool", "pilots": [
+        {"pilot": "cpu.1", "template": "cpu", "state": "active", "nodes": 2,
+         "walltime_left_s": 120.5},
+        {"pilot": "cpu.2", "template": "cpu", "state": "queued", "nodes": 2,
+         "walltime_left_s": None},
+        {"pilot": "gpu.1", "template": "gpu", "state": "ended", "nodes": 1}]}}, None, 0.0)
+    assert rows == [
+        {"name": "pool:cpu.1", "type": "pilot (cpu)", "state": "active", "nodes": 2,
+         "walltime_left_s": 120.5},
+        {"name": "pool:cpu.2", "type": "pilot (cpu)", "state": "queued", "nodes": 2,
+         "walltime_left_s": None}]
