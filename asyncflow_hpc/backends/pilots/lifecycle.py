@@ -104,7 +104,12 @@ class PilotLife:
             return
         if p.state != "queued":  # stopped while it waited
             return
-        self._startups.append(time.time() - p.submitted_at)
+        # a replacement that had to wait for its predecessor's nodes: counted from when
+        # they were given back, or the wait the pool itself caused would lengthen every lead
+        since = p.submitted_at
+        if p.replaces is not None and p.replaces.stopped_at is not None:
+            since = max(since, p.replaces.stopped_at)
+        self._startups.append(time.time() - since)
         # the shortest start seen is a pilot that never queued: the rest of a start is queue
         p.activate(min(self._startups) if len(self._startups) > 1 else None,
                    p.template.runtime * self.seconds_per_minute)
@@ -148,6 +153,7 @@ class PilotLife:
         taken = self._take_all(p, cancel=True)
         was = p.state
         p.state = "draining"
+        p.stopped_at = time.time()
         p.end_reason = reason
         self._decide("PilotStopped", p, reason, moved=len(taken) if move else 0, was=was)
         if move:
@@ -168,6 +174,7 @@ class PilotLife:
             return
         taken = [*first, *self._take_all(p, cancel=False)]
         p.state = "draining"
+        p.stopped_at = time.time()
         p.end_reason = f"lost: {why}"
         self._decide("PilotLost", p, why, moved=len(taken))
         self._requeue(taken)

@@ -58,6 +58,7 @@ class Pilot:
         self.active_at: float | None = None
         self.job_start: float | None = None  # estimated start of the allocation
         self.ended_at: float | None = None
+        self.stopped_at: float | None = None  # when the pool began to end it
         self.end_reason = ""
         self.deadline: float | None = None  # when the walltime ends (estimated)
         self.capacity = template.capacity
