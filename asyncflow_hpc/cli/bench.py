@@ -367,16 +367,20 @@ def pool_command(scenario: str, site: str, pilots: int, wide: int, wide_s: float
     from ..backends import require_backend
     from ..bench import pool as bench_pool
     from ..bench.report import document, write_json
-    from ..errors import ConfigurationError
+    from ..errors import ConfigurationError, UnsafePathError
 
     try:
         require_backend("radical")
+        if json_out and Path(json_out).absolute().parent.exists():
+            from ..safe_files import check_dir
+
+            check_dir(Path(json_out).absolute().parent)  # refused now, not after the runs
         if scenario == "fanout":
             doc = bench_pool.fanout(site, pilots, wide, wide_s, narrow, narrow_s,
                                     runtime=runtime or 60, echo=click.echo)
         else:
             doc = bench_pool.chain(site, runtime or 3, tasks, task_s, echo=click.echo)
-    except ConfigurationError as exc:
+    except (ConfigurationError, UnsafePathError) as exc:
         raise click.ClickException(str(exc)) from None
     if json_out:
         click.echo(f"wrote {write_json(json_out, document('bench-pool', scenario=scenario, **doc))}")

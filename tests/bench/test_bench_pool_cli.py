@@ -13,6 +13,7 @@ import pytest
     (["fanout", "--site", "nosuchsite"], "nosuchsite"),
     (["chain", "--tasks", "0"], "Invalid value for '--tasks'"),
     (["wobble"], "Invalid value for '{fanout|chain}'"),
+    (["chain", "--json", "/tmp/out.json"], "refusing to write in /tmp"),
 ])
 def test_bad_input_is_one_clear_line(args: list[str], expect: str, tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-m", "asyncflow_hpc", "bench", "pool", *args],

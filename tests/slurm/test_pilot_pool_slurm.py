@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -104,3 +105,43 @@ def test_campaign_longer_than_a_walltime_runs_on_a_chain_of_pilots(
     assert sum(p["done"] for p in ended.values()) == 24, ended  # each counted once
     records = [json.loads(x) for x in (tmp_path / "journal.jsonl").read_text().splitlines()]
     assert len(records) == 24 and len({x["k"] for x in records}) == 24  # journaled once
+
+
+@pytest.mark.timeout(400)
+def test_ctrl_c_ends_every_pilot_and_leaves_nothing(slurm_jobs: SlurmJobs,
+                                                    tmp_path: Path) -> None:
+    """SIGINT once a pilot runs tasks (and a second one waits in the queue): the campaign
+    stops, every pilot job leaves squeue, no process is left."""
+    need_radical(slurm_jobs)
+    cfg = {"templates": [{"name": "cpu", "site": "local-slurm", "nodes": 1, "runtime": 10,
+                          "max_pilots": 2}],
+           "pool": {"scale_out_after": 1},
+           "phases": [[{"name": "w", "count": 20, "seconds": 30}]]}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / ".xdg"), "RADICAL_PROFILE": "FALSE",
+           "RADICAL_DEFAULT_IFACE": "lo", "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "client.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, str(CAMPAIGN), "cfg.json"], cwd=tmp_path,
+                                env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while "PilotActive cpu." not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        time.sleep(3)  # its tasks have started
+        assert len(jobs_in(tmp_path, slurm_jobs)) == 2  # one running, one queued behind it
+        t0 = time.monotonic()
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(120)
+        assert proc.returncode != 0
+        assert "RESULT " not in log.read_text()
+        settle(tmp_path, slurm_jobs, 60)
+        print(f"stopped {time.monotonic() - t0:.1f} s after SIGINT")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        for job in jobs_in(tmp_path, slurm_jobs):
+            slurm_jobs.run(["scancel", job], check=False)
