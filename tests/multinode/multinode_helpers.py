@@ -87,7 +87,9 @@ class MultiNodeJobs(SlurmJobs):
         run(["scontrol", "update", f"nodename={node}", "state=down", f"reason={reason}"])
 
     def node_state(self, node: str) -> str:
-        return run(["sinfo", "-h", "-N", "-n", node, "-o", "%t"], check=False).stdout.strip()
+        # one line per partition the node is in (debug, and cpu or gpu): the same state
+        states = run(["sinfo", "-h", "-N", "-n", node, "-o", "%t"], check=False).stdout.split()
+        return states[0] if len(set(states)) == 1 else " ".join(states)
 
     def popen(self, argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[str]:
         """Start a client (campaign) in its own session, output to ``log``; ended at teardown."""
