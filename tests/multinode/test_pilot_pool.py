@@ -126,7 +126,7 @@ def test_routing_scale_out_and_scale_in(mn_jobs: MultiNodeJobs,
 def test_pilot_killed_during_scale_out_loses_no_task(mn_jobs: MultiNodeJobs,
                                                      multinode_cluster: SlurmCluster) -> None:
     """The first pilot's job is scancelled while the pool scales out: its running tasks go
-    back in line and run on the other pilots; every task runs to the end exactly once."""
+    back in line and run on the other pilots; every task has one result."""
     need_radical()
     need_nodes(multinode_cluster, 3, cpus=2)
     cfg = {
@@ -140,9 +140,12 @@ def test_pilot_killed_during_scale_out_loses_no_task(mn_jobs: MultiNodeJobs,
     assert r["killed"].get("cpu.1"), r["killed"]  # a job was found and cancelled
     assert all(t["error"] is None for t in r["tasks"]), r["tasks"]
     assert r["counts"] == {"submitted": 20, "done": 20, "failed": 0, "cancelled": 0}, r["counts"]
-    assert sorted(r["marks"]) == sorted(f"w-{i}" for i in range(20)), r["marks"]
+    # every body ended; one that ended on the killed pilot as it died, before its end was
+    # reported, ran again (its result never came): at most the moved tasks end twice
+    assert set(r["marks"]) == {f"w-{i}" for i in range(20)}, r["marks"]
     lost = decisions(r, "PilotLost", "cpu.1")
     assert len(lost) == 1 and lost[0]["moved"] >= 1, r["notes"]
+    assert len(r["marks"]) - 20 <= lost[0]["moved"], (r["marks"], lost)
     assert len(decisions(r, "PilotStarted")) >= 2, r["notes"]
     ended = {p["pilot"]: p for p in r["costs"]["pilots"]}
     assert ended["cpu.1"]["moved"] >= 1 and ended["cpu.1"]["end_reason"].startswith("lost"), ended
