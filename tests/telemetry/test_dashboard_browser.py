@@ -35,7 +35,7 @@ CAMPAIGN = textwrap.dedent('''
         async with WorkflowEngine.create() as flow:
             @flow.function_task
             def step(i):
-                time.sleep(0.02)
+                time.sleep(0.05)  # long enough for a slow browser to look 3 times
                 if i % 100 == 3:
                     raise ValueError(f"step {i} failed")
                 return i
