@@ -273,8 +273,9 @@ class PilotPool(PilotLife, Elastic, ExecutionBackend):
         now = time.time()
         batches: dict[Pilot, list[TaskSpec]] = {}
         free = sum(p.free for p in active)
-        for scanned, (uid, w) in enumerate(list(self._waiting.items())):
-            if scanned >= SCAN or free <= 0:
+        # only the head of the line: copying all of it per completion would be quadratic
+        for uid, w in list(itertools.islice(self._waiting.items(), SCAN)):
+            if free <= 0:
                 break
             est = self._estimate(w)
             if est is not None and est + self.drain_margin > \
